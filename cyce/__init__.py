@@ -1,0 +1,7 @@
+"""cyce: fast, exact cross-entropy losses and gradients for NumPy arrays."""
+
+from ._version import __version__
+from ._softmax import log_softmax, logsumexp, softmax, softmax_ce
+from ._info import show_config
+
+__all__ = ["__version__", "logsumexp", "log_softmax", "softmax", "softmax_ce", "show_config"]

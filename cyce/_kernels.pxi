@@ -1,0 +1,343 @@
+# cyce's compiled kernels.  This file is included by _kernels_baseline.pyx and
+# _kernels_avx2.pyx, which setup.py compiles with different flags (baseline
+# x86-64, and -mavx2 -mfma); cyce/_dispatch.py imports the one the CPU runs.
+#
+# Layers (see STYLE.md): the Python wrappers in cyce/_softmax.py validate
+# every input and allocate every output; the `def` shims below take typed
+# memoryviews, release the GIL and run one prange over rows; the row kernels
+# are `noexcept nogil` functions over one contiguous row; the innermost loops
+# are the vectorised C primitives of cyce_rows.h.
+#
+# Determinism: each row is computed by one thread into its own slot
+# (`row_loss[i]`, the row of the output); nothing is summed across rows here.
+# The batch reduction happens afterwards, in a fixed order, in Python.
+# Index arithmetic is 64-bit (int64_t row offsets).  Compiler directives
+# (boundscheck=False, ...) are set once, in setup.py.
+
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport log, isfinite
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+cdef extern from "cyce_rows.h" nogil:
+    float cyce_row_max_f32(const float *x, int64_t n)
+    double cyce_row_max_f64(const double *x, int64_t n)
+    double cyce_row_sum_exp_f32(const float *x, int64_t n, float shift)
+    double cyce_row_sum_exp_f64(const double *x, int64_t n, double shift)
+    double cyce_row_exp_store_sum_f32(const float *x, float *out, int64_t n, float shift)
+    double cyce_row_exp_store_sum_f64(const double *x, double *out, int64_t n, double shift)
+    double cyce_row_sum_shifted_f32(const float *x, const double *w, int64_t n, float shift)
+    double cyce_row_sum_shifted_f64(const double *x, const double *w, int64_t n, double shift)
+    void cyce_row_scale_sub_f32(float *out, const double *w, int64_t n, float a, float b)
+    void cyce_row_scale_sub_f64(double *out, const double *w, int64_t n, double a, double b)
+    void cyce_row_sub2_f32(const float *x, float *out, int64_t n, float shift, float log_sum)
+    void cyce_row_sub2_f64(const double *x, double *out, int64_t n, double shift, double log_sum)
+    float cyce_expf(float x)
+    double cyce_exp(double x)
+    int cyce_openmp_version()
+    int cyce_default_threads()
+    int cyce_cpu_has_avx2_fma()
+    const char *CYCE_SIMD_LEVEL
+    const char *CYCE_CFLAGS
+    const char *CYCE_COMPILER
+
+
+ctypedef fused target_t:
+    float
+    double
+
+
+# ---------------------------------------------------------------------------
+# dtype-generic names for the C primitives (the branch is resolved at compile
+# time for each specialisation)
+
+cdef inline floating row_max(const floating *x, int64_t n) noexcept nogil:
+    if floating is float:
+        return cyce_row_max_f32(x, n)
+    else:
+        return cyce_row_max_f64(x, n)
+
+
+cdef inline double row_sum_exp(const floating *x, int64_t n, floating shift) noexcept nogil:
+    if floating is float:
+        return cyce_row_sum_exp_f32(x, n, shift)
+    else:
+        return cyce_row_sum_exp_f64(x, n, shift)
+
+
+cdef inline double row_exp_store_sum(const floating *x, floating *out, int64_t n,
+                                     floating shift) noexcept nogil:
+    if floating is float:
+        return cyce_row_exp_store_sum_f32(x, out, n, shift)
+    else:
+        return cyce_row_exp_store_sum_f64(x, out, n, shift)
+
+
+cdef inline double row_sum_shifted(const floating *x, const double *w, int64_t n,
+                                   floating shift) noexcept nogil:
+    if floating is float:
+        return cyce_row_sum_shifted_f32(x, w, n, shift)
+    else:
+        return cyce_row_sum_shifted_f64(x, w, n, shift)
+
+
+cdef inline void row_scale_sub(floating *out, const double *w, int64_t n,
+                               floating a, floating b) noexcept nogil:
+    if floating is float:
+        cyce_row_scale_sub_f32(out, w, n, a, b)
+    else:
+        cyce_row_scale_sub_f64(out, w, n, a, b)
+
+
+cdef inline void row_sub2(const floating *x, floating *out, int64_t n,
+                          floating shift, floating log_sum) noexcept nogil:
+    if floating is float:
+        cyce_row_sub2_f32(x, out, n, shift, log_sum)
+    else:
+        cyce_row_sub2_f64(x, out, n, shift, log_sum)
+
+
+# ---------------------------------------------------------------------------
+# row kernels
+
+cdef inline double row_logsumexp(const floating *x, int64_t n) noexcept nogil:
+    """log(sum(exp(x))) with the max subtracted first so nothing overflows.
+
+    As in PyTorch, an infinite max is not subtracted (inf - inf would be NaN):
+    a row holding +inf gives +inf and an all -inf row gives -inf.
+    """
+    cdef floating m = row_max(x, n)
+    if not isfinite(m):
+        m = 0
+    return <double>m + log(row_sum_exp(x, n, m))
+
+
+cdef inline void row_softmax(const floating *x, floating *out, int64_t n,
+                             bint log_space) noexcept nogil:
+    """softmax or log_softmax of one row; out may be x.  A row holding NaN or
+    +inf, or only -inf, gives NaN throughout (as PyTorch does)."""
+    cdef floating m = row_max(x, n)
+    cdef double total
+    if log_space:
+        total = row_sum_exp(x, n, m)
+        row_sub2(x, out, n, m, <floating>log(total))
+    else:
+        total = row_exp_store_sum(x, out, n, m)
+        row_scale_sub(out, NULL, n, <floating>(1.0 / total), 0)
+
+
+cdef inline double row_softmax_ce_hard(
+    const floating *x, floating *grad, int64_t n, int64_t label,
+    const double *class_weight, double weight_total, double row_weight,
+    double smoothing, double z_loss, double grad_scale,
+) noexcept nogil:
+    """Softmax cross entropy of one row against an integer label.
+
+    Returns the row's loss (times its sample weight); writes its gradient,
+    times grad_scale, into grad unless grad is NULL.  grad may be x: every
+    read of x (max, x[label], the smoothing sum) happens before the pass that
+    writes exp(x - max) over it.
+
+    loss = (1-e) w_y (lse - x_y) + (e/C) sum_c w_c (lse - x_c) + z lse^2
+    grad = (1-e) w_y (p - onehot_y) + (e/C) (W p - w) + 2 z lse p
+    with lse - x_c computed as log(sum exp(x - max)) - (x_c - max), which
+    keeps every term non-negative (no cancellation for large logits).
+    """
+    cdef floating m = row_max(x, n)
+    cdef double label_shifted = <double>x[label] - <double>m
+    cdef double label_weight = 1.0 if class_weight == NULL else class_weight[label]
+    cdef double smooth_shifted = 0.0
+    cdef double total, log_total, lse, loss, coef
+    if smoothing != 0.0:
+        smooth_shifted = row_sum_shifted(x, class_weight, n, m)
+    if grad == NULL:
+        total = row_sum_exp(x, n, m)
+    else:
+        total = row_exp_store_sum(x, grad, n, m)
+    log_total = log(total)
+    lse = <double>m + log_total
+    loss = (1.0 - smoothing) * label_weight * (log_total - label_shifted)
+    if smoothing != 0.0:
+        loss += smoothing / n * (weight_total * log_total - smooth_shifted)
+    if z_loss != 0.0:
+        loss += z_loss * lse * lse
+    if grad != NULL:
+        coef = row_weight * grad_scale
+        row_scale_sub(
+            grad, class_weight, n,
+            <floating>(coef * ((1.0 - smoothing) * label_weight
+                               + smoothing / n * weight_total
+                               + 2.0 * z_loss * lse) / total),
+            <floating>(coef * smoothing / n),
+        )
+        grad[label] -= <floating>(coef * (1.0 - smoothing) * label_weight)
+    return row_weight * loss
+
+
+cdef inline double row_softmax_ce_soft(
+    const floating *x, floating *grad, int64_t n, const target_t *target,
+    const double *class_weight, double row_weight,
+    double smoothing, double z_loss, double grad_scale,
+) noexcept nogil:
+    """Softmax cross entropy of one row against probabilities t, smoothed to
+    t' = (1-e) t + e/C:  loss = sum_c w_c t'_c (lse - x_c) + z lse^2,
+    grad = (sum_c w_c t'_c + 2 z lse) p - w t'.  A class with t'_c = 0
+    contributes 0 even where x_c = -inf (0 log 0 = 0), so -inf masks a class
+    exactly.  grad may be x (all reads of x come first)."""
+    cdef floating m = row_max(x, n)
+    cdef double uniform = smoothing / n
+    cdef double keep = 1.0 - smoothing
+    cdef double mass = 0.0          # sum_c w_c t'_c
+    cdef double mass_shifted = 0.0  # sum_c w_c t'_c (x_c - max), each term <= 0
+    cdef double wt, total, log_total, lse, coef
+    cdef int64_t c
+    for c in range(n):
+        wt = keep * target[c] + uniform
+        if class_weight != NULL:
+            wt = wt * class_weight[c]
+        if wt != 0.0:
+            mass = mass + wt
+            mass_shifted = mass_shifted + wt * (<double>x[c] - <double>m)
+    if grad == NULL:
+        total = row_sum_exp(x, n, m)
+    else:
+        total = row_exp_store_sum(x, grad, n, m)
+    log_total = log(total)
+    lse = <double>m + log_total
+    if grad != NULL:
+        coef = row_weight * grad_scale
+        row_scale_sub(grad, NULL, n, <floating>(coef * (mass + 2.0 * z_loss * lse) / total), 0)
+        for c in range(n):
+            wt = keep * target[c] + uniform
+            if class_weight != NULL:
+                wt = wt * class_weight[c]
+            grad[c] -= <floating>(coef * wt)
+    return row_weight * (mass * log_total - mass_shifted + z_loss * lse * lse)
+
+
+# ---------------------------------------------------------------------------
+# def shims: typed views in, one prange over rows, GIL released
+
+def logsumexp_rows(const floating[:, ::1] x, floating[::1] out, int n_threads):
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n_rows = x.shape[0]
+    cdef int64_t n = x.shape[1]
+    if n_rows == 0:
+        return
+    cdef const floating *base = &x[0, 0]
+    with nogil:
+        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+            out[i] = <floating>row_logsumexp(base + <int64_t>i * n, n)
+
+
+def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_space, int n_threads):
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n_rows = x.shape[0]
+    cdef int64_t n = x.shape[1]
+    if n_rows == 0:
+        return
+    cdef const floating *base = &x[0, 0]
+    cdef floating *out_base = &out[0, 0]
+    with nogil:
+        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+            row_softmax(base + <int64_t>i * n, out_base + <int64_t>i * n, n, log_space)
+
+
+def softmax_ce_hard_rows(
+    const floating[:, ::1] logits, floating[:, ::1] grad, const int64_t[::1] labels,
+    const double[::1] class_weight, const double[::1] sample_weight,
+    double[::1] row_loss, int64_t ignore_index, double weight_total,
+    double smoothing, double z_loss, double grad_scale, int n_threads,
+):
+    """row_loss[i] = loss of row i (0 where ignored); grad (may be logits, or
+    None for the loss alone) = its gradient times grad_scale."""
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n_rows = logits.shape[0]
+    cdef int64_t n = logits.shape[1]
+    if n_rows == 0:
+        return
+    cdef const floating *base = &logits[0, 0]
+    cdef floating *grad_base = NULL
+    cdef const double *cw = NULL
+    cdef const double *sw = NULL
+    if grad is not None:
+        grad_base = &grad[0, 0]
+    if class_weight is not None:
+        cw = &class_weight[0]
+    if sample_weight is not None:
+        sw = &sample_weight[0]
+    cdef floating *grad_row
+    with nogil:
+        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+            grad_row = NULL if grad_base == NULL else grad_base + <int64_t>i * n
+            if labels[i] == ignore_index:
+                row_loss[i] = 0.0
+                if grad_row != NULL:
+                    memset(grad_row, 0, <size_t>n * sizeof(floating))
+            else:
+                row_loss[i] = row_softmax_ce_hard(
+                    base + <int64_t>i * n, grad_row, n, labels[i], cw, weight_total,
+                    1.0 if sw == NULL else sw[i], smoothing, z_loss, grad_scale)
+
+
+def softmax_ce_soft_rows(
+    const floating[:, ::1] logits, floating[:, ::1] grad, const target_t[:, ::1] targets,
+    const double[::1] class_weight, const double[::1] sample_weight,
+    double[::1] row_loss, double smoothing, double z_loss, double grad_scale, int n_threads,
+):
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n_rows = logits.shape[0]
+    cdef int64_t n = logits.shape[1]
+    if n_rows == 0:
+        return
+    cdef const floating *base = &logits[0, 0]
+    cdef const target_t *target_base = &targets[0, 0]
+    cdef floating *grad_base = NULL
+    cdef const double *cw = NULL
+    cdef const double *sw = NULL
+    if grad is not None:
+        grad_base = &grad[0, 0]
+    if class_weight is not None:
+        cw = &class_weight[0]
+    if sample_weight is not None:
+        sw = &sample_weight[0]
+    with nogil:
+        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+            row_loss[i] = row_softmax_ce_soft(
+                base + <int64_t>i * n,
+                NULL if grad_base == NULL else grad_base + <int64_t>i * n,
+                n, target_base + <int64_t>i * n, cw,
+                1.0 if sw == NULL else sw[i], smoothing, z_loss, grad_scale)
+
+
+def exp_values(const floating[::1] x, floating[::1] out):
+    """cyce's vectorised exp, elementwise (exposed for its accuracy tests)."""
+    cdef Py_ssize_t j
+    with nogil:
+        for j in range(x.shape[0]):
+            if floating is float:
+                out[j] = cyce_expf(x[j])
+            else:
+                out[j] = cyce_exp(x[j])
+
+
+def build_info():
+    """What this kernel module was compiled with."""
+    return {
+        "simd": CYCE_SIMD_LEVEL.decode(),
+        "cflags": CYCE_CFLAGS.decode(),
+        "compiler": CYCE_COMPILER.decode(),
+        "openmp": cyce_openmp_version(),
+    }
+
+
+def default_threads():
+    """OpenMP's default team size for this thread (OMP_NUM_THREADS,
+    threadpoolctl and omp_set_num_threads all act on it); 1 without OpenMP."""
+    return cyce_default_threads()
+
+
+def cpu_has_avx2_fma():
+    return bool(cyce_cpu_has_avx2_fma())

@@ -1,0 +1,2 @@
+# The avx2 build of cyce's kernels; the code is in _kernels.pxi.
+include "_kernels.pxi"

@@ -1,0 +1,199 @@
+"""Checks shared by every public function.
+
+Each check either returns the input in the form the kernels take or raises
+TypeError / ValueError / IndexError with a message naming the argument, the
+position and the bad value, and what to pass instead.  The wrappers run all
+of them before any kernel writes, so a failed call changes nothing.
+
+None of these checks allocates an array the size of the logits: values of
+(..., C) arrays are checked with min/max reductions, and positions are only
+searched for once a bad value is known to exist.
+"""
+
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _kind_name(a):
+    return f"an array of dtype {a.dtype}"
+
+
+def float_array(name, x):
+    """x as a float32/float64 ndarray with at least one axis and C >= 1."""
+    a = np.asarray(x)
+    if a.dtype not in FLOAT_DTYPES:
+        if a.dtype == np.float16:
+            hint = f"float16 is not supported: pass {name}.astype(np.float32)"
+        elif a.dtype.kind in "iub":
+            hint = f"pass {name}.astype(np.float32) or np.float64"
+        else:
+            hint = "pass float32 or float64 values"
+        raise TypeError(f"{name} must be float32 or float64, got {_kind_name(a)}: {hint}")
+    if a.ndim == 0:
+        raise ValueError(f"{name} must have shape (..., C) with the classes on the last axis, got a 0-d array")
+    if a.shape[-1] == 0:
+        raise ValueError(
+            f"{name} has zero classes (shape {a.shape}): the last axis holds the classes and needs C >= 1"
+        )
+    return a
+
+
+def position(shape, flat_index):
+    """The index tuple of a flat position, as text: '[2, 5]'."""
+    if len(shape) == 0:
+        return "[()]"
+    idx = np.unravel_index(int(flat_index), shape)
+    return "[" + ", ".join(str(int(i)) for i in idx) + "]"
+
+
+def option_in(name, value, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def real_in(name, value, low, high=None):
+    """A Python float in [low, high] (high None: no upper bound)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not np.isfinite(v) or v < low or (high is not None and v > high):
+        where = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a finite number {where}, got {value!r}")
+    return v
+
+
+def integer(name, value):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got the bool {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+
+
+def flag(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def num_threads(value):
+    if value is None:
+        return None
+    n = integer("num_threads", value)
+    if n < 1:
+        raise ValueError(f"num_threads must be None (OpenMP's default) or an integer >= 1, got {n}")
+    return n
+
+
+def class_labels(labels, batch_shape, n_classes, ignore_index):
+    """Integer labels of shape batch_shape as a flat int64 copy (small: one
+    value per row), every value in [0, n_classes) or equal to ignore_index."""
+    if labels.shape != batch_shape:
+        raise ValueError(
+            f"labels has shape {labels.shape}, but logits of shape {batch_shape + (n_classes,)} "
+            f"need integer labels of shape {batch_shape} or probabilities of shape "
+            f"{batch_shape + (n_classes,)}"
+        )
+    flat = labels.reshape(-1)
+    # Compare in the labels' own dtype family: NumPy 2 compares any integer
+    # dtype with a Python int exactly, so uint64 labels above 2**63 cannot
+    # wrap around into range.
+    bad = ((flat < 0) | (flat >= n_classes)) & (flat != ignore_index)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise IndexError(
+            f"labels{position(batch_shape, first)} = {flat[first]} is out of range: class "
+            f"indices must be in [0, {n_classes}) or equal ignore_index ({ignore_index})"
+        )
+    return flat.astype(np.int64, copy=True)
+
+
+def probabilities(name, t, shape):
+    """Float probabilities of the given shape, each in [0, 1], no NaN.  Not
+    copied (they may be as large as the logits)."""
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64 probabilities, got {_kind_name(t)}")
+    if t.shape != shape:
+        raise ValueError(f"{name} has shape {t.shape}, expected {shape}")
+    if t.size == 0:
+        return t
+    low, high = t.min(), t.max()  # NaN propagates into both
+    if not (low >= 0 and high <= 1):
+        flat = t.reshape(-1) if t.flags.c_contiguous else np.ravel(t)
+        bad = ~((flat >= 0) & (flat <= 1))
+        first = int(np.argmax(bad))
+        raise ValueError(
+            f"{name}{position(shape, first)} = {flat[first]!r} is not a probability: "
+            f"values must be in [0, 1]"
+        )
+    return t
+
+
+def weights(name, w, shape, what):
+    """A float64 C-contiguous copy of finite weights of the given shape."""
+    a = np.asarray(w)
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers ({what}), got {_kind_name(a)}")
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} ({what}), got shape {a.shape}")
+    a = np.array(a, dtype=np.float64, order="C", copy=True)
+    finite = np.isfinite(a)
+    if not finite.all():
+        first = int(np.argmin(finite.reshape(-1)))
+        raise ValueError(f"{name}{position(shape, first)} = {a.reshape(-1)[first]!r} is not finite")
+    return a
+
+
+def writable_output(name, out, shape, dtype):
+    """A caller's output buffer: an ndarray of this exact shape and dtype,
+    C-contiguous and writable (cyce never writes through a copy)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous: pass np.empty({shape}, dtype=np.{dtype})")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+def same_memory(a, b):
+    """a and b are the same elements in the same layout (an in-place call)."""
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+        and a.dtype == b.dtype
+    )
+
+
+def no_overlap(name, out, others):
+    """out must not share memory with any input it is not meant to replace."""
+    for other_name, other in others:
+        if other is not None and isinstance(other, np.ndarray) and np.shares_memory(out, other):
+            raise ValueError(f"{name} overlaps {other_name}: pass a separate buffer")
+
+
+def inplace_target(name, x):
+    """The array an in-place call writes over: a writable C-contiguous float
+    ndarray owned by the caller (not a list that np.asarray copied)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"inplace=True needs {name} to be a NumPy array, got {type(x).__name__}")
+    if not x.flags.c_contiguous:
+        raise ValueError(
+            f"inplace=True needs {name} to be C-contiguous (it is a strided or Fortran-ordered "
+            f"view); pass np.ascontiguousarray({name}) or use inplace=False"
+        )
+    if not x.flags.writeable:
+        raise ValueError(f"inplace=True needs {name} to be writable, and it is read-only")
+    return x
