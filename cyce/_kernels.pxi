@@ -17,17 +17,17 @@
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport log, isfinite
+from libc.math cimport expm1, isfinite, log1p
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 cdef extern from "cyce_rows.h" nogil:
     float cyce_row_max_f32(const float *x, int64_t n)
     double cyce_row_max_f64(const double *x, int64_t n)
-    double cyce_row_sum_exp_f32(const float *x, int64_t n, float shift)
-    double cyce_row_sum_exp_f64(const double *x, int64_t n, double shift)
-    double cyce_row_exp_store_sum_f32(const float *x, float *out, int64_t n, float shift)
-    double cyce_row_exp_store_sum_f64(const double *x, double *out, int64_t n, double shift)
+    double cyce_row_sum_exp_m1_f32(const float *x, int64_t n, float shift)
+    double cyce_row_sum_exp_m1_f64(const double *x, int64_t n, double shift)
+    double cyce_row_exp_store_sum_m1_f32(const float *x, float *out, int64_t n, float shift)
+    double cyce_row_exp_store_sum_m1_f64(const double *x, double *out, int64_t n, double shift)
     double cyce_row_sum_shifted_f32(const float *x, const double *w, int64_t n, float shift)
     double cyce_row_sum_shifted_f64(const double *x, const double *w, int64_t n, double shift)
     void cyce_row_scale_sub_f32(float *out, const double *w, int64_t n, float a, float b)
@@ -60,19 +60,21 @@ cdef inline floating row_max(const floating *x, int64_t n) noexcept nogil:
         return cyce_row_max_f64(x, n)
 
 
-cdef inline double row_sum_exp(const floating *x, int64_t n, floating shift) noexcept nogil:
+cdef inline double row_sum_exp_m1(const floating *x, int64_t n, floating shift) noexcept nogil:
+    """sum(exp(x - shift)) - 1, precise when the max's 1 dominates (see cyce_rows_template.h)."""
     if floating is float:
-        return cyce_row_sum_exp_f32(x, n, shift)
+        return cyce_row_sum_exp_m1_f32(x, n, shift)
     else:
-        return cyce_row_sum_exp_f64(x, n, shift)
+        return cyce_row_sum_exp_m1_f64(x, n, shift)
 
 
-cdef inline double row_exp_store_sum(const floating *x, floating *out, int64_t n,
-                                     floating shift) noexcept nogil:
+cdef inline double row_exp_store_sum_m1(const floating *x, floating *out, int64_t n,
+                                        floating shift) noexcept nogil:
+    """out = exp(x - shift); returns sum(out) - 1.  out may be x."""
     if floating is float:
-        return cyce_row_exp_store_sum_f32(x, out, n, shift)
+        return cyce_row_exp_store_sum_m1_f32(x, out, n, shift)
     else:
-        return cyce_row_exp_store_sum_f64(x, out, n, shift)
+        return cyce_row_exp_store_sum_m1_f64(x, out, n, shift)
 
 
 cdef inline double row_sum_shifted(const floating *x, const double *w, int64_t n,
@@ -111,7 +113,7 @@ cdef inline double row_logsumexp(const floating *x, int64_t n) noexcept nogil:
     cdef floating m = row_max(x, n)
     if not isfinite(m):
         m = 0
-    return <double>m + log(row_sum_exp(x, n, m))
+    return <double>m + log1p(row_sum_exp_m1(x, n, m))
 
 
 cdef inline void row_softmax(const floating *x, floating *out, int64_t n,
@@ -119,13 +121,10 @@ cdef inline void row_softmax(const floating *x, floating *out, int64_t n,
     """softmax or log_softmax of one row; out may be x.  A row holding NaN or
     +inf, or only -inf, gives NaN throughout (as PyTorch does)."""
     cdef floating m = row_max(x, n)
-    cdef double total
     if log_space:
-        total = row_sum_exp(x, n, m)
-        row_sub2(x, out, n, m, <floating>log(total))
+        row_sub2(x, out, n, m, <floating>log1p(row_sum_exp_m1(x, n, m)))
     else:
-        total = row_exp_store_sum(x, out, n, m)
-        row_scale_sub(out, NULL, n, <floating>(1.0 / total), 0)
+        row_scale_sub(out, NULL, n, <floating>(1.0 / (1.0 + row_exp_store_sum_m1(x, out, n, m))), 0)
 
 
 cdef inline double row_softmax_ce_hard(
@@ -142,6 +141,8 @@ cdef inline double row_softmax_ce_hard(
 
     loss = (1-e) w_y (lse - x_y) + (e/C) sum_c w_c (lse - x_c) + z lse^2
     grad = (1-e) w_y (p - onehot_y) + (e/C) (W p - w) + 2 z lse p
+    (the loss is log1p of sum - 1: exact for a confidently right row, where
+    the sum is 1 + tiny; the label's gradient slot is likewise exact)
     with lse - x_c computed as log(sum exp(x - max)) - (x_c - max), which
     keeps every term non-negative (no cancellation for large logits).
     """
@@ -149,14 +150,15 @@ cdef inline double row_softmax_ce_hard(
     cdef double label_shifted = <double>x[label] - <double>m
     cdef double label_weight = 1.0 if class_weight == NULL else class_weight[label]
     cdef double smooth_shifted = 0.0
-    cdef double total, log_total, lse, loss, coef
+    cdef double total, total_m1, log_total, lse, loss, coef, label_exp_m1
     if smoothing != 0.0:
         smooth_shifted = row_sum_shifted(x, class_weight, n, m)
     if grad == NULL:
-        total = row_sum_exp(x, n, m)
+        total_m1 = row_sum_exp_m1(x, n, m)
     else:
-        total = row_exp_store_sum(x, grad, n, m)
-    log_total = log(total)
+        total_m1 = row_exp_store_sum_m1(x, grad, n, m)
+    total = 1.0 + total_m1
+    log_total = log1p(total_m1)
     lse = <double>m + log_total
     loss = (1.0 - smoothing) * label_weight * (log_total - label_shifted)
     if smoothing != 0.0:
@@ -172,7 +174,14 @@ cdef inline double row_softmax_ce_hard(
                                + 2.0 * z_loss * lse) / total),
             <floating>(coef * smoothing / n),
         )
-        grad[label] -= <floating>(coef * (1.0 - smoothing) * label_weight)
+        # The label's slot again, in double: p_y - 1 cancels when the row is
+        # confidently right, so write it as (expm1(x_y - max) - (sum - 1)) / sum,
+        # which keeps full precision (the plain form loses it in float32).
+        label_exp_m1 = expm1(label_shifted)
+        grad[label] = <floating>(coef * (
+            (1.0 - smoothing) * label_weight * (label_exp_m1 - total_m1) / total
+            + smoothing / n * (weight_total * (1.0 + label_exp_m1) / total - label_weight)
+            + 2.0 * z_loss * lse * (1.0 + label_exp_m1) / total))
     return row_weight * loss
 
 
@@ -191,7 +200,7 @@ cdef inline double row_softmax_ce_soft(
     cdef double keep = 1.0 - smoothing
     cdef double mass = 0.0          # sum_c w_c t'_c
     cdef double mass_shifted = 0.0  # sum_c w_c t'_c (x_c - max), each term <= 0
-    cdef double wt, total, log_total, lse, coef
+    cdef double wt, total, total_m1, log_total, lse, coef
     cdef int64_t c
     for c in range(n):
         wt = keep * target[c] + uniform
@@ -201,10 +210,11 @@ cdef inline double row_softmax_ce_soft(
             mass = mass + wt
             mass_shifted = mass_shifted + wt * (<double>x[c] - <double>m)
     if grad == NULL:
-        total = row_sum_exp(x, n, m)
+        total_m1 = row_sum_exp_m1(x, n, m)
     else:
-        total = row_exp_store_sum(x, grad, n, m)
-    log_total = log(total)
+        total_m1 = row_exp_store_sum_m1(x, grad, n, m)
+    total = 1.0 + total_m1
+    log_total = log1p(total_m1)
     lse = <double>m + log_total
     if grad != NULL:
         coef = row_weight * grad_scale

@@ -213,14 +213,16 @@ def softmax_ce(
         )
 
     # ---- reduce in a fixed order, in float64 ----
-    if reduction == "none":
-        loss = row_loss.astype(x.dtype).reshape(batch_shape)
-    else:
-        total = float(np.sum(row_loss))
-        if reduction == "mean":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                total = np.float64(total) / np.float64(denom)
-        loss = x.dtype.type(total)
+    # (a float32 loss beyond 3.4e38, e.g. from logits of +-3e38, is inf)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if reduction == "none":
+            loss = row_loss.astype(x.dtype).reshape(batch_shape)
+        else:
+            total = np.sum(row_loss)
+            if reduction == "mean":
+                total = total / np.float64(denom)
+            loss = x.dtype.type(total)
     if want_grad:
-        return loss, grad.reshape(x.shape)
+        # the caller's own array when it received the gradient (inplace, grad_out)
+        return loss, grad if grad.shape == x.shape else grad.reshape(x.shape)
     return loss

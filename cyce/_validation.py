@@ -109,7 +109,7 @@ def class_labels(labels, batch_shape, n_classes, ignore_index):
     if bad.any():
         first = int(np.argmax(bad))
         raise IndexError(
-            f"labels{position(batch_shape, first)} = {flat[first]} is out of range: class "
+            f"labels{position(batch_shape, first)} = {flat[first].item()} is out of range: class "
             f"indices must be in [0, {n_classes}) or equal ignore_index ({ignore_index})"
         )
     return flat.astype(np.int64, copy=True)
@@ -130,7 +130,7 @@ def probabilities(name, t, shape):
         bad = ~((flat >= 0) & (flat <= 1))
         first = int(np.argmax(bad))
         raise ValueError(
-            f"{name}{position(shape, first)} = {flat[first]!r} is not a probability: "
+            f"{name}{position(shape, first)} = {flat[first].item()!r} is not a probability: "
             f"values must be in [0, 1]"
         )
     return t
@@ -147,7 +147,7 @@ def weights(name, w, shape, what):
     finite = np.isfinite(a)
     if not finite.all():
         first = int(np.argmin(finite.reshape(-1)))
-        raise ValueError(f"{name}{position(shape, first)} = {a.reshape(-1)[first]!r} is not finite")
+        raise ValueError(f"{name}{position(shape, first)} = {a.reshape(-1)[first].item()!r} is not finite")
     return a
 
 

@@ -27,40 +27,54 @@ static inline CYCE_REAL CYCE_FN(cyce_row_max)(const CYCE_REAL *x, int64_t n)
     return m;
 }
 
-/* sum_j exp(x[j] - shift), nothing stored (the loss-only path). */
-static inline double CYCE_FN(cyce_row_sum_exp)(const CYCE_REAL *x, int64_t n, CYCE_REAL shift)
+/* The sums of exp(x - max) are returned minus one: sum_j exp(x[j] - shift) - 1.
+ * With shift the row max, the max's own term is exactly 1 and dominates the
+ * sum when the row is confidently classified; then the loss is
+ * log(1 + tiny), and adding tiny to 1 in the row's dtype would lose most of
+ * it (float32 keeps 7 digits of the sum, not of the tiny part).  So the terms
+ * equal to 1 are counted apart and only the others are summed:
+ * result = (ones - 1) + rest keeps full relative precision, and callers take
+ * log1p(result).  A NaN anywhere makes the result NaN. */
+
+/* sum_j exp(x[j] - shift) - 1, nothing stored (the loss-only path). */
+static inline double CYCE_FN(cyce_row_sum_exp_m1)(const CYCE_REAL *x, int64_t n, CYCE_REAL shift)
 {
-    double total = 0.0;
+    double rest = 0.0, ones = 0.0;
     for (int64_t start = 0; start < n; start += CYCE_BLOCK) {
         int64_t stop = start + CYCE_BLOCK < n ? start + CYCE_BLOCK : n;
-        CYCE_REAL s = 0;
-#pragma omp simd reduction(+:s)
+        CYCE_REAL s = 0, k = 0;
+#pragma omp simd reduction(+:s, k)
         for (int64_t j = start; j < stop; j++) {
-            s += CYCE_EXP(x[j] - shift);
+            CYCE_REAL e = CYCE_EXP(x[j] - shift);
+            s += e == (CYCE_REAL)1 ? (CYCE_REAL)0 : e;
+            k += e == (CYCE_REAL)1 ? (CYCE_REAL)1 : (CYCE_REAL)0;
         }
-        total += (double)s;
+        rest += (double)s;
+        ones += (double)k;
     }
-    return total;
+    return (ones - 1.0) + rest;
 }
 
-/* out[j] = exp(x[j] - shift), returning their sum.  out may be x (in place):
- * each element is read before it is written, at the same index. */
-static inline double CYCE_FN(cyce_row_exp_store_sum)(const CYCE_REAL *x, CYCE_REAL *out,
-                                                    int64_t n, CYCE_REAL shift)
+/* out[j] = exp(x[j] - shift), returning sum_j out[j] - 1.  out may be x (in
+ * place): each element is read before it is written, at the same index. */
+static inline double CYCE_FN(cyce_row_exp_store_sum_m1)(const CYCE_REAL *x, CYCE_REAL *out,
+                                                       int64_t n, CYCE_REAL shift)
 {
-    double total = 0.0;
+    double rest = 0.0, ones = 0.0;
     for (int64_t start = 0; start < n; start += CYCE_BLOCK) {
         int64_t stop = start + CYCE_BLOCK < n ? start + CYCE_BLOCK : n;
-        CYCE_REAL s = 0;
-#pragma omp simd reduction(+:s)
+        CYCE_REAL s = 0, k = 0;
+#pragma omp simd reduction(+:s, k)
         for (int64_t j = start; j < stop; j++) {
             CYCE_REAL e = CYCE_EXP(x[j] - shift);
             out[j] = e;
-            s += e;
+            s += e == (CYCE_REAL)1 ? (CYCE_REAL)0 : e;
+            k += e == (CYCE_REAL)1 ? (CYCE_REAL)1 : (CYCE_REAL)0;
         }
-        total += (double)s;
+        rest += (double)s;
+        ones += (double)k;
     }
-    return total;
+    return (ones - 1.0) + rest;
 }
 
 /* sum_j w[j] * (x[j] - shift), w == NULL meaning all ones.  With shift the row

@@ -1,0 +1,104 @@
+"""Command line of cyce.
+
+    python -m cyce info
+    python -m cyce bench [--quick] [--shapes 4096x32000,512x256000] [--threads 1,2]
+                         [--dtype float32,float64] [--json FILE]
+
+``info`` prints cyce.show_config(); ``bench`` times softmax cross-entropy
+(loss + gradient) for cyce, NumPy and, when installed, PyTorch and JAX (see
+cyce/_bench.py).  Options given explicitly override the --quick / full
+defaults.
+"""
+
+import argparse
+import sys
+
+DTYPES = ("float32", "float64")
+
+
+def parse_shapes(text):
+    """'4096x32000,512x256000' -> [(4096, 32000), (512, 256000)]."""
+    shapes = []
+    for item in text.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise argparse.ArgumentTypeError(f"shape {item!r} is not ROWSxCLASSES, e.g. 4096x32000")
+        shapes.append((int(parts[0]), int(parts[1])))
+    return shapes
+
+
+def parse_threads(text):
+    """'1,2' -> [1, 2]."""
+    counts = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) < 1:
+            raise argparse.ArgumentTypeError(f"thread count {item!r} is not a positive integer")
+        counts.append(int(item))
+    return counts
+
+
+def parse_dtypes(text):
+    """'float32,float64' -> ['float32', 'float64']."""
+    dtypes = [item.strip() for item in text.split(",")]
+    for dtype in dtypes:
+        if dtype not in DTYPES:
+            raise argparse.ArgumentTypeError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return dtypes
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m cyce", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("info", help="print version, build flags, OpenMP and SIMD level")
+
+    bench = commands.add_parser(
+        "bench",
+        help="time softmax cross-entropy loss + gradient against NumPy/PyTorch/JAX",
+        description="Time softmax cross-entropy (mean loss + gradient) of cyce and other "
+        "libraries, each in a fresh process, and print a comparison table.",
+    )
+    bench.add_argument(
+        "--quick", action="store_true",
+        help="small run: shapes 65536x10,16384x1000,2048x32000, float32, threads 1,2, 3 repeats",
+    )
+    bench.add_argument(
+        "--shapes", type=parse_shapes,
+        help="comma-separated ROWSxCLASSES (default 65536x10,16384x1000,4096x32000,512x256000)",
+    )
+    bench.add_argument("--threads", type=parse_threads, help="comma-separated thread counts (default 1,2)")
+    bench.add_argument("--dtype", type=parse_dtypes, help="float32, float64 or both (default both)")
+    bench.add_argument("--json", metavar="FILE", help="also write all rows to FILE as a JSON list")
+    return parser
+
+
+def bench_settings(args):
+    """The quick or full defaults, with any explicitly given option applied."""
+    from ._bench import FULL, QUICK
+
+    settings = dict(QUICK if args.quick else FULL)
+    if args.shapes:
+        settings["shapes"] = args.shapes
+    if args.threads:
+        settings["threads"] = args.threads
+    if args.dtype:
+        settings["dtypes"] = args.dtype
+    return settings
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.command == "info":
+        from ._info import show_config
+
+        show_config()
+    elif args.command == "bench":
+        from ._bench import run_benchmark
+
+        run_benchmark(bench_settings(args), json_path=args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

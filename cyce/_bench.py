@@ -1,0 +1,513 @@
+"""Benchmark of softmax cross-entropy (mean loss + gradient w.r.t. the logits).
+
+Contestants, all on the same synthetic float logits (uniform in [-4, 4)) and
+random int64 labels:
+
+- ``cyce inplace``  cyce.softmax_ce(x, y, inplace=True): the gradient overwrites
+                    the logits, which are restored from a saved copy before
+                    each call (the restore is not timed);
+- ``cyce grad``     cyce.softmax_ce(x, y, return_grad=True): a new gradient array;
+- ``cyce loss``     cyce.softmax_ce(x, y): the loss only;
+- ``numpy``         a plain NumPy reference in the input dtype (see
+                    `numpy_reference`), single-threaded whatever ``threads`` says;
+- ``torch``         F.cross_entropy forward + backward, if torch is installed;
+- ``jax``           jit(value_and_grad) of optax's integer-label loss, if jax and
+                    optax are installed.
+
+Every (shape, dtype, threads, contestant) runs in a fresh process
+(``python -m cyce._bench --worker SPEC``) so that memory, thread pools and
+caches of one contestant cannot affect another.  The worker warms up once,
+times ``repeats`` calls and prints one JSON line; the parent collects these
+lines, prints the table and optionally writes them to a JSON file.
+
+Use it through ``python -m cyce bench`` (see cyce/__main__.py).
+"""
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+BASELINE = "cyce inplace"
+CONTESTANTS = ("cyce inplace", "cyce grad", "cyce loss", "numpy", "torch", "jax")
+LOSS_ONLY = ("cyce loss",)  # contestants that only read the logits
+
+QUICK = {
+    "shapes": [(65536, 10), (16384, 1000), (2048, 32000)],
+    "dtypes": ["float32"],
+    "threads": [1, 2],
+    "repeats": 3,
+}
+FULL = {
+    "shapes": [(65536, 10), (16384, 1000), (4096, 32000), (512, 256000)],
+    "dtypes": ["float32", "float64"],
+    "threads": [1, 2],
+    "repeats": 5,
+}
+
+SEED = 0
+WORKER_TIMEOUT_S = 900
+# Relative tolerance for "all contestants computed the same loss".
+LOSS_RTOL = {"float32": 1e-4, "float64": 1e-8}
+
+
+# ---------------------------------------------------------------------------
+# Worker side: runs inside the fresh process, one contestant at one setting.
+# ---------------------------------------------------------------------------
+
+def make_inputs(n_rows, n_classes, dtype, seed=SEED):
+    """Logits of shape (n_rows, n_classes) in ``dtype``, uniform in [-4, 4),
+    and random int64 labels.  The logits are drawn directly in ``dtype`` and
+    scaled in place, so no temporary inflates the process's peak memory
+    (uniform rather than normal: twice as fast to draw, which keeps --quick
+    short)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.random((n_rows, n_classes), dtype=np.dtype(dtype))
+    logits *= 8
+    logits -= 4
+    labels = rng.integers(0, n_classes, size=n_rows, dtype=np.int64)
+    return logits, labels
+
+
+def numpy_reference(x, labels):
+    """Mean softmax cross entropy and its gradient, in plain NumPy, in x's dtype."""
+    rows = np.arange(x.shape[0])
+    m = x.max(axis=1, keepdims=True)
+    e = np.exp(x - m)
+    s = e.sum(axis=1, keepdims=True)
+    loss = np.mean(np.log(s[:, 0]) + m[:, 0] - x[rows, labels])
+    grad = e / s
+    grad[rows, labels] -= 1
+    grad /= x.shape[0]
+    return loss, grad
+
+
+def current_rss_bytes():
+    """The resident set size now, from /proc/self/statm (Linux)."""
+    with open("/proc/self/statm") as f:
+        resident_pages = int(f.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes():
+    """The highest resident set size this process has had (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def load_library(contestant, threads, dtype):
+    """Import what the contestant needs and set its thread count, before the
+    inputs exist (so that the libraries' own memory is not counted as growth)."""
+    if contestant == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    elif contestant == "jax":
+        # XLA has no exact thread-count setting: restrict the process to
+        # `threads` CPUs before jax starts its thread pool (sized from them).
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[:threads])
+        import jax
+        import optax  # noqa: F401  (fail here, not mid-timing, if it is missing)
+
+        if dtype == "float64":
+            jax.config.update("jax_enable_x64", True)  # otherwise jax silently uses float32
+
+
+def setup_cyce_inplace(x, labels, threads):
+    """cyce writing the gradient over the logits; restore them before each call."""
+    import cyce
+
+    saved = x.copy()
+
+    def prepare():
+        np.copyto(x, saved)
+
+    def run():
+        return cyce.softmax_ce(x, labels, inplace=True, num_threads=threads)
+
+    return prepare, run
+
+
+def setup_cyce_grad(x, labels, threads):
+    """cyce returning the gradient in a new array."""
+    import cyce
+
+    def run():
+        return cyce.softmax_ce(x, labels, return_grad=True, num_threads=threads)
+
+    return None, run
+
+
+def setup_cyce_loss(x, labels, threads):
+    """cyce computing the loss only."""
+    import cyce
+
+    def run():
+        return cyce.softmax_ce(x, labels, num_threads=threads), None
+
+    return None, run
+
+
+def setup_numpy(x, labels, threads):
+    """The NumPy reference; NumPy's ufuncs use one thread whatever `threads` is."""
+
+    def run():
+        return numpy_reference(x, labels)
+
+    return None, run
+
+
+def setup_torch(x, labels, threads):
+    """F.cross_entropy forward + backward on a leaf tensor sharing x's memory.
+    A new leaf (with no .grad yet) is made before each call, not timed."""
+    import torch
+    import torch.nn.functional as F
+
+    target = torch.from_numpy(labels)
+    state = {}
+
+    def prepare():
+        state["leaf"] = torch.from_numpy(x).requires_grad_()
+
+    def run():
+        leaf = state["leaf"]
+        loss = F.cross_entropy(leaf, target)
+        loss.backward()
+        return loss.item(), leaf.grad
+
+    return prepare, run
+
+
+def setup_jax(x, labels, threads):
+    """jit(value_and_grad) of optax's mean integer-label cross entropy.
+    The inputs are put on the (CPU) device once, before timing."""
+    import jax
+    import optax
+
+    def mean_loss(logits, y):
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    step = jax.jit(jax.value_and_grad(mean_loss))
+    x_dev = jax.device_put(x)
+    labels_dev = jax.device_put(labels)
+
+    def run():
+        loss, grad = step(x_dev, labels_dev)
+        grad.block_until_ready()
+        return float(loss), grad
+
+    return None, run
+
+
+SETUPS = {
+    "cyce inplace": setup_cyce_inplace,
+    "cyce grad": setup_cyce_grad,
+    "cyce loss": setup_cyce_loss,
+    "numpy": setup_numpy,
+    "torch": setup_torch,
+    "jax": setup_jax,
+}
+
+
+def time_contestant(spec):
+    """Warm up once, then time spec["repeats"] calls.  Returns a dict with the
+    times in ms, the memory figures and the loss of the warm-up call."""
+    contestant, threads, dtype = spec["contestant"], spec["threads"], spec["dtype"]
+    load_library(contestant, threads, dtype)
+    x, labels = make_inputs(spec["n"], spec["c"], dtype)
+    prepare, run = SETUPS[contestant](x, labels, threads)
+    rss_inputs = current_rss_bytes()
+
+    if prepare:
+        prepare()
+    loss = float(run()[0])  # warm-up; also the value the parent cross-checks
+
+    rss_before = current_rss_bytes()
+    times = []
+    for _ in range(spec["repeats"]):
+        if prepare:
+            prepare()
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+        result = None  # free the outputs outside the timed region
+    peak = peak_rss_bytes()
+
+    return {
+        "times_ms": [t * 1e3 for t in times],
+        "loss": loss,
+        "rss_inputs_mib": rss_inputs / 2**20,
+        "rss_before_timing_mib": rss_before / 2**20,
+        "peak_rss_mib": peak / 2**20,
+        "mem_growth_mib": max(0, peak - rss_before) / 2**20,
+    }
+
+
+def worker_main(spec_json):
+    """Entry point of a worker process: print one JSON line with the result
+    (or with an "error" key if the contestant raised)."""
+    spec = json.loads(spec_json)
+    try:
+        result = time_contestant(spec)
+    except Exception as exc:  # report it; the parent prints "failed: ..."
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Parent side: runs the workers and prints the table.
+# ---------------------------------------------------------------------------
+
+def missing_requirement(contestant):
+    """Why a contestant cannot run here (a module not installed), or None."""
+    needs = {"torch": ["torch"], "jax": ["jax", "optax"]}.get(contestant, [])
+    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed"
+    return None
+
+
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def worker_env(contestant, threads):
+    """The worker's environment: OMP_NUM_THREADS for every contestant, and
+    JAX on the CPU with Eigen's multi-threading off when one thread is asked."""
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    if contestant == "jax":
+        env["JAX_PLATFORMS"] = "cpu"
+        if threads == 1:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+    return env
+
+
+def describe_failure(proc):
+    """A one-line reason for a worker that exited without a result."""
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}"
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    last = lines[-1] if lines else "no output"
+    return f"exit code {proc.returncode}: {last}"
+
+
+def run_worker(spec):
+    """Run one contestant in a fresh process; returns its result dict, with
+    an "error" key if it failed in any way."""
+    command = [sys.executable, "-m", "cyce._bench", "--worker", json.dumps(spec)]
+    env = worker_env(spec["contestant"], spec["threads"])
+    try:
+        proc = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {WORKER_TIMEOUT_S} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return {"error": describe_failure(proc)}
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {"error": f"unreadable worker output: {lines[-1][:80]}"}
+
+
+def make_row(spec, result, baseline_median_ms):
+    """One table row: the spec, the result and the derived figures."""
+    n, c = spec["n"], spec["c"]
+    row = {
+        "shape": f"{n}x{c}",
+        "n": n,
+        "c": c,
+        "dtype": spec["dtype"],
+        "threads": spec["threads"],
+        "contestant": spec["contestant"],
+        "repeats": spec["repeats"],
+    }
+    if "error" in result:
+        row["error"] = result["error"]
+        return row
+    median_ms = statistics.median(result["times_ms"])
+    logits_bytes = n * c * np.dtype(spec["dtype"]).itemsize
+    moved = logits_bytes if spec["contestant"] in LOSS_ONLY else 2 * logits_bytes
+    row.update(
+        median_ms=median_ms,
+        min_ms=min(result["times_ms"]),
+        ratio=median_ms / baseline_median_ms if baseline_median_ms else None,
+        gb_per_s=moved / (median_ms * 1e-3) / 1e9,
+        ns_per_element=median_ms * 1e6 / (n * c),
+        **result,
+    )
+    return row
+
+
+COLUMNS = (
+    ("shape", 12), ("dtype", 7), ("thr", 3), ("contestant", 12), ("median ms", 10),
+    ("min ms", 10), ("ratio", 6), ("GB/s", 6), ("ns/elem", 7), ("mem MiB", 8),
+)
+
+
+def format_row(row):
+    """The row as a line of the table; a failed contestant shows its reason."""
+    left = [row["shape"], row["dtype"], str(row["threads"]), row["contestant"]]
+    if "error" in row:
+        cells = left
+        tail = "  failed: " + row["error"][:100]
+    else:
+        ratio = "—" if row["ratio"] is None else f"{row['ratio']:.2f}"
+        cells = left + [
+            f"{row['median_ms']:.2f}",
+            f"{row['min_ms']:.2f}",
+            ratio,
+            f"{row['gb_per_s']:.2f}",
+            f"{row['ns_per_element']:.3f}",
+            f"{row['mem_growth_mib']:.1f}",
+        ]
+        tail = ""
+    parts = []
+    for (title, width), cell in zip(COLUMNS, cells):
+        parts.append(cell.ljust(width) if title in ("shape", "dtype", "contestant") else cell.rjust(width))
+    return "  ".join(parts) + tail
+
+
+def format_header_line():
+    parts = []
+    for title, width in COLUMNS:
+        parts.append(title.ljust(width) if title in ("shape", "dtype", "contestant") else title.rjust(width))
+    return "  ".join(parts)
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def print_header(settings, skipped):
+    from ._info import config
+
+    info = config()
+    print("cyce benchmark: softmax cross-entropy, mean loss + gradient w.r.t. the logits")
+    print(
+        f"cyce {info['version']}: simd={info['simd']}, openmp={info['openmp']} "
+        f"(version {info['openmp_version']}), default_threads={info['default_threads']}, "
+        f"cflags: {info['cflags']}"
+    )
+    print(
+        f"machine: {cpu_model()}, os.cpu_count()={os.cpu_count()}, "
+        f"platform.processor()={platform.processor()!r}, {platform.machine()}, {platform.system()}"
+    )
+    versions = [f"python {info['python']}", f"numpy {info['numpy']}"]
+    for name in ("torch", "jax", "optax"):
+        version = package_version(name)
+        if version:
+            versions.append(f"{name} {version}")
+    print("versions: " + ", ".join(versions))
+    for contestant, reason in skipped.items():
+        print(f"skipped: {contestant} ({reason})")
+    print(
+        f"each contestant in a fresh process: 1 warm-up call, then {settings['repeats']} timed calls"
+    )
+    print()
+
+
+def print_footer(rows):
+    print()
+    print("ratio    = median / median of 'cyce inplace' at the same shape, dtype and threads (>1: slower than cyce)")
+    print("GB/s     = (logits read + gradient written = 2 * x.nbytes) / median; 'cyce loss' counts 1 * x.nbytes")
+    print("ns/elem  = median / (rows * classes)")
+    print("mem MiB  = ru_maxrss after the timed calls - RSS (/proc/self/statm) just before the first timed call,")
+    print("           clipped at 0.  ru_maxrss is the process's lifetime peak, so the warm-up call's peak counts")
+    print("           too; memory the allocator kept from the warm-up and reused is not counted as growth.")
+    print("threads  = cyce num_threads, torch.set_num_threads, jax: CPU affinity (+ no Eigen threads at 1);")
+    print("           OMP_NUM_THREADS is set in every worker.  The numpy reference is single-threaded.")
+    print("'cyce inplace' restores the logits from a saved copy before each call, outside the timing.")
+    for line in loss_disagreements(rows):
+        print("WARNING: " + line)
+
+
+def loss_disagreements(rows):
+    """Lines naming contestants whose loss differs from cyce inplace's."""
+    baseline = {}
+    for row in rows:
+        if row["contestant"] == BASELINE and "loss" in row:
+            baseline[(row["shape"], row["dtype"], row["threads"])] = row["loss"]
+    problems = []
+    for row in rows:
+        reference = baseline.get((row["shape"], row["dtype"], row["threads"]))
+        if reference is None or "loss" not in row:
+            continue
+        if not np.isclose(row["loss"], reference, rtol=LOSS_RTOL[row["dtype"]], atol=0.0):
+            problems.append(
+                f"{row['contestant']} at {row['shape']} {row['dtype']} {row['threads']} threads: "
+                f"loss {row['loss']!r} vs cyce {reference!r}"
+            )
+    return problems
+
+
+def run_benchmark(settings, json_path=None):
+    """Run every contestant at every shape, dtype and thread count in
+    `settings` (keys shapes, dtypes, threads, repeats), print the table as
+    rows complete, and write the rows to `json_path` if given.  Returns the rows."""
+    skipped = {}
+    contestants = []
+    for contestant in CONTESTANTS:
+        reason = missing_requirement(contestant)
+        if reason:
+            skipped[contestant] = reason
+        else:
+            contestants.append(contestant)
+
+    print_header(settings, skipped)
+    print(format_header_line())
+    rows = []
+    for n, c in settings["shapes"]:
+        for dtype in settings["dtypes"]:
+            for threads in settings["threads"]:
+                baseline_median_ms = None
+                for contestant in contestants:
+                    spec = {
+                        "contestant": contestant, "n": n, "c": c, "dtype": dtype,
+                        "threads": threads, "repeats": settings["repeats"],
+                    }
+                    row = make_row(spec, run_worker(spec), baseline_median_ms)
+                    if contestant == BASELINE and "error" not in row:
+                        baseline_median_ms = row["median_ms"]
+                        row["ratio"] = 1.0
+                    rows.append(row)
+                    print(format_row(row), flush=True)
+                print()
+    print_footer(rows)
+
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=1)
+        print(f"wrote {len(rows)} rows to {json_path}")
+    return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker_main(sys.argv[2])
+    else:
+        sys.exit("usage: python -m cyce._bench --worker SPEC_JSON  (use `python -m cyce bench`)")

@@ -1,0 +1,348 @@
+"""softmax_ce against the NumPy float64 reference (tests/reference.py).
+
+Tolerances are DESIGN.md's: float32 within 1e-5 relative, float64 1e-12.
+"""
+
+import itertools
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import cyce
+import reference
+from conftest import assert_close
+
+SHAPES = [(1, 2), (7, 3), (64, 10), (3, 5, 17), (33, 1000), (4, 300000)]
+DTYPES = [np.float32, np.float64]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def make_case(rng, shape, dtype, option):
+    """Logits, labels and keyword arguments for one option of the contract."""
+    n_classes = shape[-1]
+    batch = shape[:-1]
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    labels = rng.integers(0, n_classes, size=batch)
+    kwargs = {}
+    if option == "weight":
+        kwargs["weight"] = rng.uniform(0.1, 2.0, n_classes)
+    elif option == "ignore_index":
+        labels.reshape(-1)[::3] = -100
+    elif option == "ignore_class":
+        kwargs["ignore_index"] = 0
+    elif option == "smoothing":
+        kwargs["label_smoothing"] = 0.2
+    elif option == "soft":
+        t = rng.random(shape)
+        labels = (t / t.sum(axis=-1, keepdims=True)).astype(dtype)
+    elif option == "sample_weight":
+        kwargs["sample_weight"] = rng.uniform(0.0, 3.0, batch)
+    elif option == "z_loss":
+        kwargs["z_loss"] = 1e-3
+    elif option == "everything":
+        kwargs.update(weight=rng.uniform(0.1, 2.0, n_classes), label_smoothing=0.1,
+                      sample_weight=rng.uniform(0.5, 2.0, batch), z_loss=1e-4)
+        labels.reshape(-1)[::4] = -100
+    elif option == "soft_everything":
+        t = rng.random(shape)
+        labels = (t / t.sum(axis=-1, keepdims=True)).astype(dtype)
+        kwargs.update(weight=rng.uniform(0.1, 2.0, n_classes), label_smoothing=0.3,
+                      sample_weight=rng.uniform(0.5, 2.0, batch), z_loss=1e-3)
+    return x, labels, kwargs
+
+
+OPTIONS = ["plain", "weight", "ignore_index", "ignore_class", "smoothing", "soft",
+           "sample_weight", "z_loss", "everything", "soft_everything"]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("option", OPTIONS)
+def test_matches_reference(kernel_build, rng, shape, dtype, reduction, option):
+    if shape[-1] >= 300000 and option not in ("plain", "everything", "soft"):
+        pytest.skip("the widest shape runs the three broadest options only")
+    x, labels, kwargs = make_case(rng, shape, dtype, option)
+    expected_loss, expected_grad, term_size = reference.softmax_ce(
+        x, labels, reduction=reduction, term_size=True, **kwargs)
+    loss, grad = cyce.softmax_ce(x, labels, reduction=reduction, return_grad=True, **kwargs)
+    assert grad.dtype == x.dtype and grad.shape == x.shape
+    if reduction == "none":
+        assert loss.shape == shape[:-1] and loss.dtype == x.dtype
+    else:
+        assert isinstance(loss, np.generic) and loss.dtype == x.dtype
+    assert_close(loss, expected_loss, dtype, "loss")
+    assert_close(grad, expected_grad, dtype, "grad", term_size)
+    # The loss alone (a different kernel path: no stores) agrees bit for bit.
+    loss_only = cyce.softmax_ce(x, labels, reduction=reduction, **kwargs)
+    np.testing.assert_array_equal(loss_only, loss)
+
+
+def test_reference_gradient_is_the_derivative_of_its_loss(rng):
+    """Guards the reference itself: central differences of its loss."""
+    x, labels, kwargs = make_case(rng, (4, 6), np.float64, "everything")
+    _, grad = reference.softmax_ce(x, labels, **kwargs)
+    h = 1e-6
+    numeric = np.empty_like(x)
+    for idx in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[idx] += h
+        down[idx] -= h
+        numeric[idx] = (reference.softmax_ce(up, labels, **kwargs)[0]
+                        - reference.softmax_ce(down, labels, **kwargs)[0]) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("label_dtype", [np.int8, np.int16, np.int32, np.int64,
+                                         np.uint8, np.uint16, np.uint32, np.uint64])
+def test_every_integer_label_dtype(rng, dtype, label_dtype):
+    x = rng.standard_normal((50, 9)).astype(dtype)
+    labels = rng.integers(0, 9, 50).astype(label_dtype)
+    expected = cyce.softmax_ce(x, labels.astype(np.int64), return_grad=True)
+    got = cyce.softmax_ce(x, labels, return_grad=True)
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_unsigned_labels_with_ignore_index_in_range(rng):
+    x = rng.standard_normal((6, 4))
+    labels = np.array([0, 255, 3, 255, 1, 2], dtype=np.uint8)
+    loss, grad = cyce.softmax_ce(x, labels, ignore_index=255, return_grad=True)
+    exp_loss, exp_grad = reference.softmax_ce(x, labels.astype(np.int64), ignore_index=255)
+    assert_close(loss, exp_loss, np.float64)
+    assert_close(grad, exp_grad, np.float64)
+    assert not grad[1].any() and not grad[3].any()
+
+
+def test_one_dimensional_logits_are_one_sample(rng):
+    x = rng.standard_normal(11)
+    loss, grad = cyce.softmax_ce(x, 4, return_grad=True)
+    exp_loss, exp_grad = reference.softmax_ce(x[None], np.array([4]))
+    assert_close(loss, exp_loss, np.float64)
+    assert_close(grad, exp_grad[0], np.float64)
+    assert grad.shape == (11,)
+    none = cyce.softmax_ce(x, np.int64(4), reduction="none")
+    assert none.shape == ()
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_empty_batch(reduction):
+    x = np.zeros((0, 5), dtype=np.float32)
+    loss, grad = cyce.softmax_ce(x, np.zeros(0, dtype=np.int64), reduction=reduction,
+                                 return_grad=True)
+    assert grad.shape == (0, 5)
+    if reduction == "mean":
+        assert np.isnan(loss)  # 0 / 0, as in PyTorch
+    elif reduction == "sum":
+        assert loss == 0
+    else:
+        assert loss.shape == (0,)
+
+
+def test_all_ignored_mean_is_nan_and_gradient_zero():
+    x = np.arange(12, dtype=np.float64).reshape(3, 4)
+    loss, grad = cyce.softmax_ce(x, [-100, -100, -100], return_grad=True)
+    assert np.isnan(loss)
+    assert not grad.any()
+    assert cyce.softmax_ce(x, [-100, -100, -100], reduction="sum") == 0
+
+
+# ---------------------------------------------------------------- the edges
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_huge_logits_against_mpmath(kernel_build, dtype):
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 60
+    big = 3e38 if dtype == np.float32 else 1e300
+    rows = np.array([
+        [1e30, -1e30, 0.0, 5.0],
+        [-1e30, -1e30, -1e30 + 1e24, -1e30],
+        [big, 0.0, -big, 1.0],
+        [big, big, -big, big],
+        [1e-30, -1e-38, 3e-39, 0.0],
+    ], dtype=dtype)
+    for label in range(4):
+        labels = np.full(rows.shape[0], label)
+        losses, grad = cyce.softmax_ce(rows, labels, reduction="none", return_grad=True)
+        for i, row in enumerate(rows):
+            values = [mpmath.mpf(float(v)) for v in row]
+            top = max(values)
+            log_sum = mpmath.log(mpmath.fsum(mpmath.exp(v - top) for v in values))
+            expected = log_sum + (top - values[label])  # exact at 60 digits: no 1e300 + small
+            p = [mpmath.exp((v - top) - log_sum) for v in values]
+            expected_grad = [float(pc) - (1.0 if c == label else 0.0) for c, pc in enumerate(p)]
+            with np.errstate(over="ignore"):
+                expected_loss = dtype(float(expected))  # may overflow to inf, correctly
+            rtol = 1e-6 if dtype == np.float32 else 1e-13
+            if np.isinf(expected_loss):
+                assert losses[i] == expected_loss
+            else:
+                np.testing.assert_allclose(losses[i], expected_loss, rtol=rtol, atol=1e-30)
+            np.testing.assert_allclose(grad[i], expected_grad, rtol=rtol, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_minus_inf_masks_classes_exactly(kernel_build, dtype):
+    x = np.array([[0.5, -np.inf, 2.0, -np.inf], [1.0, 2.0, 3.0, 4.0]], dtype=dtype)
+    masked = np.array([[0.5, 2.0], [1.0, 2.0]], dtype=dtype)
+    loss, grad = cyce.softmax_ce(x, [2, 1], reduction="none", return_grad=True)
+    loss_ref = cyce.softmax_ce(x[:, [0, 2]][:1], [1], reduction="none")
+    assert loss[0] == loss_ref[0]
+    assert grad[0, 1] == 0 and grad[0, 3] == 0
+    exp_loss, exp_grad = reference.softmax_ce(x, np.array([2, 1]), reduction="none")
+    assert_close(loss, exp_loss, dtype)
+    assert_close(grad, exp_grad, dtype)
+    # soft targets that give a masked class no mass: 0 * log 0 = 0
+    t = np.array([[0.25, 0.0, 0.75, 0.0]], dtype=dtype)
+    soft_loss = cyce.softmax_ce(x[:1], t, reduction="none")
+    assert np.isfinite(soft_loss).all()
+    assert_close(soft_loss, reference.softmax_ce(x[:1], t, reduction="none")[0], dtype)
+    # a label on a masked class costs +inf
+    assert cyce.softmax_ce(x[:1], [1]) == np.inf
+    del masked
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_nan_stays_in_its_row(kernel_build, dtype):
+    x = np.random.default_rng(3).standard_normal((4, 6)).astype(dtype)
+    x[1, 4] = np.nan
+    x[3, :] = -np.inf  # an all -inf row has no distribution: NaN, as in PyTorch
+    loss, grad = cyce.softmax_ce(x, [0, 1, 2, 3], reduction="none", return_grad=True)
+    assert np.isnan(loss[1]) and np.isnan(loss[3])
+    assert np.isnan(grad[1]).all() and np.isnan(grad[3]).all()
+    assert np.isfinite(loss[[0, 2]]).all() and np.isfinite(grad[[0, 2]]).all()
+    assert np.isnan(cyce.softmax_ce(x, [0, 1, 2, 3]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_strided_fortran_and_leading_dims(rng, dtype):
+    base = rng.standard_normal((8, 5, 22)).astype(dtype)
+    labels = rng.integers(0, 11, (8, 5))
+    strided = base[:, :, ::2]
+    fortran = np.asfortranarray(strided)
+    contiguous = np.ascontiguousarray(strided)
+    expected = cyce.softmax_ce(contiguous, labels, return_grad=True)
+    for x in (strided, fortran):
+        got = cyce.softmax_ce(x, labels, return_grad=True)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+    exp_loss, exp_grad = reference.softmax_ce(contiguous, labels)
+    assert_close(expected[0], exp_loss, dtype)
+    assert_close(expected[1], exp_grad, dtype)
+    soft = rng.random(strided.shape)[..., ::-1]  # strided, negative steps
+    assert_close(cyce.softmax_ce(strided, soft.astype(dtype)),
+                 reference.softmax_ce(contiguous, soft.astype(dtype))[0], dtype)
+
+
+def test_soft_targets_of_the_other_dtype(rng):
+    x = rng.standard_normal((20, 7)).astype(np.float32)
+    t = rng.random((20, 7))
+    t /= t.sum(axis=1, keepdims=True)
+    got32 = cyce.softmax_ce(x, t.astype(np.float32), return_grad=True)
+    got64 = cyce.softmax_ce(x, t, return_grad=True)
+    exp_loss, exp_grad = reference.softmax_ce(x, t)
+    for loss, grad in (got32, got64):
+        assert_close(loss, exp_loss, np.float32)
+        assert_close(grad, exp_grad, np.float32)
+
+
+# ------------------------------------------------------ in place, grad_out
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("option", ["plain", "everything", "soft_everything"])
+def test_inplace_returns_logits_as_gradient(rng, dtype, option):
+    x, labels, kwargs = make_case(rng, (40, 300), dtype, option)
+    expected = cyce.softmax_ce(x, labels, return_grad=True, **kwargs)
+    buffer = x.copy()
+    loss, grad = cyce.softmax_ce(buffer, labels, inplace=True, **kwargs)
+    assert grad is buffer
+    np.testing.assert_array_equal(loss, expected[0])
+    np.testing.assert_array_equal(grad, expected[1])
+    out = np.empty_like(x)
+    loss2, grad2 = cyce.softmax_ce(x, labels, grad_out=out, **kwargs)
+    assert grad2 is out
+    np.testing.assert_array_equal(grad2, expected[1])
+    buffer = x.copy()
+    loss3, grad3 = cyce.softmax_ce(buffer, labels, grad_out=buffer, **kwargs)
+    assert grad3 is buffer
+    np.testing.assert_array_equal(grad3, expected[1])
+
+
+def test_inplace_allocates_nothing_of_the_logits_size(rng):
+    x = rng.standard_normal((512, 2000)).astype(np.float32)
+    labels = rng.integers(0, 2000, 512)
+    weight = rng.random(2000)
+    cyce.softmax_ce(x.copy(), labels, inplace=True)  # warm up imports and caches
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        cyce.softmax_ce(x, labels, weight=weight, label_smoothing=0.1, inplace=True)
+        peak_inplace = tracemalloc.get_traced_memory()[1] - start
+        x2 = rng.standard_normal((512, 2000)).astype(np.float32)
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        _, grad = cyce.softmax_ce(x2, labels, return_grad=True)
+        peak_grad = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    assert peak_inplace < x.nbytes / 50, peak_inplace
+    assert grad.nbytes <= peak_grad < grad.nbytes + x.nbytes / 50, peak_grad
+
+
+def test_failed_inplace_call_leaves_logits_untouched(rng):
+    x = rng.standard_normal((30, 8)).astype(np.float32)
+    before = x.copy()
+    labels = rng.integers(0, 8, 30)
+    labels[29] = 8  # the very last row is bad: found before anything is written
+    with pytest.raises(IndexError, match=r"labels\[29\] = 8"):
+        cyce.softmax_ce(x, labels, inplace=True)
+    bad_weight = np.ones(8)
+    bad_weight[5] = np.nan
+    with pytest.raises(ValueError, match=r"weight\[5\]"):
+        cyce.softmax_ce(x, labels % 8, weight=bad_weight, inplace=True)
+    t = np.full((30, 8), 1 / 8, dtype=np.float32)
+    t[17, 3] = 1.5
+    with pytest.raises(ValueError, match=r"labels\[17, 3\] = 1.5"):
+        cyce.softmax_ce(x, t, inplace=True)
+    np.testing.assert_array_equal(x.view(np.uint32), before.view(np.uint32))
+
+
+# ---------------------------------------------------------- determinism
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("option", ["plain", "everything", "soft_everything"])
+def test_same_bits_for_any_thread_count(kernel_build, rng, dtype, option):
+    x, labels, kwargs = make_case(rng, (1001, 37), dtype, option)
+    results = []
+    for threads in (1, 2, 3):
+        for reduction in REDUCTIONS:
+            results.append((threads, reduction, cyce.softmax_ce(
+                x, labels, reduction=reduction, return_grad=True, num_threads=threads, **kwargs)))
+    for (t1, r1, (l1, g1)), (t2, r2, (l2, g2)) in itertools.combinations(results, 2):
+        if r1 == r2:
+            assert np.array_equal(l1, l2, equal_nan=True), (t1, t2, r1)
+            assert np.array_equal(g1.view(np.uint8), g2.view(np.uint8)), (t1, t2, r1)
+
+
+def test_concurrent_calls_match_serial(rng):
+    cases = [make_case(rng, (300, 500), np.float32, opt) for opt in OPTIONS]
+    serial = [cyce.softmax_ce(x, y, return_grad=True, **kw) for x, y, kw in cases]
+    results = [None] * (len(cases) * 3)
+
+    def work(slot):
+        x, y, kw = cases[slot % len(cases)]
+        results[slot] = cyce.softmax_ce(x, y, return_grad=True, num_threads=2, **kw)
+
+    threads = [threading.Thread(target=work, args=(slot,)) for slot in range(len(results))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for slot, (loss, grad) in enumerate(results):
+        exp_loss, exp_grad = serial[slot % len(cases)]
+        np.testing.assert_array_equal(loss, exp_loss)
+        np.testing.assert_array_equal(grad, exp_grad)
