@@ -403,6 +403,11 @@ def cpu_model():
     return platform.processor() or "unknown CPU"
 
 
+def load_average():
+    """The 1, 5 and 15 minute load averages as text."""
+    return ", ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
 def print_header(settings, skipped):
     from ._info import config
 
@@ -417,6 +422,7 @@ def print_header(settings, skipped):
         f"machine: {cpu_model()}, os.cpu_count()={os.cpu_count()}, "
         f"platform.processor()={platform.processor()!r}, {platform.machine()}, {platform.system()}"
     )
+    print(f"load average at the start: {load_average()}")
     versions = [f"python {info['python']}", f"numpy {info['numpy']}"]
     for name in ("torch", "jax", "optax"):
         version = package_version(name)
@@ -442,6 +448,7 @@ def print_footer(rows):
     print("threads  = cyce num_threads, torch.set_num_threads, jax: CPU affinity (+ no Eigen threads at 1);")
     print("           OMP_NUM_THREADS is set in every worker.  The numpy reference is single-threaded.")
     print("'cyce inplace' restores the logits from a saved copy before each call, outside the timing.")
+    print(f"load average at the end: {load_average()} (other work on the machine skews the times)")
     for line in loss_disagreements(rows):
         print("WARNING: " + line)
 

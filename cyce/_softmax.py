@@ -58,7 +58,7 @@ def _softmax_into(x, out, num_threads, log_space):
         result = out
         target = out.reshape(-1, a.shape[-1])
     kernels.softmax_rows(rows, target, log_space, threads_for(n_threads, rows.shape[0], rows.size))
-    return result.reshape(a.shape)
+    return out if out is not None else result.reshape(a.shape)
 
 
 def log_softmax(x, *, out=None, num_threads=None):
