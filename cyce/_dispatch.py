@@ -34,9 +34,10 @@ def _select():
 
 kernels = _select()
 
-# Below this many elements (rows x classes) a call runs on one thread: waking
-# a second OpenMP thread costs more than it saves.  Measured with
-# `python -m cyce bench` on the 2-core development machine (see README).
+# Below this many elements (rows x classes) a call with num_threads=None runs
+# on one thread: waking a second OpenMP thread (a few microseconds) costs more
+# than it saves on so little work.  A provisional figure (about 30 us of
+# single-thread work); the measured crossover is the Speed issue's to set.
 SERIAL_BELOW = 1 << 15
 
 # A bound on the threads one call starts, whatever num_threads asks for.
