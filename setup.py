@@ -106,6 +106,7 @@ def kernel_extension(level, flags, openmp):
         extra_link_args=[OPENMP_FLAG] if openmp else [],
         depends=[
             "cyce/_kernels.pxi",
+            "cyce/_binary.pxi",
             "cyce/_src/cyce_exp.h",
             "cyce/_src/cyce_rows.h",
             "cyce/_src/cyce_rows_template.h",

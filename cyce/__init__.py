@@ -1,7 +1,11 @@
 """cyce: fast, exact cross-entropy losses and gradients for NumPy arrays."""
 
 from ._version import __version__
+from ._binary import binary_ce, categorical_ce, sigmoid_bce
 from ._softmax import log_softmax, logsumexp, softmax, softmax_ce
 from ._info import show_config
 
-__all__ = ["__version__", "logsumexp", "log_softmax", "softmax", "softmax_ce", "show_config"]
+__all__ = [
+    "__version__", "logsumexp", "log_softmax", "softmax", "softmax_ce",
+    "sigmoid_bce", "binary_ce", "categorical_ce", "show_config",
+]

@@ -1,2 +1,3 @@
-# The baseline build of cyce's kernels; the code is in _kernels.pxi.
+# The baseline build of cyce's kernels; the code is in the .pxi files.
 include "_kernels.pxi"
+include "_binary.pxi"

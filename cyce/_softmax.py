@@ -2,12 +2,13 @@
 
 Thin wrappers (see STYLE.md): validate everything with cyce._validation,
 allocate the outputs once, call one kernel, shape the result.  The batch
-reduction is a fixed-order float64 sum (np.sum's pairwise sum over the
-per-row losses), so results are bitwise the same for any thread count.
+reduction (cyce._reduction) is a fixed-order float64 sum over the per-row
+losses, so results are bitwise the same for any thread count.
 """
 
 import numpy as np
 
+from . import _reduction as reduce
 from . import _validation as check
 from ._dispatch import kernels, threads_for
 
@@ -134,18 +135,7 @@ def softmax_ce(
     ignore_index = check.integer("ignore_index", ignore_index)
     n_classes = x.shape[-1]
     batch_shape = x.shape[:-1]
-
-    y = np.asarray(labels)
-    soft = y.dtype.kind == "f"
-    if soft:
-        check.probabilities("labels", y, x.shape)
-    elif y.dtype.kind in "iu":
-        y = check.class_labels(y, batch_shape, n_classes, ignore_index)
-    else:
-        raise TypeError(
-            f"labels must be integer class indices of shape {batch_shape} or float "
-            f"probabilities of shape {x.shape}, got an array of dtype {y.dtype}"
-        )
+    soft, y = check.labels_or_probabilities("labels", labels, x, ignore_index)
     class_weight = None
     if weight is not None:
         class_weight = check.weights("weight", weight, (n_classes,), "one weight per class")
@@ -154,43 +144,14 @@ def softmax_ce(
         row_weight = check.weights(
             "sample_weight", sample_weight, batch_shape, "one weight per sample"
         ).reshape(-1)
+    # (weights and integer labels are private copies: only soft labels can alias)
+    grad, want_grad = check.gradient_destination(
+        "logits", x, logits, inplace, grad_out, return_grad, [("labels", y)] if soft else [])
 
-    if inplace:
-        check.inplace_target("logits", logits)
-        if grad_out is not None and not check.same_memory(grad_out, x):
-            raise ValueError("pass either inplace=True or grad_out, not both")
-        if soft and np.shares_memory(y, x):
-            raise ValueError("inplace=True would overwrite labels, which share memory with logits")
-        grad = x
-    elif grad_out is not None:
-        check.writable_output("grad_out", grad_out, x.shape, x.dtype)
-        if isinstance(logits, np.ndarray) and check.same_memory(grad_out, x) and x.flags.c_contiguous:
-            grad = x  # grad_out=logits is the in-place call
-        else:
-            check.no_overlap("grad_out", grad_out, [("logits", x), ("labels", y)])
-            grad = grad_out
-    elif return_grad:
-        grad = None  # allocated below, after the last check
-    else:
-        grad = None
-    want_grad = inplace or return_grad or grad_out is not None
-
-    # ---- the mean's denominator (needed for the gradient's scale) ----
+    # ---- compute: nothing has been written before this line ----
     n_rows = int(np.prod(batch_shape, dtype=np.int64))
-    if soft:
-        denom = float(n_rows) if row_weight is None else float(np.sum(row_weight))
-    else:
-        kept = y != ignore_index
-        per_row = np.ones(n_rows) if class_weight is None else class_weight[np.where(kept, y, 0)]
-        if row_weight is not None:
-            per_row = per_row * row_weight
-        denom = float(np.sum(per_row, where=kept))
-    if reduction == "mean":
-        grad_scale = 1.0 / denom if denom != 0.0 else np.inf
-    else:
-        grad_scale = 1.0
-
-    # ---- compute ----
+    denom = reduce.class_mean_denominator(soft, y, ignore_index, n_rows, class_weight, row_weight)
+    grad_scale = reduce.gradient_scale(reduction, denom)
     rows = x.reshape(-1, n_classes) if grad is x else _rows(x)
     if want_grad and grad is None:
         grad = np.empty(x.shape, dtype=x.dtype)
@@ -204,24 +165,16 @@ def softmax_ce(
             smoothing, z_loss, grad_scale, threads,
         )
     else:
-        weight_total = 0.0 if class_weight is None else float(np.sum(class_weight))
-        if class_weight is None:
-            weight_total = float(n_classes)
+        weight_total = float(n_classes) if class_weight is None else float(np.sum(class_weight))
         kernels.softmax_ce_hard_rows(
             rows, grad_rows, y, class_weight, row_weight, row_loss, ignore_index,
             weight_total, smoothing, z_loss, grad_scale, threads,
         )
 
-    # ---- reduce in a fixed order, in float64 ----
-    # (a float32 loss beyond 3.4e38, e.g. from logits of +-3e38, is inf)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if reduction == "none":
-            loss = row_loss.astype(x.dtype).reshape(batch_shape)
-        else:
-            total = np.sum(row_loss)
-            if reduction == "mean":
-                total = total / np.float64(denom)
-            loss = x.dtype.type(total)
+    if reduction == "none":
+        loss = reduce.per_row_losses(row_loss, x.dtype, batch_shape)
+    else:
+        loss = reduce.total(row_loss, reduction, denom, x.dtype)
     if want_grad:
         # the caller's own array when it received the gradient (inplace, grad_out)
         return loss, grad if grad.shape == x.shape else grad.reshape(x.shape)

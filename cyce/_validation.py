@@ -92,12 +92,12 @@ def num_threads(value):
     return n
 
 
-def class_labels(labels, batch_shape, n_classes, ignore_index):
+def class_labels(labels, batch_shape, n_classes, ignore_index, name="labels"):
     """Integer labels of shape batch_shape as a flat int64 copy (small: one
     value per row), every value in [0, n_classes) or equal to ignore_index."""
     if labels.shape != batch_shape:
         raise ValueError(
-            f"labels has shape {labels.shape}, but logits of shape {batch_shape + (n_classes,)} "
+            f"{name} has shape {labels.shape}, but an input of shape {batch_shape + (n_classes,)} "
             f"need integer labels of shape {batch_shape} or probabilities of shape "
             f"{batch_shape + (n_classes,)}"
         )
@@ -109,7 +109,7 @@ def class_labels(labels, batch_shape, n_classes, ignore_index):
     if bad.any():
         first = int(np.argmax(bad))
         raise IndexError(
-            f"labels{position(batch_shape, first)} = {flat[first].item()} is out of range: class "
+            f"{name}{position(batch_shape, first)} = {flat[first].item()} is out of range: class "
             f"indices must be in [0, {n_classes}) or equal ignore_index ({ignore_index})"
         )
     return flat.astype(np.int64, copy=True)
@@ -197,3 +197,44 @@ def inplace_target(name, x):
     if not x.flags.writeable:
         raise ValueError(f"inplace=True needs {name} to be writable, and it is read-only")
     return x
+
+
+def gradient_destination(name, x, original, inplace, grad_out, return_grad, aliases):
+    """Where a call writes its gradient, checked before anything is written.
+
+    Returns (grad, want_grad): grad is x itself (in place: inplace=True or
+    grad_out=x), the caller's grad_out, or None (the wrapper allocates it once
+    every check has passed).  `original` is what the caller passed as x;
+    `aliases` are (name, array) inputs the gradient must not overwrite.
+    """
+    if inplace:
+        inplace_target(name, original)
+        if grad_out is not None and not same_memory(grad_out, x):
+            raise ValueError("pass either inplace=True or grad_out, not both")
+        for other_name, other in aliases:
+            if isinstance(other, np.ndarray) and np.shares_memory(other, x):
+                raise ValueError(
+                    f"inplace=True would overwrite {other_name}, which shares memory with {name}"
+                )
+        return x, True
+    if grad_out is not None:
+        writable_output("grad_out", grad_out, x.shape, x.dtype)
+        if isinstance(original, np.ndarray) and same_memory(grad_out, x):
+            return gradient_destination(name, x, original, True, None, True, aliases)
+        no_overlap("grad_out", grad_out, [(name, x)] + list(aliases))
+        return grad_out, True
+    return None, return_grad
+
+
+def labels_or_probabilities(name, labels, x, ignore_index):
+    """Class indices of shape x.shape[:-1] (returned as a flat int64 copy) or
+    probabilities of x's shape (returned as they are): (is_soft, labels)."""
+    y = np.asarray(labels)
+    if y.dtype.kind == "f":
+        return True, probabilities(name, y, x.shape)
+    if y.dtype.kind in "iu":
+        return False, class_labels(y, x.shape[:-1], x.shape[-1], ignore_index)
+    raise TypeError(
+        f"{name} must be integer class indices of shape {x.shape[:-1]} or float "
+        f"probabilities of shape {x.shape}, got an array of dtype {y.dtype}"
+    )

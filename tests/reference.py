@@ -105,3 +105,76 @@ def softmax_ce(logits, labels, weight=None, sample_weight=None, ignore_index=-10
             terms = np.abs(s * scale) * np.abs(wt).sum(axis=1)
         return loss, grad.reshape(shape), float(np.nanmax(terms, initial=0.0))
     return loss, grad.reshape(shape)
+
+
+# ------------------------------------------------------------ binary family
+
+def _reduce_elements(loss, reduction):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if reduction == "mean":
+            return loss.sum() / loss.size, 1.0 / loss.size if loss.size else np.inf
+        if reduction == "batchmean":
+            n = loss.shape[0]
+            return loss.sum() / n, 1.0 / n if n else np.inf
+        if reduction == "sum":
+            return loss.sum(), 1.0
+        return loss, 1.0
+
+
+def sigmoid_bce(logits, targets, weight=None, pos_weight=None, reduction="mean"):
+    """PyTorch's BCEWithLogitsLoss from its definition,
+    -w (p y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))), with
+    -log sigmoid(x) = logaddexp(0, -x) and -log(1 - sigmoid(x)) = logaddexp(0, x)."""
+    x = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    w = np.ones_like(x) if weight is None else np.broadcast_to(np.asarray(weight, np.float64), x.shape)
+    p = np.ones(x.shape[-1]) if pos_weight is None else np.broadcast_to(
+        np.asarray(pos_weight, np.float64), x.shape[-1:])
+    with np.errstate(invalid="ignore", over="ignore"):
+        positive = np.where(p * y != 0, p * y * np.logaddexp(0.0, -x), 0.0)
+        negative = np.where(1 - y != 0, (1 - y) * np.logaddexp(0.0, x), 0.0)
+        loss = w * (positive + negative)
+        loss = np.where(np.isnan(x), np.nan, loss)
+        sigmoid = 1.0 / (1.0 + np.exp(-x))
+        loss, scale = _reduce_elements(loss, reduction)
+        grad = scale * w * ((1 + (p - 1) * y) * sigmoid - p * y)
+    return loss, grad
+
+
+def binary_ce(probs, targets, weight=None, reduction="mean"):
+    """PyTorch's BCELoss: logs clamped at -100, its gradient formula."""
+    q = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    w = np.ones_like(q) if weight is None else np.broadcast_to(np.asarray(weight, np.float64), q.shape)
+    with np.errstate(divide="ignore"):
+        loss = -w * (y * np.maximum(np.log(q), -100) + (1 - y) * np.maximum(np.log(1 - q), -100))
+    loss, scale = _reduce_elements(loss, reduction)
+    grad = scale * w * (q - y) / np.maximum(q * (1 - q), 1e-12)
+    return loss, grad
+
+
+def categorical_ce(probs, labels, eps, weight=None, ignore_index=-100, reduction="mean"):
+    """-sum_c w_c y_c log(clip(p_c, eps, 1)) per row; mean over rows (or over
+    sum_i w[y_i] for class indices with weights)."""
+    q = np.asarray(probs, dtype=np.float64)
+    shape = q.shape
+    n_classes = shape[-1]
+    q = q.reshape(-1, n_classes)
+    t, kept = target_distribution(labels, n_classes, 0.0, ignore_index)
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, np.float64)
+    wt = w * t
+    clipped = np.clip(q, eps, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        row = -np.sum(np.where(wt != 0, wt * np.log(clipped), 0.0), axis=1)
+        if np.asarray(labels).dtype.kind == "f":
+            denom = float(q.shape[0])
+        else:
+            denom = np.sum(wt.sum(axis=1)[kept])
+        if reduction == "mean":
+            loss, scale = row.sum() / denom, (1.0 / denom if denom else np.inf)
+        elif reduction == "sum":
+            loss, scale = row.sum(), 1.0
+        else:
+            loss, scale = row.reshape(shape[:-1]), 1.0
+        grad = np.where((wt != 0) & (q >= eps), -scale * wt / q, 0.0)
+    return loss, grad.reshape(shape)

@@ -1,0 +1,205 @@
+"""The binary and probability-space losses: sigmoid_bce, binary_ce and
+categorical_ce.
+
+The seed's pairing of tasks and losses:
+  binary classification       sigmoid + binary CE          sigmoid_bce(logits, y)
+  multi-class, single label   softmax + categorical CE     softmax_ce(logits, labels)
+  multi-label                 sigmoid per class + BCE sum  sigmoid_bce(logits, Y, reduction="batchmean")
+and, for models that already output probabilities, binary_ce and
+categorical_ce.  Thin wrappers, as in cyce._softmax: validate everything,
+then one kernel call, then a fixed-order float64 reduction.
+"""
+
+import numpy as np
+
+from . import _reduction as reduce
+from . import _validation as check
+from ._dispatch import kernels, threads_for
+
+BINARY_REDUCTIONS = ("mean", "sum", "none", "batchmean")
+SIGMOID_BCE = 0      # the kernel's BinaryKind values (cyce/_binary.pxi)
+PROBABILITY_BCE = 1
+BINARY_BLOCK = 4096  # elements per block of the kernel's fixed-order partial sums
+
+
+def _float_targets(name, targets, x):
+    """Targets in [0, 1] of x's shape.  Float targets are used as they are
+    (float32 or float64, whatever x is); bool or integer targets are
+    converted to x's dtype once."""
+    t = np.asarray(targets)
+    if t.dtype.kind in "biu":
+        if t.shape != x.shape:
+            raise ValueError(f"{name} has shape {t.shape}, expected {x.shape}")
+        t = t.astype(x.dtype)
+    elif t.dtype not in check.FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64 values in [0, 1], got an array of dtype {t.dtype}")
+    return check.probabilities(name, t, x.shape)
+
+
+def _broadcast_weight(name, weight, x, shape):
+    """weight in x's dtype, broadcast (by strides, without a copy) to shape."""
+    a = np.asarray(weight)
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got an array of dtype {a.dtype}")
+    a = a.astype(x.dtype, copy=False)
+    if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
+        flat = np.ravel(a)
+        first = int(np.argmin(np.isfinite(flat)))
+        raise ValueError(f"{name}{check.position(a.shape, first)} = {flat[first].item()!r} is not finite")
+    try:
+        return np.broadcast_to(a, shape)
+    except ValueError:
+        raise ValueError(f"{name} of shape {a.shape} does not broadcast to {shape}") from None
+
+
+def _as_rows_view(a, n_rows, n_classes):
+    """A (n_rows, n_classes) view of a broadcast weight: no copy when the
+    strides allow it; otherwise (a weight broadcast over non-adjacent axes)
+    one copy of the input's size."""
+    try:
+        view = a.view()
+        view.shape = (n_rows, n_classes)
+        return view
+    except AttributeError:
+        return np.ascontiguousarray(a).reshape(n_rows, n_classes)
+
+
+def _elementwise(kind, name, values, original, targets, weight, pos_weight, reduction,
+                 return_grad, inplace, grad_out, num_threads):
+    """sigmoid_bce and binary_ce: validation done by the caller for `values`."""
+    x = values
+    reduction = check.option_in("reduction", reduction, BINARY_REDUCTIONS)
+    return_grad = check.flag("return_grad", return_grad)
+    inplace = check.flag("inplace", inplace)
+    n_threads = check.num_threads(num_threads)
+    t = _float_targets("targets", targets, x)
+    n_classes = x.shape[-1]
+    n_rows = x.size // n_classes
+    w = None if weight is None else _broadcast_weight("weight", weight, x, x.shape)
+    pw = None
+    if pos_weight is not None:
+        pw = _broadcast_weight("pos_weight", pos_weight, x, (n_classes,))
+    grad, want_grad = check.gradient_destination(
+        name, x, original, inplace, grad_out, return_grad,
+        [("targets", t), ("weight", w), ("pos_weight", pw)])
+
+    # ---- compute: nothing has been written before this line ----
+    n = x.size
+    denominator = {"mean": n, "batchmean": x.shape[0]}.get(reduction, 1)
+    grad_scale = reduce.gradient_scale(reduction, float(denominator))
+    flat = x.reshape(-1) if grad is x else np.ascontiguousarray(x).reshape(-1)
+    if want_grad and grad is None:
+        grad = np.empty(x.shape, dtype=x.dtype)
+    loss_out = np.empty(x.shape, dtype=x.dtype) if reduction == "none" else None
+    block_loss = np.empty(-(-n // BINARY_BLOCK), dtype=np.float64)
+    kernels.binary_blocks(
+        kind, flat, np.ascontiguousarray(t).reshape(-1),
+        None if w is None else _as_rows_view(w, n_rows, n_classes), pw, n_classes,
+        None if grad is None else grad.reshape(-1),
+        None if loss_out is None else loss_out.reshape(-1),
+        block_loss, grad_scale, threads_for(n_threads, block_loss.size, n),
+    )
+    loss = loss_out if reduction == "none" else reduce.total(block_loss, reduction, denominator, x.dtype)
+    return (loss, grad) if want_grad else loss
+
+
+def sigmoid_bce(logits, targets, *, weight=None, pos_weight=None, reduction="mean",
+                return_grad=False, inplace=False, grad_out=None, num_threads=None):
+    """Binary cross entropy with logits: PyTorch's ``BCEWithLogitsLoss``.
+
+    Elementwise, with ``s`` the sigmoid, ``p = pos_weight`` (broadcast over the
+    last axis) and ``w = weight`` (broadcast to the logits):
+    ``l = -w (p y log s(x) + (1 - y) log(1 - s(x)))``, computed as
+    ``w (p y softplus(-x) + (1 - y) softplus(x))``: no overflow for any
+    logit (+-1e4, +-3e38 in float32), no cancellation for small losses, and
+    ``x = +-inf`` with the matching target gives 0.  Targets may be soft
+    (any value in [0, 1]); other values are an error.
+
+    ``reduction``: ``"mean"`` (over all elements), ``"sum"``, ``"none"`` (an
+    array of the logits' shape) or ``"batchmean"``: the sum over classes
+    averaged over samples, i.e. the sum divided by ``logits.shape[0]`` (the
+    multi-label loss; for 1-D logits of N binary samples it equals the mean).
+
+    With ``return_grad=True`` returns ``(loss, grad)``,
+    ``grad = w ((1 + (p - 1) y) s(x) - p y)`` times the reduction's scale;
+    ``inplace=True`` writes it over ``logits``; ``grad_out=`` into a buffer.
+    """
+    x = check.float_array("logits", logits)
+    return _elementwise(SIGMOID_BCE, "logits", x, logits, targets, weight, pos_weight,
+                        reduction, return_grad, inplace, grad_out, num_threads)
+
+
+def binary_ce(probs, targets, *, weight=None, reduction="mean", return_grad=False,
+              inplace=False, grad_out=None, num_threads=None):
+    """Binary cross entropy on probabilities: PyTorch's ``BCELoss``.
+
+    ``l = -w (y log p + (1 - y) log(1 - p))`` with each log clamped at -100,
+    so ``p = 0`` or ``1`` gives a finite loss.  ``probs`` and ``targets`` must
+    be in [0, 1] (an error names the position and value).  Reductions as in
+    ``sigmoid_bce``.  The gradient is PyTorch's:
+    ``w (p - y) / max(p (1 - p), 1e-12)`` times the reduction's scale.
+    Prefer ``sigmoid_bce`` on logits: it is exact where this one clamps.
+    """
+    p = check.float_array("probs", probs)
+    check.probabilities("probs", p, p.shape)
+    return _elementwise(PROBABILITY_BCE, "probs", p, probs, targets, weight, None,
+                        reduction, return_grad, inplace, grad_out, num_threads)
+
+
+def categorical_ce(probs, labels, *, eps=None, weight=None, ignore_index=-100,
+                   reduction="mean", return_grad=False, inplace=False, grad_out=None,
+                   num_threads=None):
+    """Categorical cross entropy on probabilities (the seed's formula):
+    ``l_i = -sum_c w_c y_ic log(clip(p_ic, eps, 1))``.
+
+    ``probs`` (..., C) must be in [0, 1]; rows need not sum to 1 and are
+    **not** renormalised (scikit-learn's ``log_loss`` renormalises).  ``eps``
+    defaults to the dtype's machine epsilon, as ``log_loss`` does.  ``labels``
+    are class indices of shape (...) (rows equal to ``ignore_index`` count 0)
+    or one-hot / soft targets of shape (..., C) in [0, 1].
+
+    ``reduction="mean"`` divides by the number of rows (not ignored), or by
+    ``sum_i w[y_i]`` with class weights and class indices (PyTorch's NLLLoss
+    rule); ``"sum"``; ``"none"`` gives one loss per row.  The gradient is
+    ``-w_c y_ic / p_ic`` where ``p_ic >= eps`` and 0 where the clip is active,
+    times the reduction's scale.
+    """
+    p = check.float_array("probs", probs)
+    reduction = check.option_in("reduction", reduction, check.REDUCTIONS)
+    return_grad = check.flag("return_grad", return_grad)
+    inplace = check.flag("inplace", inplace)
+    n_threads = check.num_threads(num_threads)
+    ignore_index = check.integer("ignore_index", ignore_index)
+    eps = np.finfo(p.dtype).eps if eps is None else check.real_in("eps", eps, 0.0, 1.0)
+    check.probabilities("probs", p, p.shape)
+    n_classes = p.shape[-1]
+    batch_shape = p.shape[:-1]
+    soft, y = check.labels_or_probabilities("labels", labels, p, ignore_index)
+    class_weight = None
+    if weight is not None:
+        class_weight = check.weights("weight", weight, (n_classes,), "one weight per class")
+    grad, want_grad = check.gradient_destination(
+        "probs", p, probs, inplace, grad_out, return_grad, [("labels", y)] if soft else [])
+
+    # ---- compute: nothing has been written before this line ----
+    n_rows = int(np.prod(batch_shape, dtype=np.int64))
+    denominator = reduce.class_mean_denominator(soft, y, ignore_index, n_rows, class_weight, None)
+    grad_scale = reduce.gradient_scale(reduction, denominator)
+    rows = p.reshape(-1, n_classes) if grad is p else np.ascontiguousarray(p).reshape(-1, n_classes)
+    if want_grad and grad is None:
+        grad = np.empty(p.shape, dtype=p.dtype)
+    grad_rows = None if grad is None else grad.reshape(-1, n_classes)
+    row_loss = np.empty(n_rows, dtype=np.float64)
+    threads = threads_for(n_threads, n_rows, rows.size)
+    if soft:
+        kernels.categorical_ce_soft_rows(
+            rows, grad_rows, np.ascontiguousarray(y).reshape(-1, n_classes), class_weight,
+            row_loss, eps, grad_scale, threads)
+    else:
+        kernels.categorical_ce_label_rows(
+            rows, grad_rows, y, class_weight, row_loss, ignore_index, eps, grad_scale, threads)
+    if reduction == "none":
+        loss = reduce.per_row_losses(row_loss, p.dtype, batch_shape)
+    else:
+        loss = reduce.total(row_loss, reduction, denominator, p.dtype)
+    return (loss, grad) if want_grad else loss
