@@ -66,7 +66,7 @@ def binary_blocks(
     double grad_scale, int n_threads,
 ):
     """Over the flattened (rows, n_classes) array: block_loss[b] = the loss sum
-    of block b; loss_out (None unless reduction="none") = each element's loss;
+    of block b (returned: their fixed-order sum); loss_out (None unless reduction="none") = each element's loss;
     grad (None, or values itself in place) = its gradient times grad_scale.
     weight is a (rows, n_classes) view, broadcast by strides, or None;
     pos_weight has n_classes entries or is None."""
@@ -81,7 +81,8 @@ def binary_blocks(
     cdef bint has_grad = grad is not None
     cdef bint has_loss_out = loss_out is not None
     with nogil:
-        for b in prange(n_blocks, schedule="static", num_threads=n_threads):
+        for b in prange(n_blocks, schedule="static", num_threads=n_threads,
+                           use_threads_if=n_threads > 1):
             start = <int64_t>b * BINARY_BLOCK
             stop = start + BINARY_BLOCK if start + BINARY_BLOCK < n else n
             row = start // n_classes
@@ -104,6 +105,7 @@ def binary_blocks(
                     col = 0
                     row = row + 1
             block_loss[b] = total
+    return fixed_order_sum(block_loss)
 
 
 cdef inline double row_categorical_ce_label(
@@ -146,13 +148,14 @@ def categorical_ce_label_rows(
     cdef Py_ssize_t n_rows = probs.shape[0]
     cdef int64_t n = probs.shape[1]
     if n_rows == 0:
-        return
+        return 0.0
     cdef const floating *base = &probs[0, 0]
     cdef floating *grad_base = NULL if grad is None else &grad[0, 0]
     cdef const double *cw = NULL if class_weight is None else &class_weight[0]
     cdef floating *grad_row
     with nogil:
-        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+        for i in prange(n_rows, schedule="static", num_threads=n_threads,
+                           use_threads_if=n_threads > 1):
             grad_row = NULL if grad_base == NULL else grad_base + <int64_t>i * n
             if labels[i] == ignore_index:
                 row_loss[i] = 0.0
@@ -162,6 +165,7 @@ def categorical_ce_label_rows(
                 row_loss[i] = row_categorical_ce_label(
                     base + <int64_t>i * n, grad_row, n, labels[i],
                     1.0 if cw == NULL else cw[labels[i]], eps, grad_scale)
+    return fixed_order_sum(row_loss)
 
 
 def categorical_ce_soft_rows(
@@ -173,14 +177,16 @@ def categorical_ce_soft_rows(
     cdef Py_ssize_t n_rows = probs.shape[0]
     cdef int64_t n = probs.shape[1]
     if n_rows == 0:
-        return
+        return 0.0
     cdef const floating *base = &probs[0, 0]
     cdef const target_t *target_base = &targets[0, 0]
     cdef floating *grad_base = NULL if grad is None else &grad[0, 0]
     cdef const double *cw = NULL if class_weight is None else &class_weight[0]
     with nogil:
-        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+        for i in prange(n_rows, schedule="static", num_threads=n_threads,
+                           use_threads_if=n_threads > 1):
             row_loss[i] = row_categorical_ce_soft(
                 base + <int64_t>i * n,
                 NULL if grad_base == NULL else grad_base + <int64_t>i * n,
                 n, target_base + <int64_t>i * n, cw, eps, grad_scale)
+    return fixed_order_sum(row_loss)

@@ -10,6 +10,8 @@ categorical_ce.  Thin wrappers, as in cyce._softmax: validate everything,
 then one kernel call, then a fixed-order float64 reduction.
 """
 
+import math
+
 import numpy as np
 
 from . import _reduction as reduce
@@ -92,14 +94,14 @@ def _elementwise(kind, name, values, original, targets, weight, pos_weight, redu
         grad = np.empty(x.shape, dtype=x.dtype)
     loss_out = np.empty(x.shape, dtype=x.dtype) if reduction == "none" else None
     block_loss = np.empty(-(-n // BINARY_BLOCK), dtype=np.float64)
-    kernels.binary_blocks(
+    loss_sum = kernels.binary_blocks(
         kind, flat, np.ascontiguousarray(t).reshape(-1),
         None if w is None else _as_rows_view(w, n_rows, n_classes), pw, n_classes,
         None if grad is None else grad.reshape(-1),
         None if loss_out is None else loss_out.reshape(-1),
         block_loss, grad_scale, threads_for(n_threads, block_loss.size, n),
     )
-    loss = loss_out if reduction == "none" else reduce.total(block_loss, reduction, denominator, x.dtype)
+    loss = loss_out if reduction == "none" else reduce.total(loss_sum, reduction, denominator, x.dtype)
     return (loss, grad) if want_grad else loss
 
 
@@ -182,7 +184,7 @@ def categorical_ce(probs, labels, *, eps=None, weight=None, ignore_index=-100,
         "probs", p, probs, inplace, grad_out, return_grad, [("labels", y)] if soft else [])
 
     # ---- compute: nothing has been written before this line ----
-    n_rows = int(np.prod(batch_shape, dtype=np.int64))
+    n_rows = math.prod(batch_shape)
     denominator = reduce.class_mean_denominator(soft, y, ignore_index, n_rows, class_weight, None)
     grad_scale = reduce.gradient_scale(reduction, denominator)
     rows = p.reshape(-1, n_classes) if grad is p else np.ascontiguousarray(p).reshape(-1, n_classes)
@@ -192,14 +194,14 @@ def categorical_ce(probs, labels, *, eps=None, weight=None, ignore_index=-100,
     row_loss = np.empty(n_rows, dtype=np.float64)
     threads = threads_for(n_threads, n_rows, rows.size)
     if soft:
-        kernels.categorical_ce_soft_rows(
+        loss_sum = kernels.categorical_ce_soft_rows(
             rows, grad_rows, np.ascontiguousarray(y).reshape(-1, n_classes), class_weight,
             row_loss, eps, grad_scale, threads)
     else:
-        kernels.categorical_ce_label_rows(
+        loss_sum = kernels.categorical_ce_label_rows(
             rows, grad_rows, y, class_weight, row_loss, ignore_index, eps, grad_scale, threads)
     if reduction == "none":
         loss = reduce.per_row_losses(row_loss, p.dtype, batch_shape)
     else:
-        loss = reduce.total(row_loss, reduction, denominator, p.dtype)
+        loss = reduce.total(loss_sum, reduction, denominator, p.dtype)
     return (loss, grad) if want_grad else loss

@@ -17,17 +17,17 @@
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport expm1, isfinite, log1p
+from libc.math cimport expm1, fabs, isfinite, log1p
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 cdef extern from "cyce_rows.h" nogil:
     float cyce_row_max_f32(const float *x, int64_t n)
     double cyce_row_max_f64(const double *x, int64_t n)
-    double cyce_row_sum_exp_m1_f32(const float *x, int64_t n, float shift)
-    double cyce_row_sum_exp_m1_f64(const double *x, int64_t n, double shift)
-    double cyce_row_exp_store_sum_m1_f32(const float *x, float *out, int64_t n, float shift)
-    double cyce_row_exp_store_sum_m1_f64(const double *x, double *out, int64_t n, double shift)
+    int64_t cyce_row_find_f32(const float *x, int64_t n, float m)
+    int64_t cyce_row_find_f64(const double *x, int64_t n, double m)
+    double cyce_row_exp_sum_m1_f32(const float *x, float *out, int64_t n, float max, int64_t top)
+    double cyce_row_exp_sum_m1_f64(const double *x, double *out, int64_t n, double max, int64_t top)
     double cyce_row_sum_shifted_f32(const float *x, const double *w, int64_t n, float shift)
     double cyce_row_sum_shifted_f64(const double *x, const double *w, int64_t n, double shift)
     void cyce_row_scale_sub_f32(float *out, const double *w, int64_t n, float a, float b)
@@ -36,6 +36,8 @@ cdef extern from "cyce_rows.h" nogil:
     void cyce_row_sub2_f64(const double *x, double *out, int64_t n, double shift, double log_sum)
     float cyce_expf(float x)
     double cyce_exp(double x)
+    float cyce_expf_nonpos(float x)
+    double cyce_exp_nonpos(double x)
     int cyce_openmp_version()
     int cyce_default_threads()
     int cyce_cpu_has_avx2_fma()
@@ -60,21 +62,21 @@ cdef inline floating row_max(const floating *x, int64_t n) noexcept nogil:
         return cyce_row_max_f64(x, n)
 
 
-cdef inline double row_sum_exp_m1(const floating *x, int64_t n, floating shift) noexcept nogil:
-    """sum(exp(x - shift)) - 1, precise when the max's 1 dominates (see cyce_rows_template.h)."""
+cdef inline double row_exp_sum_m1(const floating *x, floating *out, int64_t n,
+                                  floating m) noexcept nogil:
+    """sum(exp(x - m)) - 1 for m = max(x), storing exp(x - m) in out unless out
+    is NULL (out may be x).  Precise when the max's own 1 dominates the sum
+    (see cyce_rows_template.h).  An infinite max is not set apart, so its
+    inf - inf makes the row NaN, as in PyTorch."""
+    cdef int64_t top = -1
     if floating is float:
-        return cyce_row_sum_exp_m1_f32(x, n, shift)
+        if isfinite(m):
+            top = cyce_row_find_f32(x, n, m)
+        return cyce_row_exp_sum_m1_f32(x, out, n, m, top)
     else:
-        return cyce_row_sum_exp_m1_f64(x, n, shift)
-
-
-cdef inline double row_exp_store_sum_m1(const floating *x, floating *out, int64_t n,
-                                        floating shift) noexcept nogil:
-    """out = exp(x - shift); returns sum(out) - 1.  out may be x."""
-    if floating is float:
-        return cyce_row_exp_store_sum_m1_f32(x, out, n, shift)
-    else:
-        return cyce_row_exp_store_sum_m1_f64(x, out, n, shift)
+        if isfinite(m):
+            top = cyce_row_find_f64(x, n, m)
+        return cyce_row_exp_sum_m1_f64(x, out, n, m, top)
 
 
 cdef inline double row_sum_shifted(const floating *x, const double *w, int64_t n,
@@ -101,19 +103,86 @@ cdef inline void row_sub2(const floating *x, floating *out, int64_t n,
         cyce_row_sub2_f64(x, out, n, shift, log_sum)
 
 
+ctypedef struct CompensatedSum:
+    double total
+    double compensation
+
+
+cdef inline void compensated_add(CompensatedSum *acc, double value) noexcept nogil:
+    """Neumaier's step: acc.total += value, keeping the rounding error apart."""
+    cdef double t = acc.total + value
+    if fabs(acc.total) >= fabs(value):
+        acc.compensation += (acc.total - t) + value
+    else:
+        acc.compensation += (value - t) + acc.total
+    acc.total = t
+
+
+cdef inline double compensated_result(CompensatedSum acc) noexcept nogil:
+    # an infinite total makes the compensation inf - inf = NaN: it has no error to add
+    return acc.total + acc.compensation if isfinite(acc.total) else acc.total
+
+
+cdef double fixed_order_sum(const double[::1] values) noexcept nogil:
+    """sum(values) in index order with Neumaier's compensation: the same bits
+    for any thread count (it runs after the prange), and accurate to a few ulp
+    of the exact sum however many rows there are."""
+    cdef CompensatedSum acc = CompensatedSum(0.0, 0.0)
+    cdef Py_ssize_t i
+    for i in range(values.shape[0]):
+        compensated_add(&acc, values[i])
+    return compensated_result(acc)
+
+
+def first_bad_label(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_index):
+    """The index of the first label outside [0, n_classes) that is not
+    ignore_index, or -1 (the validation module raises the error)."""
+    cdef Py_ssize_t i
+    cdef Py_ssize_t first = -1
+    cdef int64_t label
+    with nogil:
+        for i in range(labels.shape[0]):
+            label = labels[i]
+            if (label < 0 or label >= n_classes) and label != ignore_index:
+                first = i
+                break
+    return first
+
+
+def label_weight_sum(const int64_t[::1] labels, int64_t ignore_index,
+                     const double[::1] class_weight, const double[::1] sample_weight):
+    """PyTorch's mean denominator: sum over rows not ignored of
+    class_weight[label] * sample_weight[row] (1 where not given), in row order."""
+    cdef Py_ssize_t i
+    cdef CompensatedSum acc = CompensatedSum(0.0, 0.0)
+    cdef double value
+    cdef bint has_class_weight = class_weight is not None
+    cdef bint has_sample_weight = sample_weight is not None
+    with nogil:
+        for i in range(labels.shape[0]):
+            if labels[i] == ignore_index:
+                continue
+            value = class_weight[labels[i]] if has_class_weight else 1.0
+            if has_sample_weight:
+                value = value * sample_weight[i]
+            compensated_add(&acc, value)
+    return compensated_result(acc)
+
+
 # ---------------------------------------------------------------------------
 # row kernels
 
 cdef inline double row_logsumexp(const floating *x, int64_t n) noexcept nogil:
     """log(sum(exp(x))) with the max subtracted first so nothing overflows.
 
-    As in PyTorch, an infinite max is not subtracted (inf - inf would be NaN):
-    a row holding +inf gives +inf and an all -inf row gives -inf.
+    An infinite max is returned as it is (subtracting it would give
+    inf - inf = NaN): a row holding +inf gives +inf and an all -inf row -inf,
+    as in PyTorch.
     """
     cdef floating m = row_max(x, n)
     if not isfinite(m):
-        m = 0
-    return <double>m + log1p(row_sum_exp_m1(x, n, m))
+        return m
+    return <double>m + log1p(row_exp_sum_m1(x, <floating *>NULL, n, m))
 
 
 cdef inline void row_softmax(const floating *x, floating *out, int64_t n,
@@ -122,9 +191,9 @@ cdef inline void row_softmax(const floating *x, floating *out, int64_t n,
     +inf, or only -inf, gives NaN throughout (as PyTorch does)."""
     cdef floating m = row_max(x, n)
     if log_space:
-        row_sub2(x, out, n, m, <floating>log1p(row_sum_exp_m1(x, n, m)))
+        row_sub2(x, out, n, m, <floating>log1p(row_exp_sum_m1(x, <floating *>NULL, n, m)))
     else:
-        row_scale_sub(out, NULL, n, <floating>(1.0 / (1.0 + row_exp_store_sum_m1(x, out, n, m))), 0)
+        row_scale_sub(out, NULL, n, <floating>(1.0 / (1.0 + row_exp_sum_m1(x, out, n, m))), 0)
 
 
 cdef inline double row_softmax_ce_hard(
@@ -153,10 +222,7 @@ cdef inline double row_softmax_ce_hard(
     cdef double total, total_m1, log_total, lse, loss, coef, label_exp_m1
     if smoothing != 0.0:
         smooth_shifted = row_sum_shifted(x, class_weight, n, m)
-    if grad == NULL:
-        total_m1 = row_sum_exp_m1(x, n, m)
-    else:
-        total_m1 = row_exp_store_sum_m1(x, grad, n, m)
+    total_m1 = row_exp_sum_m1(x, grad, n, m)
     total = 1.0 + total_m1
     log_total = log1p(total_m1)
     lse = <double>m + log_total
@@ -209,10 +275,7 @@ cdef inline double row_softmax_ce_soft(
         if wt != 0.0:
             mass = mass + wt
             mass_shifted = mass_shifted + wt * (<double>x[c] - <double>m)
-    if grad == NULL:
-        total_m1 = row_sum_exp_m1(x, n, m)
-    else:
-        total_m1 = row_exp_store_sum_m1(x, grad, n, m)
+    total_m1 = row_exp_sum_m1(x, grad, n, m)
     total = 1.0 + total_m1
     log_total = log1p(total_m1)
     lse = <double>m + log_total
@@ -238,7 +301,8 @@ def logsumexp_rows(const floating[:, ::1] x, floating[::1] out, int n_threads):
         return
     cdef const floating *base = &x[0, 0]
     with nogil:
-        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+        for i in prange(n_rows, schedule="static", num_threads=n_threads,
+                           use_threads_if=n_threads > 1):
             out[i] = <floating>row_logsumexp(base + <int64_t>i * n, n)
 
 
@@ -251,7 +315,8 @@ def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_space,
     cdef const floating *base = &x[0, 0]
     cdef floating *out_base = &out[0, 0]
     with nogil:
-        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+        for i in prange(n_rows, schedule="static", num_threads=n_threads,
+                           use_threads_if=n_threads > 1):
             row_softmax(base + <int64_t>i * n, out_base + <int64_t>i * n, n, log_space)
 
 
@@ -262,12 +327,13 @@ def softmax_ce_hard_rows(
     double smoothing, double z_loss, double grad_scale, int n_threads,
 ):
     """row_loss[i] = loss of row i (0 where ignored); grad (may be logits, or
-    None for the loss alone) = its gradient times grad_scale."""
+    None for the loss alone) = its gradient times grad_scale.  Returns the
+    fixed-order sum of row_loss."""
     cdef Py_ssize_t i
     cdef Py_ssize_t n_rows = logits.shape[0]
     cdef int64_t n = logits.shape[1]
     if n_rows == 0:
-        return
+        return 0.0
     cdef const floating *base = &logits[0, 0]
     cdef floating *grad_base = NULL
     cdef const double *cw = NULL
@@ -280,7 +346,8 @@ def softmax_ce_hard_rows(
         sw = &sample_weight[0]
     cdef floating *grad_row
     with nogil:
-        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+        for i in prange(n_rows, schedule="static", num_threads=n_threads,
+                           use_threads_if=n_threads > 1):
             grad_row = NULL if grad_base == NULL else grad_base + <int64_t>i * n
             if labels[i] == ignore_index:
                 row_loss[i] = 0.0
@@ -290,6 +357,7 @@ def softmax_ce_hard_rows(
                 row_loss[i] = row_softmax_ce_hard(
                     base + <int64_t>i * n, grad_row, n, labels[i], cw, weight_total,
                     1.0 if sw == NULL else sw[i], smoothing, z_loss, grad_scale)
+    return fixed_order_sum(row_loss)
 
 
 def softmax_ce_soft_rows(
@@ -301,7 +369,7 @@ def softmax_ce_soft_rows(
     cdef Py_ssize_t n_rows = logits.shape[0]
     cdef int64_t n = logits.shape[1]
     if n_rows == 0:
-        return
+        return 0.0
     cdef const floating *base = &logits[0, 0]
     cdef const target_t *target_base = &targets[0, 0]
     cdef floating *grad_base = NULL
@@ -314,12 +382,14 @@ def softmax_ce_soft_rows(
     if sample_weight is not None:
         sw = &sample_weight[0]
     with nogil:
-        for i in prange(n_rows, schedule="static", num_threads=n_threads):
+        for i in prange(n_rows, schedule="static", num_threads=n_threads,
+                           use_threads_if=n_threads > 1):
             row_loss[i] = row_softmax_ce_soft(
                 base + <int64_t>i * n,
                 NULL if grad_base == NULL else grad_base + <int64_t>i * n,
                 n, target_base + <int64_t>i * n, cw,
                 1.0 if sw == NULL else sw[i], smoothing, z_loss, grad_scale)
+    return fixed_order_sum(row_loss)
 
 
 def exp_values(const floating[::1] x, floating[::1] out):

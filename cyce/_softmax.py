@@ -6,6 +6,8 @@ reduction (cyce._reduction) is a fixed-order float64 sum over the per-row
 losses, so results are bitwise the same for any thread count.
 """
 
+import math
+
 import numpy as np
 
 from . import _reduction as reduce
@@ -149,7 +151,7 @@ def softmax_ce(
         "logits", x, logits, inplace, grad_out, return_grad, [("labels", y)] if soft else [])
 
     # ---- compute: nothing has been written before this line ----
-    n_rows = int(np.prod(batch_shape, dtype=np.int64))
+    n_rows = math.prod(batch_shape)
     denom = reduce.class_mean_denominator(soft, y, ignore_index, n_rows, class_weight, row_weight)
     grad_scale = reduce.gradient_scale(reduction, denom)
     rows = x.reshape(-1, n_classes) if grad is x else _rows(x)
@@ -160,13 +162,13 @@ def softmax_ce(
     threads = threads_for(n_threads, n_rows, rows.size)
     if soft:
         targets = np.ascontiguousarray(y).reshape(-1, n_classes)
-        kernels.softmax_ce_soft_rows(
+        loss_sum = kernels.softmax_ce_soft_rows(
             rows, grad_rows, targets, class_weight, row_weight, row_loss,
             smoothing, z_loss, grad_scale, threads,
         )
     else:
-        weight_total = float(n_classes) if class_weight is None else float(np.sum(class_weight))
-        kernels.softmax_ce_hard_rows(
+        weight_total = float(n_classes) if class_weight is None else float(class_weight.sum())
+        loss_sum = kernels.softmax_ce_hard_rows(
             rows, grad_rows, y, class_weight, row_weight, row_loss, ignore_index,
             weight_total, smoothing, z_loss, grad_scale, threads,
         )
@@ -174,7 +176,7 @@ def softmax_ce(
     if reduction == "none":
         loss = reduce.per_row_losses(row_loss, x.dtype, batch_shape)
     else:
-        loss = reduce.total(row_loss, reduction, denom, x.dtype)
+        loss = reduce.total(loss_sum, reduction, denom, x.dtype)
     if want_grad:
         # the caller's own array when it received the gradient (inplace, grad_out)
         return loss, grad if grad.shape == x.shape else grad.reshape(x.shape)

@@ -14,6 +14,8 @@ import operator
 
 import numpy as np
 
+from ._dispatch import kernels
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -30,6 +32,8 @@ def float_array(name, x):
             hint = f"float16 is not supported: pass {name}.astype(np.float32)"
         elif a.dtype.kind in "iub":
             hint = f"pass {name}.astype(np.float32) or np.float64"
+        elif a.dtype == object and hasattr(x, "__dlpack__"):
+            hint = f"NumPy reads this DLPack producer through np.from_dlpack({name}) (no copy)"
         else:
             hint = "pass float32 or float64 values"
         raise TypeError(f"{name} must be float32 or float64, got {_kind_name(a)}: {hint}")
@@ -59,6 +63,8 @@ def option_in(name, value, allowed):
 
 def real_in(name, value, low, high=None):
     """A Python float in [low, high] (high None: no upper bound)."""
+    if type(value) is float and low <= value and (high is None or value <= high):
+        return value  # the common case, without the general checks' cost
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     v = float(value)
@@ -69,6 +75,8 @@ def real_in(name, value, low, high=None):
 
 
 def integer(name, value):
+    if type(value) is int:
+        return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got the bool {value!r}")
     try:
@@ -78,6 +86,8 @@ def integer(name, value):
 
 
 def flag(name, value):
+    if value is True or value is False:
+        return value
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
@@ -102,17 +112,17 @@ def class_labels(labels, batch_shape, n_classes, ignore_index, name="labels"):
             f"{batch_shape + (n_classes,)}"
         )
     flat = labels.reshape(-1)
-    # Compare in the labels' own dtype family: NumPy 2 compares any integer
-    # dtype with a Python int exactly, so uint64 labels above 2**63 cannot
-    # wrap around into range.
-    bad = ((flat < 0) | (flat >= n_classes)) & (flat != ignore_index)
-    if bad.any():
-        first = int(np.argmax(bad))
+    if flat.dtype.kind == "u" and flat.dtype.itemsize == 8 and flat.size and flat.max() > 2**63 - 1:
+        first = int(np.argmax(flat > 2**63 - 1))  # uint64 that would wrap to negative int64
+    else:
+        as_int64 = flat.astype(np.int64, copy=True)
+        first = kernels.first_bad_label(as_int64, n_classes, ignore_index)
+    if first >= 0:
         raise IndexError(
             f"{name}{position(batch_shape, first)} = {flat[first].item()} is out of range: class "
             f"indices must be in [0, {n_classes}) or equal ignore_index ({ignore_index})"
         )
-    return flat.astype(np.int64, copy=True)
+    return as_int64
 
 
 def probabilities(name, t, shape):
@@ -186,9 +196,17 @@ def no_overlap(name, out, others):
 
 def inplace_target(name, x):
     """The array an in-place call writes over: a writable C-contiguous float
-    ndarray owned by the caller (not a list that np.asarray copied)."""
+    array whose memory the caller holds: an ndarray, or NumPy's zero-copy
+    view of an array-like (a CPU torch.Tensor, an __array__ returning a view);
+    not a list or any other input that np.asarray copied."""
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"inplace=True needs {name} to be a NumPy array, got {type(x).__name__}")
+        view = np.asarray(x)
+        if view.flags.owndata:  # a new array: a gradient written there would be lost
+            raise TypeError(
+                f"inplace=True needs {name} to be a NumPy array, got {type(x).__name__}, which "
+                f"np.asarray copies (CPU tensors and other arrays it views without a copy work too)"
+            )
+        x = view
     if not x.flags.c_contiguous:
         raise ValueError(
             f"inplace=True needs {name} to be C-contiguous (it is a strided or Fortran-ordered "

@@ -16,7 +16,8 @@
  *   - 2**n is built from exponent bits in two halves, so results in the
  *     subnormal range are rounded once, correctly, instead of flushed to 0.
  * Edges: x below the underflow limit (including -inf) gives exactly +0, above
- * the overflow limit (including +inf) gives +inf, NaN gives NaN.
+ * the overflow limit (including +inf) gives +inf, NaN gives NaN.  The
+ * _nonpos variants, for softmax's x - max <= 0, skip the overflow handling.
  * Accuracy: within 2 ulp of the correctly rounded result over the whole
  * range (tests/test_exp.py checks this against a float64/mpmath reference).
  */
@@ -29,16 +30,14 @@
 typedef union { float f; uint32_t u; } cyce_f32_bits;
 typedef union { double f; uint64_t u; } cyce_f64_bits;
 
-static inline float cyce_expf(float x)
+/* exp(xc) for xc already clamped to [-104, 88.72...] (or NaN).  At -104 the
+ * result rounds to exactly +0, so -inf needs no select of its own. */
+static inline float cyce_expf_core(float xc)
 {
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693359375f;          /* 9 significant bits: n*ln2_hi exact */
     const float ln2_lo = -2.12194440e-4f;
     const float round_magic = 12582912.0f;      /* 1.5 * 2**23 */
-    const float lower = -104.0f;                /* exp(-104) < min subnormal / 2 */
-    const float upper = 88.72283935546875f;     /* largest x with exp(x) finite */
-    float xc = x < lower ? lower : x;           /* NaN passes through both selects */
-    xc = xc > upper ? upper : xc;
     cyce_f32_bits k;
     k.f = xc * log2e + round_magic;             /* low bits of k.u hold n (two's complement) */
     float n = k.f - round_magic;
@@ -59,22 +58,35 @@ static inline float cyce_expf(float x)
     cyce_f32_bits s1, s2;
     s1.u = (uint32_t)(n1 + 127) << 23;
     s2.u = (uint32_t)(n2 + 127) << 23;
-    float y = (p * s1.f) * s2.f;
-    y = x < lower ? 0.0f : y;
-    y = x > upper ? INFINITY : y;
-    return y;
+    return (p * s1.f) * s2.f;
 }
 
-static inline double cyce_exp(double x)
+#define CYCE_EXPF_LOWER (-104.0f)               /* exp(-104) < min subnormal / 2 */
+#define CYCE_EXPF_UPPER 88.72283935546875f      /* largest x with exp(x) finite */
+
+/* exp(x) for any x. */
+static inline float cyce_expf(float x)
+{
+    float xc = x < CYCE_EXPF_LOWER ? CYCE_EXPF_LOWER : x;   /* NaN passes through */
+    xc = xc > CYCE_EXPF_UPPER ? CYCE_EXPF_UPPER : xc;
+    float y = cyce_expf_core(xc);
+    return x > CYCE_EXPF_UPPER ? INFINITY : y;
+}
+
+/* exp(x) for x <= 0 or NaN (x - max in a softmax): no overflow handling, so
+ * fewer instructions in the hot loops. */
+static inline float cyce_expf_nonpos(float x)
+{
+    return cyce_expf_core(x < CYCE_EXPF_LOWER ? CYCE_EXPF_LOWER : x);
+}
+
+/* exp(xc) for xc already clamped to [-746, 709.78...] (or NaN); -746 gives +0. */
+static inline double cyce_exp_core(double xc)
 {
     const double log2e = 1.4426950408889634074;
     const double ln2_hi = 6.93147180369123816490e-01;   /* low 32 bits zero: n*ln2_hi exact */
     const double ln2_lo = 1.90821492927058770002e-10;
     const double round_magic = 6755399441055744.0;      /* 1.5 * 2**52 */
-    const double lower = -746.0;                        /* exp(-746) < min subnormal / 2 */
-    const double upper = 709.782712893383973096;        /* largest x with exp(x) finite */
-    double xc = x < lower ? lower : x;
-    xc = xc > upper ? upper : xc;
     cyce_f64_bits k;
     k.f = xc * log2e + round_magic;
     double n = k.f - round_magic;
@@ -101,10 +113,23 @@ static inline double cyce_exp(double x)
     cyce_f64_bits s1, s2;
     s1.u = (uint64_t)(n1 + 1023) << 52;
     s2.u = (uint64_t)(n2 + 1023) << 52;
-    double y = (p * s1.f) * s2.f;
-    y = x < lower ? 0.0 : y;
-    y = x > upper ? INFINITY : y;
-    return y;
+    return (p * s1.f) * s2.f;
+}
+
+#define CYCE_EXP_LOWER (-746.0)                        /* exp(-746) < min subnormal / 2 */
+#define CYCE_EXP_UPPER 709.782712893383973096          /* largest x with exp(x) finite */
+
+static inline double cyce_exp(double x)
+{
+    double xc = x < CYCE_EXP_LOWER ? CYCE_EXP_LOWER : x;
+    xc = xc > CYCE_EXP_UPPER ? CYCE_EXP_UPPER : xc;
+    double y = cyce_exp_core(xc);
+    return x > CYCE_EXP_UPPER ? INFINITY : y;
+}
+
+static inline double cyce_exp_nonpos(double x)
+{
+    return cyce_exp_core(x < CYCE_EXP_LOWER ? CYCE_EXP_LOWER : x);
 }
 
 #endif

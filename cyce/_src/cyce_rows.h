@@ -21,7 +21,7 @@
 
 #define CYCE_REAL float
 #define CYCE_SUFFIX f32
-#define CYCE_EXP cyce_expf
+#define CYCE_EXP cyce_expf_nonpos
 #include "cyce_rows_template.h"
 #undef CYCE_REAL
 #undef CYCE_SUFFIX
@@ -29,7 +29,7 @@
 
 #define CYCE_REAL double
 #define CYCE_SUFFIX f64
-#define CYCE_EXP cyce_exp
+#define CYCE_EXP cyce_exp_nonpos
 #include "cyce_rows_template.h"
 #undef CYCE_REAL
 #undef CYCE_SUFFIX

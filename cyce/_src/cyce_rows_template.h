@@ -27,54 +27,79 @@ static inline CYCE_REAL CYCE_FN(cyce_row_max)(const CYCE_REAL *x, int64_t n)
     return m;
 }
 
-/* The sums of exp(x - max) are returned minus one: sum_j exp(x[j] - shift) - 1.
- * With shift the row max, the max's own term is exactly 1 and dominates the
- * sum when the row is confidently classified; then the loss is
- * log(1 + tiny), and adding tiny to 1 in the row's dtype would lose most of
- * it (float32 keeps 7 digits of the sum, not of the tiny part).  So the terms
- * equal to 1 are counted apart and only the others are summed:
- * result = (ones - 1) + rest keeps full relative precision, and callers take
- * log1p(result).  A NaN anywhere makes the result NaN. */
-
-/* sum_j exp(x[j] - shift) - 1, nothing stored (the loss-only path). */
-static inline double CYCE_FN(cyce_row_sum_exp_m1)(const CYCE_REAL *x, int64_t n, CYCE_REAL shift)
+/* The index of the first element equal to m, or -1 if none is (m is NaN).
+ * Blocks are tested with a vectorised any(), so only one block is scanned
+ * element by element. */
+static inline int64_t CYCE_FN(cyce_row_find)(const CYCE_REAL *x, int64_t n, CYCE_REAL m)
 {
-    double rest = 0.0, ones = 0.0;
-    for (int64_t start = 0; start < n; start += CYCE_BLOCK) {
-        int64_t stop = start + CYCE_BLOCK < n ? start + CYCE_BLOCK : n;
-        CYCE_REAL s = 0, k = 0;
-#pragma omp simd reduction(+:s, k)
+    for (int64_t start = 0; start < n; start += 64) {
+        int64_t stop = start + 64 < n ? start + 64 : n;
+        int found = 0;
+#pragma omp simd reduction(|:found)
         for (int64_t j = start; j < stop; j++) {
-            CYCE_REAL e = CYCE_EXP(x[j] - shift);
-            s += e == (CYCE_REAL)1 ? (CYCE_REAL)0 : e;
-            k += e == (CYCE_REAL)1 ? (CYCE_REAL)1 : (CYCE_REAL)0;
+            found |= x[j] == m;
         }
-        rest += (double)s;
-        ones += (double)k;
+        if (found) {
+            for (int64_t j = start; j < stop; j++) {
+                if (x[j] == m) {
+                    return j;
+                }
+            }
+        }
     }
-    return (ones - 1.0) + rest;
+    return -1;
 }
 
-/* out[j] = exp(x[j] - shift), returning sum_j out[j] - 1.  out may be x (in
- * place): each element is read before it is written, at the same index. */
-static inline double CYCE_FN(cyce_row_exp_store_sum_m1)(const CYCE_REAL *x, CYCE_REAL *out,
-                                                       int64_t n, CYCE_REAL shift)
+/* sum_{start <= j < stop} exp(x[j] - shift), storing each term in out[j]
+ * unless out is NULL.  out may be x (in place: each element is read before
+ * it is written, at the same index).  shift >= max(x), so every argument is
+ * <= 0 (or NaN). */
+static inline double CYCE_FN(cyce_span_exp_sum)(const CYCE_REAL *x, CYCE_REAL *out,
+                                                int64_t start, int64_t stop, CYCE_REAL shift)
 {
-    double rest = 0.0, ones = 0.0;
-    for (int64_t start = 0; start < n; start += CYCE_BLOCK) {
-        int64_t stop = start + CYCE_BLOCK < n ? start + CYCE_BLOCK : n;
-        CYCE_REAL s = 0, k = 0;
-#pragma omp simd reduction(+:s, k)
-        for (int64_t j = start; j < stop; j++) {
-            CYCE_REAL e = CYCE_EXP(x[j] - shift);
-            out[j] = e;
-            s += e == (CYCE_REAL)1 ? (CYCE_REAL)0 : e;
-            k += e == (CYCE_REAL)1 ? (CYCE_REAL)1 : (CYCE_REAL)0;
+    double total = 0.0;
+    for (int64_t block = start; block < stop; block += CYCE_BLOCK) {
+        int64_t end = block + CYCE_BLOCK < stop ? block + CYCE_BLOCK : stop;
+        CYCE_REAL s = 0;
+        if (out == NULL) {
+#pragma omp simd reduction(+:s)
+            for (int64_t j = block; j < end; j++) {
+                s += CYCE_EXP(x[j] - shift);
+            }
+        } else {
+#pragma omp simd reduction(+:s)
+            for (int64_t j = block; j < end; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - shift);
+                out[j] = e;
+                s += e;
+            }
         }
-        rest += (double)s;
-        ones += (double)k;
+        total += (double)s;
     }
-    return (ones - 1.0) + rest;
+    return total;
+}
+
+/* sum_j exp(x[j] - max) - 1, storing exp(x[j] - max) in out unless out is
+ * NULL; top is the index of an element equal to max (cyce_row_find), or -1.
+ *
+ * Why minus one: the max's own term is exactly 1 and dominates the sum when
+ * the row is confidently classified.  Then the loss is log1p(tiny), and adding
+ * tiny to 1 in the row's dtype would lose most of it (float32 keeps 7 digits
+ * of the sum, not of the tiny part).  So the term at top is stored but not
+ * summed, the others are summed on their own, and callers take log1p of the
+ * result.  A NaN anywhere makes the result NaN. */
+static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n,
+                                                  CYCE_REAL max, int64_t top)
+{
+    if (top < 0) {
+        return CYCE_FN(cyce_span_exp_sum)(x, out, 0, n, max) - 1.0;
+    }
+    double rest = CYCE_FN(cyce_span_exp_sum)(x, out, 0, top, max)
+                + CYCE_FN(cyce_span_exp_sum)(x, out, top + 1, n, max);
+    if (out != NULL) {
+        out[top] = 1;
+    }
+    return rest;
 }
 
 /* sum_j w[j] * (x[j] - shift), w == NULL meaning all ones.  With shift the row
