@@ -26,8 +26,10 @@ cdef extern from "cyce_rows.h" nogil:
     double cyce_row_max_f64(const double *x, int64_t n)
     int64_t cyce_row_find_f32(const float *x, int64_t n, float m)
     int64_t cyce_row_find_f64(const double *x, int64_t n, double m)
-    double cyce_row_exp_sum_m1_f32(const float *x, float *out, int64_t n, float max, int64_t top)
-    double cyce_row_exp_sum_m1_f64(const double *x, double *out, int64_t n, double max, int64_t top)
+    double cyce_row_exp_sum_m1_f32(const float *x, float *out, int64_t n, float max, int64_t top,
+                                   const float *ahead)
+    double cyce_row_exp_sum_m1_f64(const double *x, double *out, int64_t n, double max, int64_t top,
+                                   const double *ahead)
     double cyce_row_sum_shifted_f32(const float *x, const double *w, int64_t n, float shift)
     double cyce_row_sum_shifted_f64(const double *x, const double *w, int64_t n, double shift)
     void cyce_row_scale_sub_f32(float *out, const double *w, int64_t n, float a, float b)
@@ -62,21 +64,30 @@ cdef inline floating row_max(const floating *x, int64_t n) noexcept nogil:
         return cyce_row_max_f64(x, n)
 
 
+cdef enum:
+    # Rows at least this long prefetch the next row during their exp pass
+    # (shorter ones are left to the hardware prefetcher).
+    PREFETCH_MIN_CLASSES = 2048
+
+
 cdef inline double row_exp_sum_m1(const floating *x, floating *out, int64_t n,
                                   floating m) noexcept nogil:
     """sum(exp(x - m)) - 1 for m = max(x), storing exp(x - m) in out unless out
     is NULL (out may be x).  Precise when the max's own 1 dominates the sum
     (see cyce_rows_template.h).  An infinite max is not set apart, so its
-    inf - inf makes the row NaN, as in PyTorch."""
+    inf - inf makes the row NaN, as in PyTorch.  The next row (x + n) is
+    prefetched meanwhile when rows are long; for the last row that reads
+    nothing of consequence (prefetches never fault)."""
     cdef int64_t top = -1
+    cdef const floating *ahead = x + n if n >= PREFETCH_MIN_CLASSES else NULL
     if floating is float:
         if isfinite(m):
             top = cyce_row_find_f32(x, n, m)
-        return cyce_row_exp_sum_m1_f32(x, out, n, m, top)
+        return cyce_row_exp_sum_m1_f32(x, out, n, m, top, ahead)
     else:
         if isfinite(m):
             top = cyce_row_find_f64(x, n, m)
-        return cyce_row_exp_sum_m1_f64(x, out, n, m, top)
+        return cyce_row_exp_sum_m1_f64(x, out, n, m, top, ahead)
 
 
 cdef inline double row_sum_shifted(const floating *x, const double *w, int64_t n,

@@ -18,6 +18,7 @@
 #endif
 
 #define CYCE_BLOCK 256
+#define CYCE_LINE 64          /* bytes per cache line (x86-64, most ARM) */
 
 #define CYCE_REAL float
 #define CYCE_SUFFIX f32

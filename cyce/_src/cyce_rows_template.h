@@ -53,13 +53,24 @@ static inline int64_t CYCE_FN(cyce_row_find)(const CYCE_REAL *x, int64_t n, CYCE
 /* sum_{start <= j < stop} exp(x[j] - shift), storing each term in out[j]
  * unless out is NULL.  out may be x (in place: each element is read before
  * it is written, at the same index).  shift >= max(x), so every argument is
- * <= 0 (or NaN). */
+ * <= 0 (or NaN).
+ *
+ * ahead, unless NULL, is where the next row's same elements are: they are
+ * prefetched into cache block by block.  This pass is compute-bound on a row
+ * already in L2, so the memory system is otherwise idle here, while the next
+ * row's first pass (its max) would wait on DRAM. */
 static inline double CYCE_FN(cyce_span_exp_sum)(const CYCE_REAL *x, CYCE_REAL *out,
-                                                int64_t start, int64_t stop, CYCE_REAL shift)
+                                                int64_t start, int64_t stop, CYCE_REAL shift,
+                                                const CYCE_REAL *ahead)
 {
     double total = 0.0;
     for (int64_t block = start; block < stop; block += CYCE_BLOCK) {
         int64_t end = block + CYCE_BLOCK < stop ? block + CYCE_BLOCK : stop;
+        if (ahead != NULL) {
+            for (int64_t j = block; j < end; j += CYCE_LINE / (int64_t)sizeof(CYCE_REAL)) {
+                __builtin_prefetch(ahead + j, 0, 2);
+            }
+        }
         CYCE_REAL s = 0;
         if (out == NULL) {
 #pragma omp simd reduction(+:s)
@@ -80,7 +91,8 @@ static inline double CYCE_FN(cyce_span_exp_sum)(const CYCE_REAL *x, CYCE_REAL *o
 }
 
 /* sum_j exp(x[j] - max) - 1, storing exp(x[j] - max) in out unless out is
- * NULL; top is the index of an element equal to max (cyce_row_find), or -1.
+ * NULL; top is the index of an element equal to max (cyce_row_find), or -1;
+ * ahead as in cyce_span_exp_sum (the next row, or NULL).
  *
  * Why minus one: the max's own term is exactly 1 and dominates the sum when
  * the row is confidently classified.  Then the loss is log1p(tiny), and adding
@@ -89,13 +101,14 @@ static inline double CYCE_FN(cyce_span_exp_sum)(const CYCE_REAL *x, CYCE_REAL *o
  * summed, the others are summed on their own, and callers take log1p of the
  * result.  A NaN anywhere makes the result NaN. */
 static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n,
-                                                  CYCE_REAL max, int64_t top)
+                                                  CYCE_REAL max, int64_t top,
+                                                  const CYCE_REAL *ahead)
 {
     if (top < 0) {
-        return CYCE_FN(cyce_span_exp_sum)(x, out, 0, n, max) - 1.0;
+        return CYCE_FN(cyce_span_exp_sum)(x, out, 0, n, max, ahead) - 1.0;
     }
-    double rest = CYCE_FN(cyce_span_exp_sum)(x, out, 0, top, max)
-                + CYCE_FN(cyce_span_exp_sum)(x, out, top + 1, n, max);
+    double rest = CYCE_FN(cyce_span_exp_sum)(x, out, 0, top, max, ahead)
+                + CYCE_FN(cyce_span_exp_sum)(x, out, top + 1, n, max, ahead);
     if (out != NULL) {
         out[top] = 1;
     }
