@@ -9,8 +9,9 @@
 # are the vectorised C primitives of cyce_rows.h.
 #
 # Determinism: each row is computed by one thread into its own slot
-# (`row_loss[i]`, the row of the output); nothing is summed across rows here.
-# The batch reduction happens afterwards, in a fixed order, in Python.
+# (`row_loss[i]`, the row of the output); nothing is summed across rows
+# inside the prange.  The batch sum happens after it, serially, in row order
+# (fixed_order_sum), so it is the same for any thread count.
 # Index arithmetic is 64-bit (int64_t row offsets).  Compiler directives
 # (boundscheck=False, ...) are set once, in setup.py.
 
