@@ -1,9 +1,10 @@
 """The softmax family: logsumexp, log_softmax, softmax and softmax_ce.
 
 Thin wrappers (see STYLE.md): validate everything with cyce._validation,
-allocate the outputs once, call one kernel, shape the result.  The batch
-reduction (cyce._reduction) is a fixed-order float64 sum over the per-row
-losses, so results are bitwise the same for any thread count.
+allocate the outputs once, call one kernel, shape the result.  The kernel
+returns the batch sum, a fixed-order float64 sum over the per-row losses
+taken after its prange, so results are bitwise the same for any thread
+count; cyce._reduction turns it into the requested reduction.
 """
 
 import math
@@ -47,21 +48,20 @@ def logsumexp(x, *, out=None, num_threads=None):
 def _softmax_into(x, out, num_threads, log_space):
     a = check.float_array("x", x)
     n_threads = check.num_threads(num_threads)
+    n_classes = a.shape[-1]
     if out is None:
         rows = _rows(a)
-        result = np.empty(rows.shape, dtype=a.dtype)
-        target = result
+        target = np.empty(rows.shape, dtype=a.dtype)
     else:
         check.writable_output("out", out, a.shape, a.dtype)
         if isinstance(x, np.ndarray) and check.same_memory(out, x):
-            rows = out.reshape(-1, a.shape[-1])  # in place: the kernel reads each row before writing it
+            rows = out.reshape(-1, n_classes)  # in place: the kernel reads each row before writing it
         else:
             check.no_overlap("out", out, [("x", a)])
             rows = _rows(a)
-        result = out
-        target = out.reshape(-1, a.shape[-1])
+        target = out.reshape(-1, n_classes)
     kernels.softmax_rows(rows, target, log_space, threads_for(n_threads, rows.shape[0], rows.size))
-    return out if out is not None else result.reshape(a.shape)
+    return out if out is not None else target.reshape(a.shape)
 
 
 def log_softmax(x, *, out=None, num_threads=None):
@@ -177,7 +177,5 @@ def softmax_ce(
         loss = reduce.per_row_losses(row_loss, x.dtype, batch_shape)
     else:
         loss = reduce.total(loss_sum, reduction, denom, x.dtype)
-    if want_grad:
-        # the caller's own array when it received the gradient (inplace, grad_out)
-        return loss, grad if grad.shape == x.shape else grad.reshape(x.shape)
-    return loss
+    # grad is the caller's own array when it received the gradient (inplace, grad_out)
+    return (loss, grad) if want_grad else loss
