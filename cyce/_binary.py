@@ -39,15 +39,19 @@ def _float_targets(name, targets, x):
 
 
 def _broadcast_weight(name, weight, x, shape):
-    """weight in x's dtype, broadcast (by strides, without a copy) to shape."""
-    a = np.asarray(weight)
-    if a.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must hold real numbers, got an array of dtype {a.dtype}")
-    a = a.astype(x.dtype, copy=False)
+    """weight in x's dtype, broadcast (by strides, without a copy) to shape.
+    The weights are used in the input's dtype (they may be as large as the
+    input), so each must be finite in that dtype."""
+    given = np.asarray(weight)
+    if given.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must hold real numbers, got an array of dtype {given.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = given.astype(x.dtype, copy=False)
     if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
-        flat = np.ravel(a)
-        first = int(np.argmin(np.isfinite(flat)))
-        raise ValueError(f"{name}{check.position(a.shape, first)} = {flat[first].item()!r} is not finite")
+        first = int(np.argmin(np.isfinite(np.ravel(a))))
+        value = np.ravel(given)[first].item()
+        detail = "is not finite" if not np.isfinite(value) else f"overflows {x.dtype} (the input's dtype)"
+        raise ValueError(f"{name}{check.position(a.shape, first)} = {value!r} {detail}")
     try:
         return np.broadcast_to(a, shape)
     except ValueError:

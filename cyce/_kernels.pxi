@@ -189,10 +189,15 @@ cdef inline double row_logsumexp(const floating *x, int64_t n) noexcept nogil:
 
     An infinite max is returned as it is (subtracting it would give
     inf - inf = NaN): a row holding +inf gives +inf and an all -inf row -inf,
-    as in PyTorch.
+    as in PyTorch; but a NaN anywhere gives NaN (the max reduction may have
+    skipped it, so such rows are searched for one).
     """
     cdef floating m = row_max(x, n)
+    cdef int64_t j
     if not isfinite(m):
+        for j in range(n):
+            if x[j] != x[j]:
+                return x[j]
         return m
     return <double>m + log1p(row_exp_sum_m1(x, <floating *>NULL, n, m))
 

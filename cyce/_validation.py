@@ -10,6 +10,7 @@ None of these checks allocates an array the size of the logits: values of
 searched for once a bad value is known to exist.
 """
 
+import math
 import operator
 
 import numpy as np
@@ -63,26 +64,36 @@ def option_in(name, value, allowed):
 
 def real_in(name, value, low, high=None):
     """A Python float in [low, high] (high None: no upper bound)."""
-    if type(value) is float and low <= value and (high is None or value <= high):
+    if type(value) is float and low <= value < math.inf and (high is None or value <= high):
         return value  # the common case, without the general checks' cost
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not np.isfinite(v) or v < low or (high is not None and v > high):
+    try:
+        v = float(value)
+    except OverflowError:  # a Python int beyond float's range
+        v = math.inf
+    if not math.isfinite(v) or v < low or (high is not None and v > high):
         where = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be a finite number {where}, got {value!r}")
     return v
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def integer(name, value):
-    if type(value) is int:
+    """A Python int within int64 (the kernels' index type)."""
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:
         return value
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got the bool {value!r}")
     try:
-        return operator.index(value)
+        v = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise ValueError(f"{name} must fit in int64 ([-2**63, 2**63 - 1]), got {v}")
+    return v
 
 
 def flag(name, value):
@@ -166,6 +177,9 @@ def writable_output(name, out, shape, dtype):
     C-contiguous and writable (cyce never writes through a copy)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if isinstance(out, np.matrix):
+        raise TypeError(f"{name} must be an ndarray, not np.matrix (which stays 2-D when "
+                        f"flattened): pass np.asarray({name})")
     if out.dtype != dtype:
         raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
     if out.shape != shape:
