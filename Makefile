@@ -53,19 +53,33 @@ wheel-test: wheel
 # `make bench-suite`: every suite with its peers (NumPy, and PyTorch / JAX when
 # installed) and the peak-memory checks; pytest-benchmark prints one table per
 # function x shape x dtype x threads, with ratios to the fastest.
-# `make bench-compare`: the cyce benchmarks alone, against the saved baseline;
-# fails if any one's minimum time is more than 5% slower.
+# `make bench-compare`: the cyce benchmarks alone, against the saved baseline
+# (--benchmark-compare-fail=min:5%); fails if a minimum time is more than 5%
+# slower in every one of 3 runs of the benchmarks that regressed.
 # `make bench-baseline`: re-save that baseline (after a kernel change you accept).
+# Both in bench/baseline.py; the baseline is .benchmarks/baseline/cyce.json.
 .PHONY: bench-suite bench-compare bench-baseline
-BENCH_BASELINE := .benchmarks/baseline/cyce.json
-BENCH_CYCE := $(PY) -m pytest bench -m "not peer" --benchmark-only --benchmark-columns=min,median,rounds
 
 bench-suite: install
 	$(PY) -m pytest bench --benchmark-columns=min,median,max,rounds
 
 bench-compare: install
-	$(BENCH_CYCE) --benchmark-compare=$(BENCH_BASELINE) --benchmark-compare-fail=min:5%
+	$(PY) -m bench.baseline compare
 
 bench-baseline: install
-	mkdir -p $(dir $(BENCH_BASELINE))
-	$(BENCH_CYCE) --benchmark-json=$(BENCH_BASELINE)
+	$(PY) -m bench.baseline save
+
+# ---- reliability: the slow tests, AddressSanitizer ----
+# `make test-slow`: the tests marked slow, which the default run deselects:
+# arrays over 2**31 elements (tests/test_large.py; about 9 GB of free memory,
+# a few minutes).
+# `make asan`: the kernels built with AddressSanitizer into build/asan (never the
+# checkout's cyce/*.so or the .venv), and the fast test suite run against them
+# with libasan preloaded (scripts/asan.sh says how).
+.PHONY: test-slow asan
+
+test-slow: install
+	$(PY) -m pytest -q -m slow tests
+
+asan: install
+	PY=$(PY) scripts/asan.sh

@@ -1,0 +1,183 @@
+"""The same bits every time: every public function, with its main options,
+gives bitwise the same loss and gradient for 1, 2, 3, 4 and 7 threads and
+across repeated calls, on both kernel builds.
+
+The shapes divide evenly by none of those thread counts: 1009 rows of 37
+classes (the rows split unevenly between threads), 5 rows of 20011 classes
+(long rows: the prefetching path, fewer rows than most thread counts ask
+for), a 3-D batch, and for the binary family 41369 elements, which is 11
+blocks of the kernel's 4096-element partial sums with a short last one.
+"""
+
+import numpy as np
+import pytest
+
+import cyce
+import cyce._binary
+import cyce._reduction
+import cyce._softmax
+import cyce._validation
+from conftest import BUILDS
+
+THREADS = (1, 2, 3, 4, 7)
+# after a first call on one thread: every other count, then 1 and 7 again
+SEQUENCE = THREADS[1:] + (1, 7)
+DTYPES = (np.float32, np.float64)
+ROW_SHAPES = ((1009, 37), (5, 20011), (7, 11, 53))
+BINARY_SHAPES = ((1009, 41), (41369,))
+
+
+@pytest.fixture(params=sorted(BUILDS))
+def build(request, monkeypatch):
+    """Every wrapper module calls this kernel build (baseline or avx2)."""
+    for module in (cyce._softmax, cyce._binary, cyce._validation, cyce._reduction):
+        monkeypatch.setattr(module, "kernels", BUILDS[request.param])
+    return request.param
+
+
+def results(value):
+    """A call's result as a tuple of arrays (loss, and gradient if any)."""
+    return tuple(np.asarray(v) for v in value) if isinstance(value, tuple) else (np.asarray(value),)
+
+
+def assert_same_bits(call):
+    """call(num_threads) gives the same bits for every thread count, and
+    again on a repeated call."""
+    first = results(call(1))
+    for threads in SEQUENCE:
+        again = results(call(threads))
+        for a, b in zip(first, again):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert a.tobytes() == b.tobytes(), f"{threads} threads differ from 1"
+
+
+def softmax_ce_case(rng, shape, dtype, option):
+    n_classes, batch = shape[-1], shape[:-1]
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    labels = rng.integers(0, n_classes, batch)
+    kwargs = {}
+    if option == "weighted":
+        labels.reshape(-1)[::5] = -100
+        kwargs = dict(weight=rng.uniform(0.1, 2, n_classes), label_smoothing=0.1)
+    elif option == "soft":
+        t = rng.random(shape)
+        labels = (t / t.sum(axis=-1, keepdims=True)).astype(dtype)
+        kwargs = dict(sample_weight=rng.uniform(0.5, 2, batch), z_loss=1e-3, label_smoothing=0.05)
+    return x, labels, kwargs
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", ["logsumexp", "log_softmax", "softmax"])
+def test_softmax_functions(build, rng, shape, dtype, name):
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    x.reshape(-1)[::97] = -np.inf  # masked entries on the way
+    fn = getattr(cyce, name)
+    assert_same_bits(lambda threads: fn(x, num_threads=threads))
+    out = np.empty(x.shape[:-1] if name == "logsumexp" else x.shape, dtype)
+    assert_same_bits(lambda threads: fn(x, out=out, num_threads=threads).copy())
+    if name != "logsumexp":
+        def in_place(threads):
+            buffer = x.copy()
+            return fn(buffer, out=buffer, num_threads=threads)
+        assert_same_bits(in_place)
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("option", ["plain", "weighted", "soft"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])   # ("sum": the mean's kernel call, unscaled)
+def test_softmax_ce(build, rng, shape, dtype, option, reduction):
+    x, labels, kwargs = softmax_ce_case(rng, shape, dtype, option)
+    kwargs["reduction"] = reduction
+    assert_same_bits(lambda threads: cyce.softmax_ce(x, labels, num_threads=threads, **kwargs))
+    assert_same_bits(lambda threads: cyce.softmax_ce(x, labels, return_grad=True, num_threads=threads,
+                                                     **kwargs))
+    if reduction != "mean":
+        return  # the destinations below run the same kernel as return_grad
+
+    def in_place(threads):
+        buffer = x.copy()
+        return cyce.softmax_ce(buffer, labels, inplace=True, num_threads=threads, **kwargs)
+    assert_same_bits(in_place)
+    grad_out = np.empty_like(x)
+    assert_same_bits(lambda threads: (cyce.softmax_ce(x, labels, grad_out=grad_out, num_threads=threads,
+                                                      **kwargs)[0], grad_out.copy()))
+
+
+def binary_case(rng, shape, dtype, function, option):
+    if function == "sigmoid_bce":
+        x = (rng.standard_normal(shape) * 4).astype(dtype)
+    else:
+        x = rng.random(shape).astype(dtype)
+    targets = rng.random(shape).astype(dtype)
+    kwargs = {}
+    if option == "weighted":
+        kwargs["weight"] = rng.uniform(0.1, 2, shape[:-1] + (1,) if len(shape) > 1 else shape)
+        if function == "sigmoid_bce":
+            kwargs["pos_weight"] = rng.uniform(0.5, 3, shape[-1])
+    return x, targets, kwargs
+
+
+@pytest.mark.parametrize("shape", BINARY_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("function", ["sigmoid_bce", "binary_ce"])
+@pytest.mark.parametrize("option", ["plain", "weighted"])
+@pytest.mark.parametrize("reduction", ["mean", "none", "batchmean"])
+def test_binary(build, rng, shape, dtype, function, option, reduction):
+    x, targets, kwargs = binary_case(rng, shape, dtype, function, option)
+    fn = getattr(cyce, function)
+    kwargs["reduction"] = reduction
+    assert_same_bits(lambda threads: fn(x, targets, num_threads=threads, **kwargs))
+    assert_same_bits(lambda threads: fn(x, targets, return_grad=True, num_threads=threads, **kwargs))
+    if reduction != "mean":
+        return
+
+    def in_place(threads):
+        buffer = x.copy()
+        return fn(buffer, targets, inplace=True, num_threads=threads, **kwargs)
+    assert_same_bits(in_place)
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kind", ["index", "soft"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_categorical_ce(build, rng, shape, dtype, kind, reduction):
+    probs = rng.random(shape)
+    probs = (probs / probs.sum(axis=-1, keepdims=True)).astype(dtype)
+    probs.reshape(-1)[::13] = 0.0  # clipped at eps
+    if kind == "index":
+        labels = rng.integers(0, shape[-1], shape[:-1])
+        labels.reshape(-1)[::7] = -100
+        kwargs = dict(weight=rng.uniform(0.2, 2, shape[-1]))
+    else:
+        t = rng.random(shape)
+        labels = (t / t.sum(axis=-1, keepdims=True)).astype(dtype)
+        kwargs = dict(eps=1e-6)
+    kwargs["reduction"] = reduction
+    assert_same_bits(lambda threads: cyce.categorical_ce(probs, labels, return_grad=True,
+                                                         num_threads=threads, **kwargs))
+    if reduction != "mean":
+        return
+
+    def in_place(threads):
+        buffer = probs.copy()
+        return cyce.categorical_ce(buffer, labels, inplace=True, num_threads=threads, **kwargs)
+    assert_same_bits(in_place)
+
+
+def test_default_thread_count_gives_the_same_bits(rng):
+    """num_threads=None (OpenMP's default, 2 on the CI machine) is one more
+    thread count: the same bits as one thread, above the serial threshold."""
+    x = (rng.standard_normal((3001, 97)) * 4).astype(np.float32)  # 291k elements: threaded
+    labels = rng.integers(0, 97, 3001)
+    one = cyce.softmax_ce(x, labels, return_grad=True, num_threads=1)
+    default = cyce.softmax_ce(x, labels, return_grad=True)
+    assert one[0].tobytes() == default[0].tobytes()
+    assert one[1].tobytes() == default[1].tobytes()
+    y = rng.random(x.shape).astype(np.float32)
+    one = cyce.sigmoid_bce(x, y, return_grad=True, num_threads=1)
+    default = cyce.sigmoid_bce(x, y, return_grad=True)
+    assert one[0].tobytes() == default[0].tobytes()
+    assert one[1].tobytes() == default[1].tobytes()
