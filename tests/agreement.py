@@ -71,3 +71,27 @@ def binary_ce_reference(probs, targets, reduction, weight=None):
         loss, scale = reference._reduce_elements(loss, reduction)
         grad = w * ((p - y) / np.maximum(p * (1 - p), 1e-12)) * scale
     return loss, grad
+
+
+def categorical_ce_reference(probs, labels, eps, weight=None, ignore_index=-100, reduction="mean"):
+    """(loss, grad): tests/reference.py's categorical_ce, with the gradient
+    -w_c y_c / p_c divided before it is scaled by the reduction: the
+    reference multiplies first, and 0.5 * 5e-324 rounds to 0 where
+    -(5e-324 / 2.2e-16) / 2 = -1.1e-308 (cyce's value) does not."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        loss, _ = reference.categorical_ce(probs, labels, eps, weight=weight, ignore_index=ignore_index,
+                                           reduction=reduction)
+    q = np.asarray(probs, np.float64)
+    shape = q.shape
+    q = q.reshape(-1, shape[-1])
+    t, kept = reference.target_distribution(labels, shape[-1], 0.0, ignore_index)
+    w = np.ones(shape[-1]) if weight is None else np.asarray(weight, np.float64)
+    wt = w * t
+    if reduction == "mean":
+        denominator = float(q.shape[0]) if np.asarray(labels).dtype.kind == "f" else np.sum(wt[kept])
+        scale = 1.0 / denominator if denominator else np.inf
+    else:
+        scale = 1.0
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        grad = np.where((wt != 0) & (q >= eps), -(wt / q) * scale, 0.0)
+    return loss, grad.reshape(shape)
