@@ -18,7 +18,7 @@
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport expm1, fabs, isfinite, log1p
+from libc.math cimport fabs, isfinite, log1p
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
@@ -41,6 +41,30 @@ cdef extern from "cyce_rows.h" nogil:
     double cyce_exp(double x)
     float cyce_expf_nonpos(float x)
     double cyce_exp_nonpos(double x)
+    ctypedef struct cyce_hard_terms:
+        double loss
+        double exp_scale
+        double weight_scale
+        double label_grad
+    cyce_hard_terms cyce_softmax_ce_hard_terms(
+        int64_t n, double max, double total_m1, double label_shifted, double label_exp_m1,
+        double label_weight, double weight_total, double smooth_shifted, double row_weight,
+        double smoothing, double z_loss, double grad_scale)
+    double cyce_label_exp_m1(double label_shifted, double label_exp)
+    double cyce_log1p_nonneg(double s)
+    void cyce_tile_softmax_ce_hard_f32(
+        const float *x, float *grad, int64_t n_rows, int64_t n, const int64_t *labels,
+        int64_t ignore_index, const double *class_weight, double weight_total,
+        const double *row_weight, double smoothing, double z_loss, double grad_scale,
+        double *row_loss)
+    void cyce_tile_softmax_ce_hard_f64(
+        const double *x, double *grad, int64_t n_rows, int64_t n, const int64_t *labels,
+        int64_t ignore_index, const double *class_weight, double weight_total,
+        const double *row_weight, double smoothing, double z_loss, double grad_scale,
+        double *row_loss)
+    enum:
+        CYCE_TILE
+        CYCE_SHORT_MAX
     int cyce_openmp_version()
     int cyce_default_threads()
     int cyce_cpu_has_avx2_fma()
@@ -218,54 +242,49 @@ cdef inline double row_softmax_ce_hard(
     const double *class_weight, double weight_total, double row_weight,
     double smoothing, double z_loss, double grad_scale,
 ) noexcept nogil:
-    """Softmax cross entropy of one row against an integer label.
+    """Softmax cross entropy of one row against an integer label (the
+    formulas: cyce_softmax_ce_hard_terms in cyce_rows.h).
 
     Returns the row's loss (times its sample weight); writes its gradient,
     times grad_scale, into grad unless grad is NULL.  grad may be x: every
     read of x (max, x[label], the smoothing sum) happens before the pass that
     writes exp(x - max) over it.
-
-    loss = (1-e) w_y (lse - x_y) + (e/C) sum_c w_c (lse - x_c) + z lse^2
-    grad = (1-e) w_y (p - onehot_y) + (e/C) (W p - w) + 2 z lse p
-    (the loss is log1p of sum - 1: exact for a confidently right row, where
-    the sum is 1 + tiny; the label's gradient slot is likewise exact)
-    with lse - x_c computed as log(sum exp(x - max)) - (x_c - max), which
-    keeps every term non-negative (no cancellation for large logits).
     """
     cdef floating m = row_max(x, n)
-    cdef double label_shifted = <double>x[label] - <double>m
-    cdef double label_weight = 1.0 if class_weight == NULL else class_weight[label]
     cdef double smooth_shifted = 0.0
-    cdef double total, total_m1, log_total, lse, loss, coef, label_exp_m1
     if smoothing != 0.0:
         smooth_shifted = row_sum_shifted(x, class_weight, n, m)
-    total_m1 = row_exp_sum_m1(x, grad, n, m)
-    total = 1.0 + total_m1
-    log_total = log1p(total_m1)
-    lse = <double>m + log_total
-    loss = (1.0 - smoothing) * label_weight * (log_total - label_shifted)
-    if smoothing != 0.0:
-        loss += smoothing / n * (weight_total * log_total - smooth_shifted)
-    if z_loss != 0.0:
-        loss += z_loss * lse * lse
+    cdef double label_shifted = <double>x[label] - <double>m
+    cdef double total_m1 = row_exp_sum_m1(x, grad, n, m)
+    cdef cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
+        n, m, total_m1, label_shifted,
+        0.0 if grad == NULL else cyce_label_exp_m1(label_shifted, grad[label]),
+        1.0 if class_weight == NULL else class_weight[label],
+        weight_total, smooth_shifted, row_weight, smoothing, z_loss, grad_scale)
     if grad != NULL:
-        coef = row_weight * grad_scale
-        row_scale_sub(
-            grad, class_weight, n,
-            <floating>(coef * ((1.0 - smoothing) * label_weight
-                               + smoothing / n * weight_total
-                               + 2.0 * z_loss * lse) / total),
-            <floating>(coef * smoothing / n),
-        )
-        # The label's slot again, in double: p_y - 1 cancels when the row is
-        # confidently right, so write it as (expm1(x_y - max) - (sum - 1)) / sum,
-        # which keeps full precision (the plain form loses it in float32).
-        label_exp_m1 = expm1(label_shifted)
-        grad[label] = <floating>(coef * (
-            (1.0 - smoothing) * label_weight * (label_exp_m1 - total_m1) / total
-            + smoothing / n * (weight_total * (1.0 + label_exp_m1) / total - label_weight)
-            + 2.0 * z_loss * lse * (1.0 + label_exp_m1) / total))
-    return row_weight * loss
+        row_scale_sub(grad, class_weight, n, <floating>terms.exp_scale,
+                      <floating>terms.weight_scale)
+        grad[label] = <floating>terms.label_grad
+    return terms.loss
+
+
+cdef inline void tile_softmax_ce_hard(
+    const floating *x, floating *grad, int64_t n_rows, int64_t n, const int64_t *labels,
+    int64_t ignore_index, const double *class_weight, double weight_total,
+    const double *row_weight, double smoothing, double z_loss, double grad_scale,
+    double *row_loss,
+) noexcept nogil:
+    """row_softmax_ce_hard for n_rows <= CYCE_TILE short rows at once,
+    vectorised across the rows (cyce_tile_softmax_ce_hard in
+    cyce_rows_template.h)."""
+    if floating is float:
+        cyce_tile_softmax_ce_hard_f32(x, grad, n_rows, n, labels, ignore_index, class_weight,
+                                      weight_total, row_weight, smoothing, z_loss, grad_scale,
+                                      row_loss)
+    else:
+        cyce_tile_softmax_ce_hard_f64(x, grad, n_rows, n, labels, ignore_index, class_weight,
+                                      weight_total, row_weight, smoothing, z_loss, grad_scale,
+                                      row_loss)
 
 
 cdef inline double row_softmax_ce_soft(
@@ -345,12 +364,15 @@ def softmax_ce_hard_rows(
 ):
     """row_loss[i] = loss of row i (0 where ignored); grad (may be logits, or
     None for the loss alone) = its gradient times grad_scale.  Returns the
-    fixed-order sum of row_loss."""
-    cdef Py_ssize_t i
+    fixed-order sum of row_loss.  Short rows (C <= CYCE_SHORT_MAX) go
+    CYCE_TILE at a time through tile_softmax_ce_hard, long ones one by one."""
+    cdef Py_ssize_t t
     cdef Py_ssize_t n_rows = logits.shape[0]
     cdef int64_t n = logits.shape[1]
     if n_rows == 0:
         return 0.0
+    cdef int64_t rows_per_task = CYCE_TILE if n <= CYCE_SHORT_MAX else 1
+    cdef Py_ssize_t n_tasks = (n_rows + rows_per_task - 1) // rows_per_task
     cdef const floating *base = &logits[0, 0]
     cdef floating *grad_base = NULL
     cdef const double *cw = NULL
@@ -361,19 +383,28 @@ def softmax_ce_hard_rows(
         cw = &class_weight[0]
     if sample_weight is not None:
         sw = &sample_weight[0]
+    cdef int64_t first
     cdef floating *grad_row
     with nogil:
-        for i in prange(n_rows, schedule="static", num_threads=n_threads,
-                           use_threads_if=n_threads > 1):
-            grad_row = NULL if grad_base == NULL else grad_base + <int64_t>i * n
-            if labels[i] == ignore_index:
-                row_loss[i] = 0.0
+        for t in prange(n_tasks, schedule="static", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
+            first = <int64_t>t * rows_per_task
+            if rows_per_task > 1:
+                tile_softmax_ce_hard(
+                    base + first * n, NULL if grad_base == NULL else grad_base + first * n,
+                    min(rows_per_task, n_rows - first), n, &labels[first], ignore_index,
+                    cw, weight_total, NULL if sw == NULL else sw + first,
+                    smoothing, z_loss, grad_scale, &row_loss[first])
+                continue
+            grad_row = NULL if grad_base == NULL else grad_base + first * n
+            if labels[first] == ignore_index:
+                row_loss[first] = 0.0
                 if grad_row != NULL:
                     memset(grad_row, 0, <size_t>n * sizeof(floating))
             else:
-                row_loss[i] = row_softmax_ce_hard(
-                    base + <int64_t>i * n, grad_row, n, labels[i], cw, weight_total,
-                    1.0 if sw == NULL else sw[i], smoothing, z_loss, grad_scale)
+                row_loss[first] = row_softmax_ce_hard(
+                    base + first * n, grad_row, n, labels[first], cw, weight_total,
+                    1.0 if sw == NULL else sw[first], smoothing, z_loss, grad_scale)
     return fixed_order_sum(row_loss)
 
 
@@ -418,6 +449,14 @@ def exp_values(const floating[::1] x, floating[::1] out):
                 out[j] = cyce_expf(x[j])
             else:
                 out[j] = cyce_exp(x[j])
+
+
+def log1p_values(const double[::1] s, double[::1] out):
+    """cyce's vectorisable log1p for s >= 0, elementwise (for its accuracy tests)."""
+    cdef Py_ssize_t j
+    with nogil:
+        for j in range(s.shape[0]):
+            out[j] = cyce_log1p_nonneg(s[j])
 
 
 def build_info():

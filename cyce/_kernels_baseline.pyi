@@ -125,6 +125,9 @@ def categorical_ce_soft_rows(
 def exp_values(x: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None:
     """out = cyce's vectorised exp(x), elementwise over 1-D arrays."""
 
+def log1p_values(s: npt.NDArray[np.float64], out: npt.NDArray[np.float64]) -> None:
+    """out = cyce's vectorisable log1p(s) for s >= 0, elementwise over 1-D arrays."""
+
 def build_info() -> _BuildInfo:
     """What this kernel module was compiled with."""
 

@@ -14,7 +14,10 @@ import cyce
 import reference
 from conftest import assert_close
 
-SHAPES = [(1, 2), (7, 3), (64, 10), (3, 5, 17), (33, 1000), (4, 300000)]
+# Rows of up to 32 classes are computed 64 at a time (the short-row tiles of
+# cyce_rows_template.h): (130, 32) is two full tiles and a partial one at the
+# widest short row, (70, 33) the narrowest long row.
+SHAPES = [(1, 2), (7, 3), (64, 10), (3, 5, 17), (130, 32), (70, 33), (33, 1000), (4, 300000)]
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -346,3 +349,58 @@ def test_concurrent_calls_match_serial(rng):
         exp_loss, exp_grad = serial[slot % len(cases)]
         np.testing.assert_array_equal(loss, exp_loss)
         np.testing.assert_array_equal(grad, exp_grad)
+
+
+@pytest.mark.parametrize("n_rows", [1, 63, 64, 65, 200])
+@pytest.mark.parametrize("n_classes", [1, 2, 5, 31, 32, 33])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_short_rows_across_tile_boundaries(kernel_build, rng, n_rows, n_classes, dtype):
+    """Short rows go through the tile kernel, 64 rows at a time: every row
+    of a partial tile, and the rows around the edges of a tile, agree with
+    the reference, with ignored rows and the edges of the contract (a NaN
+    row, -inf masks, +-1e30) among them, which must not leak into the
+    rows that share their tile."""
+    x = (rng.standard_normal((n_rows, n_classes)) * 4).astype(dtype)
+    labels = rng.integers(0, n_classes, n_rows)
+    labels[::5] = -100
+    special = {}
+    if n_rows > 3:
+        x[1] = np.nan
+        special[1] = "nan"
+        if n_classes > 1:
+            x[2, 0] = -np.inf
+            labels[2] = n_classes - 1
+        x[3, -1] = 1e30 if n_classes > 1 else 0.0
+        x[3, 0] = -1e30 if n_classes > 1 else 0.0
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True)
+    exp_loss, exp_grad = reference.softmax_ce(x, labels, reduction="none")
+    ok = np.array([i not in special for i in range(n_rows)])
+    assert_close(loss[ok], exp_loss[ok], dtype, "loss")
+    assert_close(grad[ok], exp_grad[ok], dtype, "grad", 1.0)
+    if 1 in special:
+        assert np.isnan(loss[1]) == (labels[1] != -100)
+    ignored = labels == -100
+    assert np.all(loss[ignored] == 0) and not grad[ignored].any()
+    # the loss alone, and the gradient in place, are the same path's numbers
+    np.testing.assert_array_equal(cyce.softmax_ce(x, labels, reduction="none"), loss)
+    inplace = x.copy()
+    cyce.softmax_ce(inplace, labels, reduction="none", inplace=True)
+    np.testing.assert_array_equal(inplace, grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_short_and_long_rows_agree(rng, dtype):
+    """The same rows through the tile kernel (C = 32) and through the long-row
+    kernel (the same logits padded with a -inf class, C = 33) give the same
+    loss and gradient to rounding."""
+    x = (rng.standard_normal((150, 32)) * 3).astype(dtype)
+    labels = rng.integers(0, 32, 150)
+    kwargs = dict(weight=rng.uniform(0.5, 2, 32), label_smoothing=0.0, z_loss=1e-3,
+                  sample_weight=rng.uniform(0.5, 2, 150))
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True, **kwargs)
+    padded = np.concatenate([x, np.full((150, 1), -np.inf, dtype)], axis=1)
+    kwargs["weight"] = np.append(kwargs["weight"], 1.0)
+    loss33, grad33 = cyce.softmax_ce(padded, labels, reduction="none", return_grad=True, **kwargs)
+    assert_close(loss, loss33, dtype, "loss")
+    assert_close(grad, grad33[:, :32], dtype, "grad", 1.0)
+    assert not grad33[:, 32].any()

@@ -9,6 +9,7 @@
 #ifndef CYCE_ROWS_H
 #define CYCE_ROWS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <math.h>
 #include "cyce_exp.h"
@@ -19,6 +20,73 @@
 
 #define CYCE_BLOCK 256
 #define CYCE_LINE 64          /* bytes per cache line (x86-64, most ARM) */
+#define CYCE_TILE 64          /* rows per tile of the short-row kernels */
+#define CYCE_SHORT_MAX 32     /* rows of at most this many classes go by tiles */
+
+/* ---- softmax cross entropy against an integer label: one row's terms ----
+ *
+ * The loss of a row and the coefficients of its gradient, from the row's
+ * statistics (shared by the long-row and the tile kernels, and written in
+ * plain arithmetic so that a loop over a tile's rows vectorises):
+ *   max, total_m1 = sum(exp(x - max)) - 1, label_shifted = x[label] - max,
+ *   label_exp_m1 = exp(label_shifted) - 1 (used for the gradient only; see
+ *   cyce_label_exp_m1), smooth_shifted = sum_c w_c (x_c - max) (used only
+ *   when smoothing), W = weight_total, e = smoothing, z = z_loss:
+ *
+ *   loss = (1-e) w_y (lse - x_y) + (e/C) sum_c w_c (lse - x_c) + z lse^2
+ *   grad = (1-e) w_y (p - onehot_y) + (e/C) (W p - w) + 2 z lse p
+ *
+ * lse - x_c is computed as log(sum exp(x - max)) - (x_c - max): every term
+ * non-negative, no cancellation for large logits; the log is log1p(total_m1),
+ * exact for a confidently right row, whose sum is 1 + tiny.  The label's
+ * slot p_y - 1 would cancel for such a row; written as
+ * (label_exp_m1 - total_m1) / sum in double it keeps full precision.
+ * Everything is times row_weight (the loss) or row_weight * grad_scale. */
+typedef struct {
+    double loss;          /* the row's loss, times its sample weight */
+    double exp_scale;     /* grad[c] = exp_scale * exp(x_c - max) - weight_scale * w[c], */
+    double weight_scale;
+    double label_grad;    /* except grad[label] */
+} cyce_hard_terms;
+
+static inline cyce_hard_terms cyce_softmax_ce_hard_terms(
+    int64_t n, double max, double total_m1, double label_shifted, double label_exp_m1,
+    double label_weight, double weight_total, double smooth_shifted, double row_weight,
+    double smoothing, double z_loss, double grad_scale)
+{
+    cyce_hard_terms terms;
+    double total = 1.0 + total_m1;
+    double inv_total = 1.0 / total;
+    double log_total = cyce_log1p_nonneg(total_m1);
+    double lse = max + log_total;
+    double uniform = smoothing / (double)n;
+    double coef = row_weight * grad_scale;
+    double keep = (1.0 - smoothing) * label_weight;
+    double loss = keep * (log_total - label_shifted);
+    /* the optional terms are added only when asked for: 0 * inf would be NaN */
+    loss = smoothing != 0.0 ? loss + uniform * (weight_total * log_total - smooth_shifted) : loss;
+    loss = z_loss != 0.0 ? loss + z_loss * lse * lse : loss;
+    double z_term = z_loss != 0.0 ? 2.0 * z_loss * lse : 0.0;
+    terms.loss = row_weight * loss;
+    terms.exp_scale = coef * (keep + uniform * weight_total + z_term) * inv_total;
+    terms.weight_scale = coef * uniform;
+    terms.label_grad = coef * (keep * (label_exp_m1 - total_m1) * inv_total
+                               + uniform * (weight_total * (1.0 + label_exp_m1) * inv_total
+                                            - label_weight)
+                               + z_term * (1.0 + label_exp_m1) * inv_total);
+    return terms;
+}
+
+/* exp(x_y - max) - 1 from the label's stored exp, as precise as expm1 for
+ * the label's gradient slot p_y - 1 = (exp(x_y - max) - 1 - total_m1) / sum:
+ * when x_y is the max it is exactly 0, and the slot is -total_m1 / sum to
+ * full precision however confident the row; otherwise the label's own exp is
+ * part of total_m1, so the numerator is at least 1 in magnitude and the
+ * rounding of exp(x_y - max) near 1 (an ulp of 1) cannot cancel. */
+static inline double cyce_label_exp_m1(double label_shifted, double label_exp)
+{
+    return label_shifted == 0.0 ? 0.0 : label_exp - 1.0;
+}
 
 #define CYCE_REAL float
 #define CYCE_SUFFIX f32

@@ -170,6 +170,154 @@ static inline void CYCE_FN(cyce_row_sub2)(const CYCE_REAL *x, CYCE_REAL *out, in
     }
 }
 
+/* Short rows, a tile at a time.  For rows of a few classes the loops above
+ * run one or two vector iterations per row, and their set-up, the search for
+ * the max's index and the epilogues cost more than the exp itself.  So rows
+ * of at most CYCE_SHORT_MAX classes are taken CYCE_TILE at a time, transposed
+ * into a column-major scratch tile, and every step runs across the tile's
+ * rows: one lane per row, all loops branch-free with a fixed trip count.
+ *
+ * For rows r < n_rows (row r at x + r*n, n <= CYCE_SHORT_MAX; lanes past
+ * n_rows hold zeros and are ignored):
+ *   max[r]    = max_c x[r][c]
+ *   sum_m1[r] = sum_c exp(x[r][c] - max[r]) - 1, the term of the first max
+ *               set apart (not summed) exactly as cyce_row_exp_sum_m1 does,
+ *               and only when max[r] is finite (an infinite max makes the
+ *               row NaN through inf - inf, as on the long-row path)
+ *   cols[c * CYCE_TILE + r] = exp(x[r][c] - max[r])
+ * Each lane computes its row alone, so a row's results do not depend on
+ * which tile (or thread) it falls in. */
+static inline void CYCE_FN(cyce_tile_exp_sum_m1)(const CYCE_REAL *x, int64_t n_rows, int64_t n,
+                                                 CYCE_REAL *cols, CYCE_REAL *max,
+                                                 CYCE_REAL *sum_m1)
+{
+    for (int64_t r = 0; r < CYCE_TILE; r++) {
+        for (int64_t c = 0; c < n; c++) {
+            cols[c * CYCE_TILE + r] = r < n_rows ? x[r * n + c] : 0;
+        }
+    }
+    CYCE_REAL set_apart[CYCE_TILE];   /* 1 once the lane's first max is seen */
+#pragma omp simd
+    for (int64_t r = 0; r < CYCE_TILE; r++) {
+        max[r] = -INFINITY;
+        sum_m1[r] = 0;
+    }
+    for (int64_t c = 0; c < n; c++) {
+        const CYCE_REAL *col = cols + c * CYCE_TILE;
+#pragma omp simd
+        for (int64_t r = 0; r < CYCE_TILE; r++) {
+            max[r] = col[r] > max[r] ? col[r] : max[r];
+        }
+    }
+#pragma omp simd
+    for (int64_t r = 0; r < CYCE_TILE; r++) {
+        /* an infinite max is never set apart: its inf - inf makes the row NaN */
+        set_apart[r] = (max[r] - max[r] == 0) ? 0 : 1;
+    }
+    for (int64_t c = 0; c < n; c++) {
+        CYCE_REAL *col = cols + c * CYCE_TILE;
+#pragma omp simd
+        for (int64_t r = 0; r < CYCE_TILE; r++) {
+            CYCE_REAL e = CYCE_EXP(col[r] - max[r]);
+            int first_max = col[r] == max[r] && set_apart[r] == 0;
+            set_apart[r] = first_max ? 1 : set_apart[r];
+            sum_m1[r] += first_max ? 0 : e;
+            col[r] = e;
+        }
+    }
+#pragma omp simd
+    for (int64_t r = 0; r < CYCE_TILE; r++) {
+        /* no max set apart (NaN or infinite max): its 1 is in the sum */
+        sum_m1[r] = (max[r] - max[r] == 0) ? sum_m1[r] : sum_m1[r] - 1;
+    }
+}
+
+/* The gradient of a tile from its exps (cols, as cyce_tile_exp_sum_m1 left
+ * them): out[r][c] = cols[c][r] * exp_scale[r] - (REAL)(weight_scale[r] * w[c])
+ * for rows r < n_rows, w == NULL meaning all ones: cyce_row_scale_sub's
+ * arithmetic, scaled across the tile's rows and then transposed back. */
+static inline void CYCE_FN(cyce_tile_scale_sub_store)(CYCE_REAL *cols, int64_t n_rows, int64_t n,
+                                                      const CYCE_REAL *exp_scale,
+                                                      const double *weight_scale,
+                                                      const double *w, CYCE_REAL *out)
+{
+    for (int64_t c = 0; c < n; c++) {
+        CYCE_REAL *col = cols + c * CYCE_TILE;
+        double wc = w == NULL ? 1.0 : w[c];
+#pragma omp simd
+        for (int64_t r = 0; r < CYCE_TILE; r++) {
+            col[r] = col[r] * exp_scale[r] - (CYCE_REAL)(weight_scale[r] * wc);
+        }
+    }
+    for (int64_t r = 0; r < n_rows; r++) {
+        for (int64_t c = 0; c < n; c++) {
+            out[r * n + c] = cols[c * CYCE_TILE + r];
+        }
+    }
+}
+
+/* Softmax cross entropy of n_rows <= CYCE_TILE short rows (n <=
+ * CYCE_SHORT_MAX) against integer labels, a tile at a time: the exps and sums
+ * across the rows (cyce_tile_exp_sum_m1), each row's inputs gathered, the
+ * terms of every row at once (cyce_softmax_ce_hard_terms, the long rows'
+ * formulas, vectorised across the tile), and the gradient scaled across the
+ * rows and transposed back (cyce_tile_scale_sub_store).  Row r reads x + r*n,
+ * labels[r] and row_weight[r] (NULL: all ones), writes row_loss[r] (0 where
+ * labels[r] == ignore_index) and, unless grad is NULL, grad + r*n, which may
+ * be x + r*n: every read of x happens before the first write. */
+static inline void CYCE_FN(cyce_tile_softmax_ce_hard)(
+    const CYCE_REAL *x, CYCE_REAL *grad, int64_t n_rows, int64_t n, const int64_t *labels,
+    int64_t ignore_index, const double *class_weight, double weight_total,
+    const double *row_weight, double smoothing, double z_loss, double grad_scale,
+    double *row_loss)
+{
+    CYCE_REAL cols[CYCE_TILE * CYCE_SHORT_MAX];
+    CYCE_REAL max[CYCE_TILE], sum_m1[CYCE_TILE], exp_scale[CYCE_TILE];
+    double label_shifted[CYCE_TILE], label_exp_m1[CYCE_TILE], label_weight[CYCE_TILE];
+    double weight[CYCE_TILE], smooth_shifted[CYCE_TILE];
+    double loss[CYCE_TILE], weight_scale[CYCE_TILE], label_grad[CYCE_TILE];
+    CYCE_FN(cyce_tile_exp_sum_m1)(x, n_rows, n, cols, max, sum_m1);
+    /* each row's own inputs; an ignored row (or a lane past n_rows) gets
+     * weight 0 and neutral values, and its results are overwritten below */
+    for (int64_t r = 0; r < CYCE_TILE; r++) {
+        int live = r < n_rows && labels[r] != ignore_index;
+        int64_t label = live ? labels[r] : 0;
+        label_shifted[r] = live ? (double)x[r * n + label] - (double)max[r] : 0.0;
+        label_exp_m1[r] = cyce_label_exp_m1(label_shifted[r], cols[label * CYCE_TILE + r]);
+        label_weight[r] = class_weight == NULL ? 1.0 : class_weight[label];
+        weight[r] = !live ? 0.0 : (row_weight == NULL ? 1.0 : row_weight[r]);
+        smooth_shifted[r] = live && smoothing != 0.0
+            ? CYCE_FN(cyce_row_sum_shifted)(x + r * n, class_weight, n, max[r]) : 0.0;
+    }
+#pragma omp simd
+    for (int64_t r = 0; r < CYCE_TILE; r++) {
+        cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
+            n, (double)max[r], (double)sum_m1[r], label_shifted[r], label_exp_m1[r],
+            label_weight[r], weight_total, smooth_shifted[r], weight[r],
+            smoothing, z_loss, grad_scale);
+        loss[r] = terms.loss;
+        exp_scale[r] = (CYCE_REAL)terms.exp_scale;
+        weight_scale[r] = terms.weight_scale;
+        label_grad[r] = terms.label_grad;
+    }
+    for (int64_t r = 0; r < n_rows; r++) {
+        row_loss[r] = labels[r] == ignore_index ? 0.0 : loss[r];
+    }
+    if (grad == NULL) {
+        return;
+    }
+    CYCE_FN(cyce_tile_scale_sub_store)(cols, n_rows, n, exp_scale, weight_scale, class_weight, grad);
+    for (int64_t r = 0; r < n_rows; r++) {
+        if (labels[r] == ignore_index) {
+            for (int64_t c = 0; c < n; c++) {
+                grad[r * n + c] = 0;   /* even where the row holds NaN */
+            }
+        } else {
+            grad[r * n + labels[r]] = (CYCE_REAL)label_grad[r];
+        }
+    }
+}
+
 #undef CYCE_FN
 #undef CYCE_CAT
 #undef CYCE_CAT_
