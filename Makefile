@@ -16,7 +16,7 @@ venv: $(PY)
 # Editable install: the compiled kernels land next to the sources, so the
 # tests and `python -m cyce` import this checkout.
 $(VENV)/.installed: $(PY) $(SOURCES)
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,bench]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,7 +25,8 @@ test: install
 	$(PY) -m pytest -q tests
 
 bench: install
-	$(PY) -m cyce bench --quick
+	mkdir -p build
+	$(PY) -m cyce bench --quick --plot build/bench-quick.png
 
 clean:
 	rm -rf build cyce/*.c cyce/*.so cyce/*.html *.egg-info $(VENV)/.installed

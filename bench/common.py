@@ -17,7 +17,7 @@ QUICK_SHAPES = SHAPES[:2]   # with float32: the `quick` marker
 LARGE_SHAPES = SHAPES[2:]   # 131 M elements, 0.5 / 1 GiB of logits: the `large` marker
 DTYPES = ("float32", "float64")
 THREADS = (1, 2)
-PEERS = ("numpy", "torch", "jax")
+PEERS = ("numpy", "torch", "jax", "jax_loss")
 # --cyce-shapes=smoke keeps each shape's class count and divides its rows by
 # this, so that CI runs every code path in milliseconds.
 SMOKE_ROW_DIVISOR = 256
@@ -88,7 +88,7 @@ def case_marks(case):
         marks.append(pytest.mark.large)
     if case.is_peer:
         marks.append(pytest.mark.peer)
-    reason = missing_requirement(case.contestant)
+    reason = missing_requirement(case.contestant.replace("_", " "))  # _bench's names
     if reason:
         marks.append(pytest.mark.skip(reason=reason))
     return marks
@@ -160,7 +160,7 @@ def peer_threads(case):
             yield
         finally:
             torch.set_num_threads(previous)
-    elif case.contestant == "jax":
+    elif case.contestant in ("jax", "jax_loss"):
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
         import jax
 

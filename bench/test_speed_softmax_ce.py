@@ -5,7 +5,8 @@
 - cyce_grad     loss + gradient in a new array (return_grad=True);
 - numpy         cyce._bench.numpy_reference, single-threaded;
 - torch         F.cross_entropy forward + backward;
-- jax           jit(value_and_grad) of optax's mean integer-label cross entropy.
+- jax           jit(value_and_grad) of optax's mean integer-label cross entropy;
+- jax_loss      jit of that loss alone (the peer of cyce_loss).
 
 The contestants are the ones of `python -m cyce bench` (cyce/_bench.py).
 """
@@ -31,6 +32,7 @@ CONTESTANTS = {
     "numpy": _bench.setup_numpy,
     "torch": _bench.setup_torch,
     "jax": _bench.setup_jax,
+    "jax_loss": _bench.setup_jax_loss,
 }
 
 

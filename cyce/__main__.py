@@ -2,7 +2,7 @@
 
     python -m cyce info
     python -m cyce bench [--quick] [--shapes 4096x32000,512x256000] [--threads 1,2]
-                         [--dtype float32,float64] [--json FILE]
+                         [--dtype float32,float64] [--json FILE] [--plot FILE.png]
 
 ``info`` prints cyce.show_config(); ``bench`` times softmax cross-entropy
 (loss + gradient) for cyce, NumPy and, when installed, PyTorch and JAX (see
@@ -69,7 +69,8 @@ def build_parser():
     )
     bench.add_argument("--threads", type=parse_threads, help="comma-separated thread counts (default 1,2)")
     bench.add_argument("--dtype", type=parse_dtypes, help="float32, float64 or both (default both)")
-    bench.add_argument("--json", metavar="FILE", help="also write all rows to FILE as a JSON list")
+    bench.add_argument("--json", metavar="FILE", help="also write the floors, overhead and rows to FILE as JSON")
+    bench.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart to FILE.png (needs matplotlib)")
     return parser
 
 
@@ -96,7 +97,7 @@ def main(argv=None):
     elif args.command == "bench":
         from ._bench import run_benchmark
 
-        run_benchmark(bench_settings(args), json_path=args.json)
+        run_benchmark(bench_settings(args), json_path=args.json, plot_path=args.plot)
     return 0
 
 

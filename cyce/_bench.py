@@ -12,7 +12,13 @@ random int64 labels:
                     `numpy_reference`), single-threaded whatever ``threads`` says;
 - ``torch``         F.cross_entropy forward + backward, if torch is installed;
 - ``jax``           jit(value_and_grad) of optax's integer-label loss, if jax and
-                    optax are installed.
+                    optax are installed;
+- ``jax loss``      jit of that loss alone (the peer of ``cyce loss``).
+
+The floor: the time one thread takes for cyce's vectorised exp of a
+cache-resident buffer (one exp, one load, one store per element), measured
+in its own fresh process for each dtype; ``x floor`` is a contestant's time
+over that floor's time for the shape's elements divided among its threads.
 
 Every (shape, dtype, threads, contestant) runs in a fresh process
 (``python -m cyce._bench --worker SPEC``) so that memory, thread pools and
@@ -38,8 +44,9 @@ import time
 import numpy as np
 
 BASELINE = "cyce inplace"
-CONTESTANTS = ("cyce inplace", "cyce grad", "cyce loss", "numpy", "torch", "jax")
-LOSS_ONLY = ("cyce loss",)  # contestants that only read the logits
+CONTESTANTS = ("cyce inplace", "cyce grad", "cyce loss", "numpy", "torch", "jax", "jax loss")
+LOSS_ONLY = ("cyce loss", "jax loss")  # contestants that only read the logits
+PEERS = ("numpy", "torch", "jax")      # loss + gradient, like cyce inplace / grad
 
 QUICK = {
     "shapes": [(65536, 10), (16384, 1000), (2048, 32000)],
@@ -110,7 +117,7 @@ def load_library(contestant, threads, dtype):
         import torch
 
         torch.set_num_threads(threads)
-    elif contestant == "jax":
+    elif contestant in ("jax", "jax loss"):
         # XLA has no exact thread-count setting: restrict the process to
         # `threads` CPUs before jax starts its thread pool (sized from them).
         cpus = sorted(os.sched_getaffinity(0))
@@ -209,6 +216,26 @@ def setup_jax(x, labels, threads):
     return None, run
 
 
+def setup_jax_loss(x, labels, threads):
+    """jit of optax's mean integer-label cross entropy, the loss alone."""
+    import jax
+    import optax
+
+    def mean_loss(logits, y):
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    step = jax.jit(mean_loss)
+    x_dev = jax.device_put(x)
+    labels_dev = jax.device_put(labels)
+
+    def run():
+        loss = step(x_dev, labels_dev)
+        loss.block_until_ready()
+        return float(loss), None
+
+    return None, run
+
+
 SETUPS = {
     "cyce inplace": setup_cyce_inplace,
     "cyce grad": setup_cyce_grad,
@@ -216,7 +243,28 @@ SETUPS = {
     "numpy": setup_numpy,
     "torch": setup_torch,
     "jax": setup_jax,
+    "jax loss": setup_jax_loss,
 }
+
+
+FLOOR_ELEMENTS = 1 << 15   # 128 KiB of float32: the buffer stays in L2
+
+
+def measure_exp_floor(dtype, repeats=200):
+    """Nanoseconds per element of cyce's vectorised exp on one thread, over a
+    cache-resident buffer: the least a softmax (one exp per element) can cost.
+    The best of `repeats` passes, so that a busy machine disturbs it least."""
+    from cyce._dispatch import kernels
+
+    x = np.linspace(-20.0, 0.0, FLOOR_ELEMENTS, dtype=np.dtype(dtype))
+    out = np.empty_like(x)
+    kernels.exp_values(x, out)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kernels.exp_values(x, out)
+        best = min(best, time.perf_counter() - start)
+    return best * 1e9 / FLOOR_ELEMENTS
 
 
 def time_contestant(spec):
@@ -258,7 +306,12 @@ def worker_main(spec_json):
     (or with an "error" key if the contestant raised)."""
     spec = json.loads(spec_json)
     try:
-        result = time_contestant(spec)
+        if spec["contestant"] == "exp floor":
+            result = {"ns_per_element": measure_exp_floor(spec["dtype"])}
+        elif spec["contestant"] == "overhead":
+            result = {"us_per_call": measure_overhead_us()}
+        else:
+            result = time_contestant(spec)
     except Exception as exc:  # report it; the parent prints "failed: ..."
         result = {"error": f"{type(exc).__name__}: {exc}"}
     print(json.dumps(result), flush=True)
@@ -270,7 +323,7 @@ def worker_main(spec_json):
 
 def missing_requirement(contestant):
     """Why a contestant cannot run here (a module not installed), or None."""
-    needs = {"torch": ["torch"], "jax": ["jax", "optax"]}.get(contestant, [])
+    needs = {"torch": ["torch"], "jax": ["jax", "optax"], "jax loss": ["jax", "optax"]}.get(contestant, [])
     missing = [name for name in needs if importlib.util.find_spec(name) is None]
     if missing:
         return f"{' and '.join(missing)} not installed"
@@ -289,7 +342,7 @@ def worker_env(contestant, threads):
     JAX on the CPU with Eigen's multi-threading off when one thread is asked."""
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
-    if contestant == "jax":
+    if contestant in ("jax", "jax loss"):
         env["JAX_PLATFORMS"] = "cpu"
         if threads == 1:
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
@@ -311,7 +364,7 @@ def run_worker(spec):
     """Run one contestant in a fresh process; returns its result dict, with
     an "error" key if it failed in any way."""
     command = [sys.executable, "-m", "cyce._bench", "--worker", json.dumps(spec)]
-    env = worker_env(spec["contestant"], spec["threads"])
+    env = worker_env(spec["contestant"], spec.get("threads", 1))
     try:
         proc = subprocess.run(
             command, env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S
@@ -327,8 +380,9 @@ def run_worker(spec):
         return {"error": f"unreadable worker output: {lines[-1][:80]}"}
 
 
-def make_row(spec, result, baseline_median_ms):
-    """One table row: the spec, the result and the derived figures."""
+def make_row(spec, result, baseline_median_ms, floor_ns=None):
+    """One table row: the spec, the result and the derived figures
+    (floor_ns: the dtype's exp floor per element on one thread, if measured)."""
     n, c = spec["n"], spec["c"]
     row = {
         "shape": f"{n}x{c}",
@@ -353,12 +407,16 @@ def make_row(spec, result, baseline_median_ms):
         ns_per_element=median_ms * 1e6 / (n * c),
         **result,
     )
+    if floor_ns:
+        floor_ms = floor_ns * n * c / spec["threads"] / 1e6
+        row["floor_ms"] = floor_ms
+        row["x_floor"] = median_ms / floor_ms
     return row
 
 
 COLUMNS = (
     ("shape", 13), ("dtype", 7), ("thr", 3), ("contestant", 12), ("median ms", 10),
-    ("min ms", 10), ("ratio", 6), ("GB/s", 6), ("ns/elem", 7), ("mem MiB", 8),
+    ("min ms", 10), ("ratio", 6), ("GB/s", 6), ("ns/elem", 7), ("x floor", 7), ("mem MiB", 8),
 )
 
 
@@ -376,6 +434,7 @@ def format_row(row):
             ratio,
             f"{row['gb_per_s']:.2f}",
             f"{row['ns_per_element']:.3f}",
+            f"{row['x_floor']:.2f}" if "x_floor" in row else "—",
             f"{row['mem_growth_mib']:.1f}",
         ]
         tail = ""
@@ -443,6 +502,8 @@ def print_footer(rows):
     print("ratio    = median / median of 'cyce inplace' at the same shape, dtype and threads (>1: slower than cyce)")
     print("GB/s     = (logits read + gradient written = 2 * x.nbytes) / median; 'cyce loss' counts 1 * x.nbytes")
     print("ns/elem  = median / (rows * classes)")
+    print("x floor  = median / (exp floor per element * rows * classes / threads): the floor is one")
+    print("           thread's time for cyce's vectorised exp of a cache-resident buffer (see header)")
     print("mem MiB  = ru_maxrss after the timed calls - RSS (/proc/self/statm) just before the first timed call,")
     print("           clipped at 0.  ru_maxrss is the process's lifetime peak, so the warm-up call's peak counts")
     print("           too; memory the allocator kept from the warm-up and reused is not counted as growth.")
@@ -473,10 +534,98 @@ def loss_disagreements(rows):
     return problems
 
 
-def run_benchmark(settings, json_path=None):
+def measure_overhead_us(calls=20000):
+    """Microseconds per call of cyce.softmax_ce(x, y, inplace=True) on an 8 x 4
+    float32 input (the logits restored between calls are not timed apart: the
+    restore is one small copy); the best of 5 batches."""
+    import cyce
+
+    x, labels = make_inputs(8, 4, "float32")
+    saved = x.copy()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls // 5):
+            np.copyto(x, saved)
+            cyce.softmax_ce(x, labels, inplace=True, num_threads=1)
+        best = min(best, (time.perf_counter() - start) / (calls // 5))
+    return best * 1e6
+
+
+def target_checks(rows, overhead_us=None):
+    """The Speed issue's targets that this run measured, one line each:
+    "PASS ..." or "MISS ...", with the figures."""
+    table = {}
+    for row in rows:
+        if "error" not in row:
+            table[(row["shape"], row["dtype"], row["threads"], row["contestant"])] = row
+    shapes = sorted({row["shape"] for row in rows}, key=lambda s: int(s.split("x")[1]))
+    large = [s for s in shapes if int(s.split("x")[1]) >= 32000]
+    small = [s for s in shapes if int(s.split("x")[1]) < 32000]
+    lines = []
+
+    def check(ok, text):
+        lines.append(("PASS " if ok else "MISS ") + text)
+
+    def ms(shape, dtype, threads, contestant):
+        row = table.get((shape, dtype, threads, contestant))
+        return row["median_ms"] if row else None
+
+    for shape in large:
+        one = table.get((shape, "float32", 1, BASELINE))
+        if one:
+            for peer, factor in (("jax", 3), ("torch", 10)):
+                peer_ms = ms(shape, "float32", 1, peer)
+                if peer_ms:
+                    check(peer_ms >= factor * one["median_ms"],
+                          f"{shape} float32 1T: {peer} / cyce = {peer_ms / one['median_ms']:.2f} (>= {factor})")
+            if "x_floor" in one:
+                check(one["x_floor"] <= 1.5, f"{shape} float32 1T: {one['x_floor']:.2f}x the exp floor (<= 1.5)")
+        two = ms(shape, "float32", 2, BASELINE)
+        if one and two:
+            check(one["median_ms"] / two >= 1.8, f"{shape} float32: 2T speed-up {one['median_ms'] / two:.2f} (>= 1.8)")
+    for shape in small:
+        one, two = ms(shape, "float32", 1, BASELINE), ms(shape, "float32", 2, BASELINE)
+        peers = [v for v in (ms(shape, "float32", 2, "jax"), ms(shape, "float32", 2, "torch")) if v]
+        if two and peers:
+            check(min(peers) >= 2 * two, f"{shape} float32 2T: fastest peer / cyce = {min(peers) / two:.2f} (>= 2)")
+        if one and two:
+            check(two <= one * 1.05, f"{shape} float32: 2T {two:.3f} ms vs 1T {one:.3f} ms (never slower)")
+    for (shape, dtype, threads, contestant), row in sorted(table.items()):
+        if contestant != "cyce loss":
+            continue
+        jax_ms = ms(shape, dtype, threads, "jax loss")
+        if jax_ms:
+            check(jax_ms >= 1.5 * row["median_ms"],
+                  f"{shape} {dtype} {threads}T loss only: jax loss / cyce loss = {jax_ms / row['median_ms']:.2f} (>= 1.5)")
+    for shape in shapes:
+        for threads in (1, 2):
+            cyce_ms = ms(shape, "float64", threads, BASELINE)
+            peers = [v for v in (ms(shape, "float64", threads, p) for p in PEERS) if v]
+            if cyce_ms and peers:
+                factor = 2 if shape in large else 1
+                check(min(peers) >= factor * cyce_ms,
+                      f"{shape} float64 {threads}T: fastest peer / cyce = {min(peers) / cyce_ms:.2f} (>= {factor})")
+    for (shape, dtype, threads, contestant), row in sorted(table.items()):
+        logits_mib = row["n"] * row["c"] * np.dtype(dtype).itemsize / 2**20
+        if contestant == "cyce inplace":
+            check(row["mem_growth_mib"] <= max(0.01 * logits_mib, 1.0),
+                  f"{shape} {dtype} {threads}T in place: memory growth {row['mem_growth_mib']:.1f} MiB "
+                  f"(< 1% of {logits_mib:.0f} MiB, or 1 MiB)")
+        elif contestant == "cyce grad":
+            check(row["mem_growth_mib"] <= 1.01 * logits_mib + 1.0,
+                  f"{shape} {dtype} {threads}T new grad: memory growth {row['mem_growth_mib']:.1f} MiB "
+                  f"(the gradient, {logits_mib:.0f} MiB)")
+    if overhead_us is not None:
+        check(overhead_us < 10, f"8x4 float32 in place: {overhead_us:.2f} us per call (< 10)")
+    return lines
+
+
+def run_benchmark(settings, json_path=None, plot_path=None):
     """Run every contestant at every shape, dtype and thread count in
     `settings` (keys shapes, dtypes, threads, repeats), print the table as
-    rows complete, and write the rows to `json_path` if given.  Returns the rows."""
+    rows complete and the targets it measured, write the rows to
+    `json_path` and a bar chart to `plot_path` if given.  Returns the rows."""
     skipped = {}
     contestants = []
     for contestant in CONTESTANTS:
@@ -487,6 +636,16 @@ def run_benchmark(settings, json_path=None):
             contestants.append(contestant)
 
     print_header(settings, skipped)
+    floors = {}
+    for dtype in settings["dtypes"]:
+        result = run_worker({"contestant": "exp floor", "dtype": dtype})
+        floors[dtype] = result.get("ns_per_element")
+        print(f"exp floor, {dtype}: " + (f"{floors[dtype]:.3f} ns per element on one thread"
+                                         if floors[dtype] else f"failed: {result.get('error')}"))
+    overhead = run_worker({"contestant": "overhead"}).get("us_per_call")
+    if overhead is not None:
+        print(f"per-call overhead, 8x4 float32 in place: {overhead:.2f} us")
+    print()
     print(format_header_line())
     rows = []
     for n, c in settings["shapes"]:
@@ -498,7 +657,7 @@ def run_benchmark(settings, json_path=None):
                         "contestant": contestant, "n": n, "c": c, "dtype": dtype,
                         "threads": threads, "repeats": settings["repeats"],
                     }
-                    row = make_row(spec, run_worker(spec), baseline_median_ms)
+                    row = make_row(spec, run_worker(spec), baseline_median_ms, floors.get(dtype))
                     if contestant == BASELINE and "error" not in row:
                         baseline_median_ms = row["median_ms"]
                         row["ratio"] = 1.0
@@ -506,12 +665,52 @@ def run_benchmark(settings, json_path=None):
                     print(format_row(row), flush=True)
                 print()
     print_footer(rows)
+    print()
+    print("targets (the Speed issue) measured in this run:")
+    for line in target_checks(rows, overhead):
+        print("  " + line)
 
     if json_path:
         with open(json_path, "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump({"floors_ns": floors, "overhead_us": overhead, "rows": rows}, f, indent=1)
         print(f"wrote {len(rows)} rows to {json_path}")
+    if plot_path:
+        print(draw_plot(rows, plot_path))
     return rows
+
+
+def draw_plot(rows, path):
+    """A bar chart of the medians (log scale), one group of bars per shape,
+    dtype and thread count; returns a line saying what it did."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return f"no plot: matplotlib is not installed (pip install 'cyce[bench]'), {path} not written"
+    done = [row for row in rows if "error" not in row]
+    groups = sorted({(r["shape"], r["dtype"], r["threads"]) for r in done},
+                    key=lambda g: (int(g[0].split("x")[1]), g[1], g[2]))
+    names = [c for c in CONTESTANTS if any(r["contestant"] == c for r in done)]
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(groups)), 5))
+    for k, name in enumerate(names):
+        heights = []
+        for group in groups:
+            match = [r for r in done if (r["shape"], r["dtype"], r["threads"]) == group and r["contestant"] == name]
+            heights.append(match[0]["median_ms"] if match else 0)
+        ax.bar([g + k * width for g in range(len(groups))], heights, width, label=name)
+    ax.set_yscale("log")
+    ax.set_ylabel("median ms per call (log scale)")
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{s}\n{d} {t}T" for s, d, t in groups], fontsize=8)
+    ax.set_title("softmax cross-entropy, loss + gradient (cyce loss / jax loss: the loss alone)")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"wrote the plot to {path}"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """python -m cyce info | bench, end to end on a tiny workload."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,9 +18,18 @@ def test_info_prints_the_config():
 
 def test_bench_prints_ratios_and_writes_json(tmp_path):
     path = tmp_path / "bench.json"
-    out = run("bench", "--shapes", "64x10", "--threads", "1", "--dtype", "float32", "--json", str(path))
+    plot = tmp_path / "bench.png"
+    out = run("bench", "--shapes", "64x10", "--threads", "1", "--dtype", "float32",
+              "--json", str(path), "--plot", str(plot))
     assert "cyce inplace" in out and "numpy" in out and "ratio" in out
-    rows = json.loads(path.read_text())
-    by_name = {row["contestant"]: row for row in rows}
+    assert "exp floor, float32:" in out and "targets" in out
+    report = json.loads(path.read_text())
+    assert report["floors_ns"]["float32"] > 0 and report["overhead_us"] > 0
+    by_name = {row["contestant"]: row for row in report["rows"]}
     assert by_name["cyce inplace"]["median_ms"] > 0
+    assert by_name["cyce inplace"]["x_floor"] > 0
     assert by_name["numpy"]["median_ms"] > 0
+    if importlib.util.find_spec("matplotlib"):
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "no plot" in out
