@@ -194,6 +194,13 @@ def label_weight_sum(const int64_t[::1] labels, int64_t ignore_index,
     cdef double value
     cdef bint has_class_weight = class_weight is not None
     cdef bint has_sample_weight = sample_weight is not None
+    cdef int64_t kept = 0
+    if not has_class_weight and not has_sample_weight:
+        # a count of the rows not ignored: exact, and a vectorised loop
+        with nogil:
+            for i in range(labels.shape[0]):
+                kept += labels[i] != ignore_index
+        return <double>kept
     with nogil:
         for i in range(labels.shape[0]):
             if labels[i] == ignore_index:

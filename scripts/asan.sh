@@ -42,7 +42,9 @@ if [[ ${ASAN_SKIP_BUILD:-0} == 0 || ! -d $asan_dir/lib/cyce ]]; then
         "$python" -m pip install --quiet --no-deps --no-cache-dir --target "$asan_dir/lib" "$asan_dir/src"
 fi
 for so in "$asan_dir"/lib/cyce/_kernels_*.so; do
-    ldd "$so" | grep -q libasan || { echo "asan: $so is not linked with libasan" >&2; exit 1; }
+    # (not `ldd | grep -q`: grep -q exits at the first match, ldd then dies of
+    # SIGPIPE, and pipefail turns a linked module into a failure)
+    [[ $(ldd "$so") == *libasan* ]] || { echo "asan: $so is not linked with libasan" >&2; exit 1; }
 done
 
 rm -rf "$asan_dir/run"
