@@ -63,6 +63,8 @@ cdef extern from "cyce_rows.h" nogil:
         const double *row_weight, double smoothing, double z_loss, double grad_scale,
         double *row_loss)
     enum:
+        CYCE_PREFETCH_MIN_CLASSES
+        CYCE_PREFETCH_MAX_BYTES
         CYCE_TILE
         CYCE_SHORT_MAX
     int cyce_openmp_version()
@@ -89,22 +91,19 @@ cdef inline floating row_max(const floating *x, int64_t n) noexcept nogil:
         return cyce_row_max_f64(x, n)
 
 
-cdef enum:
-    # Rows at least this long prefetch the next row during their exp pass
-    # (shorter ones are left to the hardware prefetcher).
-    PREFETCH_MIN_CLASSES = 2048
-
-
 cdef inline double row_exp_sum_m1(const floating *x, floating *out, int64_t n,
                                   floating m) noexcept nogil:
     """sum(exp(x - m)) - 1 for m = max(x), storing exp(x - m) in out unless out
     is NULL (out may be x).  Precise when the max's own 1 dominates the sum
     (see cyce_rows_template.h).  An infinite max is not set apart, so its
     inf - inf makes the row NaN, as in PyTorch.  The next row (x + n) is
-    prefetched meanwhile when rows are long; for the last row that reads
+    prefetched meanwhile when rows are long but not too long for two to fit
+    in L2 (cyce_rows.h); for the last row that reads
     nothing of consequence (prefetches never fault)."""
     cdef int64_t top = -1
-    cdef const floating *ahead = x + n if n >= PREFETCH_MIN_CLASSES else NULL
+    cdef const floating *ahead = NULL
+    if CYCE_PREFETCH_MIN_CLASSES <= n and n * <int64_t>sizeof(floating) <= CYCE_PREFETCH_MAX_BYTES:
+        ahead = x + n
     if floating is float:
         if isfinite(m):
             top = cyce_row_find_f32(x, n, m)

@@ -404,3 +404,66 @@ def test_short_and_long_rows_agree(rng, dtype):
     assert_close(loss, loss33, dtype, "loss")
     assert_close(grad, grad33[:, :32], dtype, "grad", 1.0)
     assert not grad33[:, 32].any()
+
+
+LONG = 70000  # rows of 273 KiB in float32: too long for the next-row prefetch (cyce_rows.h)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("option", ["plain", "weight", "ignore_index", "sample_weight", "z_loss"])
+def test_long_rows(kernel_build, rng, dtype, option):
+    """Rows of 70000 classes, whose max sits at the start, the middle or the
+    end, with a block of -inf, with the max tied far apart and a confident
+    row (the loss and label slot keep their digits): all match the
+    reference, in place and into a new array alike."""
+    x, labels, kwargs = make_case(rng, (6, LONG), dtype, option)
+    x[0, 5] = 40                      # max at the start
+    x[1, 3 * 2048 + 7] = 40           # ... the middle
+    x[2, -1] = 40                     # ... the end
+    x[3, 2048:4096] = -np.inf         # a block of -inf
+    x[4, [100, 50000]] = 30           # a tie far apart
+    x[5] = -5
+    x[5, 69999] = 30                  # confident: the loss is 70000 * e**-35 ~ 4e-11
+    if option != "ignore_index":
+        labels[5] = 69999
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True, **kwargs)
+    exp_loss, exp_grad = reference.softmax_ce(x, labels, reduction="none", **kwargs)
+    assert_close(loss, exp_loss, dtype, "loss")
+    assert_close(grad, exp_grad, dtype, "grad", 1.0)
+    if labels[5] == 69999 and "z_loss" not in kwargs:
+        # relative, not only against the largest loss: log1p keeps the tiny
+        # loss's digits, and the label's slot -rest / (1 + rest) keeps its own
+        # (the float64 reference's p - 1 does not: mpmath gives the truth)
+        mpmath = pytest.importorskip("mpmath")
+        mpmath.mp.dps = 40
+        rest = 69999 * mpmath.exp(-35)
+        scale = kwargs.get("sample_weight", np.ones(6))[5] * (kwargs["weight"][69999] if "weight" in kwargs else 1)
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(loss[5], scale * float(mpmath.log1p(rest)), rtol=rtol)
+        np.testing.assert_allclose(grad[5, 69999], -scale * float(rest / (1 + rest)), rtol=rtol)
+    inplace = x.copy()
+    cyce.softmax_ce(inplace, labels, reduction="none", inplace=True, **kwargs)
+    np.testing.assert_array_equal(inplace, grad)
+    np.testing.assert_array_equal(cyce.softmax_ce(x, labels, reduction="none", **kwargs), loss)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_long_rows_nan_and_infinite(kernel_build, dtype):
+    """Long rows keep the contract's edges: a NaN deep in a row makes that
+    row NaN (loss and gradient) and no other; +inf makes the row NaN as in
+    PyTorch; an all -inf row is NaN; -inf everywhere but three classes
+    masks those classes exactly."""
+    x = np.zeros((5, LONG), dtype)
+    x[0, 40000] = np.nan
+    x[1, 3] = np.inf
+    x[2] = -np.inf
+    x[3] = -np.inf
+    x[3, 60000:60003] = [1.0, 2.0, 3.0]
+    labels = np.array([0, 0, 0, 60002, 7])
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True)
+    assert np.isnan(loss[:3]).all() and np.isnan(grad[:3]).all()
+    p = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
+    np.testing.assert_allclose(loss[3], -np.log(p[2]), rtol=1e-6)
+    np.testing.assert_allclose(grad[3, 60000:60003], p - [0, 0, 1], rtol=1e-6, atol=1e-7)
+    assert not np.delete(grad[3], [60000, 60001, 60002]).any()
+    np.testing.assert_allclose(loss[4], np.log(LONG), rtol=1e-6)

@@ -22,6 +22,21 @@
 #define CYCE_LINE 64          /* bytes per cache line (x86-64, most ARM) */
 #define CYCE_TILE 64          /* rows per tile of the short-row kernels */
 #define CYCE_SHORT_MAX 32     /* rows of at most this many classes go by tiles */
+/* Rows of at least CYCE_PREFETCH_MIN_CLASSES classes and at most
+ * CYCE_PREFETCH_MAX_BYTES prefetch the next row during their exp pass.
+ * Shorter rows are left to the hardware prefetcher; longer ones too, since
+ * a long row and the next one no longer fit in L2 together, and the
+ * prefetches evict what the scaling pass is about to read.  Measured here
+ * (AMD EPYC, 2 cores), in place, 1 thread: 512 x 256000 float32 112 ms with
+ * the prefetch, 97 ms without; 4096 x 32000 float64 (250 KiB rows) 222 ms
+ * with, 220 ms without; 4096 x 32000 float32 (125 KiB rows) 88.3 ms with,
+ * 89.7 ms without. */
+#ifndef CYCE_PREFETCH_MIN_CLASSES
+#define CYCE_PREFETCH_MIN_CLASSES 2048
+#endif
+#ifndef CYCE_PREFETCH_MAX_BYTES
+#define CYCE_PREFETCH_MAX_BYTES (128 * 1024)
+#endif
 
 /* ---- softmax cross entropy against an integer label: one row's terms ----
  *
