@@ -435,7 +435,7 @@ def format_row(row):
             f"{row['gb_per_s']:.2f}",
             f"{row['ns_per_element']:.3f}",
             f"{row['x_floor']:.2f}" if "x_floor" in row else "—",
-            f"{row['mem_growth_mib']:.1f}",
+            f"{row['mem_growth_mib']:.2f}",
         ]
         tail = ""
     parts = []
@@ -608,14 +608,15 @@ def target_checks(rows, overhead_us=None):
                       f"{shape} float64 {threads}T: fastest peer / cyce = {min(peers) / cyce_ms:.2f} (>= {factor})")
     for (shape, dtype, threads, contestant), row in sorted(table.items()):
         logits_mib = row["n"] * row["c"] * np.dtype(dtype).itemsize / 2**20
+        # (RSS moves by pages and by the allocator's arenas: 64 KiB of slack)
         if contestant == "cyce inplace":
-            check(row["mem_growth_mib"] <= max(0.01 * logits_mib, 1.0),
-                  f"{shape} {dtype} {threads}T in place: memory growth {row['mem_growth_mib']:.1f} MiB "
-                  f"(< 1% of {logits_mib:.0f} MiB, or 1 MiB)")
+            check(row["mem_growth_mib"] <= max(0.01 * logits_mib, 1 / 16),
+                  f"{shape} {dtype} {threads}T in place: memory growth {row['mem_growth_mib']:.2f} MiB "
+                  f"(< 1% of {logits_mib:.1f} MiB)")
         elif contestant == "cyce grad":
-            check(row["mem_growth_mib"] <= 1.01 * logits_mib + 1.0,
-                  f"{shape} {dtype} {threads}T new grad: memory growth {row['mem_growth_mib']:.1f} MiB "
-                  f"(the gradient, {logits_mib:.0f} MiB)")
+            check(row["mem_growth_mib"] <= 1.01 * logits_mib + 1 / 16,
+                  f"{shape} {dtype} {threads}T new grad: memory growth {row['mem_growth_mib']:.2f} MiB "
+                  f"(the gradient: {logits_mib:.1f} MiB)")
     if overhead_us is not None:
         check(overhead_us < 10, f"8x4 float32 in place: {overhead_us:.2f} us per call (< 10)")
     return lines

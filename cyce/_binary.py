@@ -195,6 +195,8 @@ def categorical_ce(probs, labels, *, eps=None, weight=None, ignore_index=-100,
     if want_grad and grad is None:
         grad = np.empty(p.shape, dtype=p.dtype)
     grad_rows = None if grad is None else grad.reshape(-1, n_classes)
+    if not soft and grad is not None and np.may_share_memory(y, grad):
+        y = y.copy()  # the caller's int64 labels (see check.class_labels): never written
     row_loss = np.empty(n_rows, dtype=np.float64)
     threads = threads_for(n_threads, n_rows, rows.size)
     if soft:

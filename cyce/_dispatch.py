@@ -34,10 +34,14 @@ def _select():
 
 kernels = _select()
 
-# Below this many elements (rows x classes) a call with num_threads=None runs
-# on one thread: waking a second OpenMP thread (a few microseconds) costs more
-# than it saves on so little work.  A provisional figure (about 30 us of
-# single-thread work); the measured crossover is the Speed issue's to set.
+# Below this many elements (rows x classes) a call runs on one thread,
+# whatever num_threads asks for (num_threads is a most, not a must).
+# Measured on the development machine (2 vCPUs; README, Performance): called
+# back to back, two threads beat one from about 8000 elements (1.1x at 8000,
+# 1.4x at 10240, 1.6x at 32000); but a worker thread that has gone to sleep
+# (calls 20 ms apart) takes 4-7 ms to wake on that VM, which no input this
+# small repays.  So the threshold sits where the back-to-back gain is clear
+# and the work is still under ~60 us.
 SERIAL_BELOW = 1 << 15
 
 # A bound on the threads one call starts, whatever num_threads asks for.
@@ -47,8 +51,8 @@ MAX_THREADS = 256
 def threads_for(num_threads, n_rows, n_elements):
     """Threads for one call: num_threads (validated) or OpenMP's default,
     never more than there are rows, and one for small inputs."""
+    if n_elements < SERIAL_BELOW:
+        return 1
     if num_threads is None:
-        if n_elements < SERIAL_BELOW:
-            return 1
         num_threads = kernels.default_threads()
     return max(1, min(num_threads, n_rows, MAX_THREADS))

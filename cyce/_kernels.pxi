@@ -362,56 +362,91 @@ def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_space,
             row_softmax(base + <int64_t>i * n, out_base + <int64_t>i * n, n, log_space)
 
 
+def hard_rows_per_task(int64_t n_classes):
+    """Rows per task of softmax_ce_hard_rows: a tile of short rows, or one row."""
+    return CYCE_TILE if n_classes <= CYCE_SHORT_MAX else 1
+
+
+cdef double task_softmax_ce_hard(
+    const floating *x, floating *grad, int64_t n_rows, int64_t n, const int64_t *labels,
+    int64_t ignore_index, const double *class_weight, double weight_total,
+    const double *row_weight, double smoothing, double z_loss, double grad_scale,
+    double *row_loss,
+) noexcept nogil:
+    """One task of softmax_ce_hard_rows: n_rows consecutive rows (a tile of
+    short rows, or one long row).  Returns the sum of their losses, in row
+    order (compensated); writes each row's loss to row_loss unless it is
+    NULL, and the gradient to grad unless it is NULL."""
+    cdef double tile_loss[CYCE_TILE]
+    cdef CompensatedSum acc = CompensatedSum(0.0, 0.0)
+    cdef int64_t r
+    if n > CYCE_SHORT_MAX:
+        if labels[0] == ignore_index:
+            tile_loss[0] = 0.0
+            if grad != NULL:
+                memset(grad, 0, <size_t>n * sizeof(floating))
+        else:
+            tile_loss[0] = row_softmax_ce_hard(
+                x, grad, n, labels[0], class_weight, weight_total,
+                1.0 if row_weight == NULL else row_weight[0], smoothing, z_loss, grad_scale)
+    else:
+        tile_softmax_ce_hard(x, grad, n_rows, n, labels, ignore_index, class_weight,
+                             weight_total, row_weight, smoothing, z_loss, grad_scale,
+                             tile_loss)
+    for r in range(n_rows):
+        compensated_add(&acc, tile_loss[r])
+        if row_loss != NULL:
+            row_loss[r] = tile_loss[r]
+    return compensated_result(acc)
+
+
 def softmax_ce_hard_rows(
     const floating[:, ::1] logits, floating[:, ::1] grad, const int64_t[::1] labels,
     const double[::1] class_weight, const double[::1] sample_weight,
-    double[::1] row_loss, int64_t ignore_index, double weight_total,
+    double[::1] row_loss, double[::1] task_loss, int64_t ignore_index, double weight_total,
     double smoothing, double z_loss, double grad_scale, int n_threads,
 ):
-    """row_loss[i] = loss of row i (0 where ignored); grad (may be logits, or
-    None for the loss alone) = its gradient times grad_scale.  Returns the
-    fixed-order sum of row_loss.  Short rows (C <= CYCE_SHORT_MAX) go
-    CYCE_TILE at a time through tile_softmax_ce_hard, long ones one by one."""
+    """Softmax cross entropy against integer labels, task by task
+    (hard_rows_per_task rows each: CYCE_TILE short rows through the tile
+    kernel, or one long row).  task_loss[t] = the sum of task t's row losses
+    (0 for an ignored row), in row order; row_loss[i] (unless None) = row i's
+    loss; grad (may be logits, or None for the loss alone) = the gradient
+    times grad_scale.  Returns the fixed-order sum of task_loss: the tasks'
+    layout depends on the shape only, so the result is the same bits for any
+    thread count."""
     cdef Py_ssize_t t
     cdef Py_ssize_t n_rows = logits.shape[0]
     cdef int64_t n = logits.shape[1]
     if n_rows == 0:
         return 0.0
-    cdef int64_t rows_per_task = CYCE_TILE if n <= CYCE_SHORT_MAX else 1
+    cdef int64_t rows_per_task = hard_rows_per_task(n)
     cdef Py_ssize_t n_tasks = (n_rows + rows_per_task - 1) // rows_per_task
+    assert task_loss.shape[0] == n_tasks
     cdef const floating *base = &logits[0, 0]
     cdef floating *grad_base = NULL
     cdef const double *cw = NULL
     cdef const double *sw = NULL
+    cdef double *row_loss_base = NULL
     if grad is not None:
         grad_base = &grad[0, 0]
     if class_weight is not None:
         cw = &class_weight[0]
     if sample_weight is not None:
         sw = &sample_weight[0]
+    if row_loss is not None:
+        row_loss_base = &row_loss[0]
     cdef int64_t first
-    cdef floating *grad_row
     with nogil:
         for t in prange(n_tasks, schedule="static", num_threads=n_threads,
                         use_threads_if=n_threads > 1):
             first = <int64_t>t * rows_per_task
-            if rows_per_task > 1:
-                tile_softmax_ce_hard(
-                    base + first * n, NULL if grad_base == NULL else grad_base + first * n,
-                    min(rows_per_task, n_rows - first), n, &labels[first], ignore_index,
-                    cw, weight_total, NULL if sw == NULL else sw + first,
-                    smoothing, z_loss, grad_scale, &row_loss[first])
-                continue
-            grad_row = NULL if grad_base == NULL else grad_base + first * n
-            if labels[first] == ignore_index:
-                row_loss[first] = 0.0
-                if grad_row != NULL:
-                    memset(grad_row, 0, <size_t>n * sizeof(floating))
-            else:
-                row_loss[first] = row_softmax_ce_hard(
-                    base + first * n, grad_row, n, labels[first], cw, weight_total,
-                    1.0 if sw == NULL else sw[first], smoothing, z_loss, grad_scale)
-    return fixed_order_sum(row_loss)
+            task_loss[t] = task_softmax_ce_hard(
+                base + first * n, NULL if grad_base == NULL else grad_base + first * n,
+                min(rows_per_task, n_rows - first), n, &labels[first], ignore_index,
+                cw, weight_total, NULL if sw == NULL else sw + first,
+                smoothing, z_loss, grad_scale,
+                NULL if row_loss_base == NULL else row_loss_base + first)
+    return fixed_order_sum(task_loss)
 
 
 def softmax_ce_soft_rows(

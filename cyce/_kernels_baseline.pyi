@@ -45,13 +45,17 @@ def softmax_rows(
 ) -> None:
     """out[i, :] = (log_)softmax(x[i, :]); out may be x."""
 
+def hard_rows_per_task(n_classes: int) -> int:
+    """Rows per task of softmax_ce_hard_rows (a tile of short rows, or 1)."""
+
 def softmax_ce_hard_rows(
     logits: npt.NDArray[_Float],
     grad: npt.NDArray[_Float] | None,
     labels: npt.NDArray[np.int64],
     class_weight: npt.NDArray[np.float64] | None,
     sample_weight: npt.NDArray[np.float64] | None,
-    row_loss: npt.NDArray[np.float64],
+    row_loss: npt.NDArray[np.float64] | None,
+    task_loss: npt.NDArray[np.float64],
     ignore_index: int,
     weight_total: float,
     smoothing: float,
@@ -59,9 +63,10 @@ def softmax_ce_hard_rows(
     grad_scale: float,
     n_threads: int,
 ) -> float:
-    """row_loss[i] = softmax CE of row i against integer labels[i] (0 where
-    ignored); grad (None: loss only; may be logits) = its gradient x grad_scale.
-    Returns sum(row_loss), summed in row order (the same for any n_threads)."""
+    """task_loss[t] = sum of the softmax CE of task t's rows (hard_rows_per_task
+    rows each) against integer labels (0 where ignored); row_loss[i] (unless
+    None) = row i's; grad (None: loss only; may be logits) = the gradient x
+    grad_scale.  Returns sum(task_loss) in task order (the same for any n_threads)."""
 
 def softmax_ce_soft_rows(
     logits: npt.NDArray[_Float],

@@ -146,7 +146,9 @@ def softmax_ce(
         row_weight = check.weights(
             "sample_weight", sample_weight, batch_shape, "one weight per sample"
         ).reshape(-1)
-    # (weights and integer labels are private copies: only soft labels can alias)
+    # (weights are private copies; integer labels are the caller's own int64
+    # array when it is one, and only read: copied below if a gradient
+    # destination shares their memory, so that no write can reach them first)
     grad, want_grad = check.gradient_destination(
         "logits", x, logits, inplace, grad_out, return_grad, [("labels", y)] if soft else [])
 
@@ -158,18 +160,27 @@ def softmax_ce(
     if want_grad and grad is None:
         grad = np.empty(x.shape, dtype=x.dtype)
     grad_rows = None if grad is None else grad.reshape(-1, n_classes)
-    row_loss = np.empty(n_rows, dtype=np.float64)
     threads = threads_for(n_threads, n_rows, rows.size)
     if soft:
+        row_loss = np.empty(n_rows, dtype=np.float64)
         targets = np.ascontiguousarray(y).reshape(-1, n_classes)
         loss_sum = kernels.softmax_ce_soft_rows(
             rows, grad_rows, targets, class_weight, row_weight, row_loss,
             smoothing, z_loss, grad_scale, threads,
         )
     else:
+        if grad is not None and np.may_share_memory(y, grad):
+            y = y.copy()
         weight_total = float(n_classes) if class_weight is None else float(class_weight.sum())
+        # Per-row losses only when they are the result; the batch sum comes
+        # from one float64 per task (a tile of short rows, or one row), so
+        # that the loss alone or in place allocates nothing near N x C, nor
+        # 8 bytes per row for narrow rows.
+        row_loss = np.empty(n_rows, dtype=np.float64) if reduction == "none" else None
+        rows_per_task = kernels.hard_rows_per_task(n_classes)
+        task_loss = np.empty(-(-n_rows // rows_per_task), dtype=np.float64)
         loss_sum = kernels.softmax_ce_hard_rows(
-            rows, grad_rows, y, class_weight, row_weight, row_loss, ignore_index,
+            rows, grad_rows, y, class_weight, row_weight, row_loss, task_loss, ignore_index,
             weight_total, smoothing, z_loss, grad_scale, threads,
         )
 

@@ -114,8 +114,10 @@ def num_threads(value):
 
 
 def class_labels(labels, batch_shape, n_classes, ignore_index, name="labels"):
-    """Integer labels of shape batch_shape as a flat int64 copy (small: one
-    value per row), every value in [0, n_classes) or equal to ignore_index."""
+    """Integer labels of shape batch_shape as a flat int64 array, every value
+    in [0, n_classes) or equal to ignore_index: the caller's own array when it
+    is C-contiguous int64 (labels are only read), else a converted copy (one
+    value per row)."""
     if labels.shape != batch_shape:
         raise ValueError(
             f"{name} has shape {labels.shape}, but an input of shape {batch_shape + (n_classes,)} "
@@ -126,7 +128,7 @@ def class_labels(labels, batch_shape, n_classes, ignore_index, name="labels"):
     if flat.dtype.kind == "u" and flat.dtype.itemsize == 8 and flat.size and flat.max() > 2**63 - 1:
         first = int(np.argmax(flat > 2**63 - 1))  # uint64 that would wrap to negative int64
     else:
-        as_int64 = flat.astype(np.int64, copy=True)
+        as_int64 = flat.astype(np.int64, copy=False)
         first = kernels.first_bad_label(as_int64, n_classes, ignore_index)
     if first >= 0:
         raise IndexError(
@@ -259,7 +261,7 @@ def gradient_destination(name, x, original, inplace, grad_out, return_grad, alia
 
 
 def labels_or_probabilities(name, labels, x, ignore_index):
-    """Class indices of shape x.shape[:-1] (returned as a flat int64 copy) or
+    """Class indices of shape x.shape[:-1] (returned as flat int64, see class_labels) or
     probabilities of x's shape (returned as they are): (is_soft, labels)."""
     y = np.asarray(labels)
     if y.dtype.kind == "f":

@@ -3,10 +3,13 @@ gives bitwise the same loss and gradient for 1, 2, 3, 4 and 7 threads and
 across repeated calls, on both kernel builds.
 
 The shapes divide evenly by none of those thread counts: 1009 rows of 37
-classes (the rows split unevenly between threads), 5 rows of 20011 classes
+classes (the rows split unevenly between threads), 3001 rows of 29 (short
+rows: 47 tiles of 64 rows, the last one partial), 5 rows of 20011 classes
 (long rows: the prefetching path, fewer rows than most thread counts ask
 for), a 3-D batch, and for the binary family 41369 elements, which is 11
 blocks of the kernel's 4096-element partial sums with a short last one.
+Every shape but the 3-D one is above the size under which a call runs on
+one thread whatever it asks (cyce._dispatch.SERIAL_BELOW).
 """
 
 import numpy as np
@@ -23,7 +26,7 @@ THREADS = (1, 2, 3, 4, 7)
 # after a first call on one thread: every other count, then 1 and 7 again
 SEQUENCE = THREADS[1:] + (1, 7)
 DTYPES = (np.float32, np.float64)
-ROW_SHAPES = ((1009, 37), (5, 20011), (7, 11, 53))
+ROW_SHAPES = ((1009, 37), (3001, 29), (5, 20011), (7, 11, 53))
 BINARY_SHAPES = ((1009, 41), (41369,))
 
 
@@ -181,3 +184,10 @@ def test_default_thread_count_gives_the_same_bits(rng):
     default = cyce.sigmoid_bce(x, y, return_grad=True)
     assert one[0].tobytes() == default[0].tobytes()
     assert one[1].tobytes() == default[1].tobytes()
+
+
+def test_shapes_are_threaded():
+    from cyce._dispatch import SERIAL_BELOW
+
+    for shape in ROW_SHAPES[:-1] + BINARY_SHAPES:
+        assert np.prod(shape) >= SERIAL_BELOW, shape

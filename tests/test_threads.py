@@ -93,3 +93,14 @@ def test_threadpoolctl_sees_cyces_openmp_runtime():
     vendored = os.path.join(os.path.dirname(seen["package"]), "cyce.libs")
     if os.path.isdir(vendored):  # a repaired wheel: its own libgomp, which threadpoolctl must find
         assert any(path.startswith(os.path.realpath(vendored)) for path in seen["new"]), seen
+
+
+def test_small_inputs_run_on_one_thread_whatever_is_asked():
+    """num_threads is a most: below SERIAL_BELOW elements a call runs on one
+    thread (waking a second costs more than it saves; see cyce._dispatch)."""
+    from cyce._dispatch import SERIAL_BELOW, threads_for
+
+    assert threads_for(2, 1000, SERIAL_BELOW - 1) == 1
+    assert threads_for(None, 1000, SERIAL_BELOW - 1) == 1
+    assert threads_for(2, 1000, SERIAL_BELOW) == 2
+    assert threads_for(7, 3, SERIAL_BELOW * 10) == 3
