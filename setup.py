@@ -1,9 +1,10 @@
 """Build cyce's Cython kernels.
 
-Two builds of one kernel source (cyce/_kernels.pxi) are compiled:
+Builds of one kernel source (cyce/_kernels.pxi) are compiled:
   cyce._kernels_baseline  for any CPU of the target architecture,
-  cyce._kernels_avx2      with -mavx2 -mfma, on x86-64 when the compiler has them;
-cyce/_dispatch.py imports the second only where the CPU supports AVX2 and FMA.
+  cyce._kernels_avx2      with -mavx2 -mfma, on x86-64 when the compiler has them,
+  cyce._kernels_avx512    with AVX-512 (F, DQ, BW, VL) and 512-bit vectors, likewise;
+cyce/_dispatch.py imports the widest one the CPU (and its OS) supports.
 
 OpenMP is used when the compiler accepts -fopenmp (probed below).  Without it
 the build is serial, with the same results, and a warning; set
@@ -28,6 +29,9 @@ from setuptools import Extension, setup
 
 BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 AVX2_FLAGS = ["-mavx2", "-mfma"]
+# 512-bit vectors: GCC otherwise keeps 256-bit ones even where AVX-512 exists
+AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
+                             "-mprefer-vector-width=512"]
 OPENMP_FLAG = "-fopenmp"
 
 DIRECTIVES = {
@@ -85,10 +89,10 @@ def want_openmp():
     return False
 
 
-def want_avx2():
+def want_simd(flags):
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    return compiler_accepts(AVX2_FLAGS + ["-c"], link=False)
+    return compiler_accepts(flags + ["-c"], link=False)
 
 
 def kernel_extension(level, flags, openmp):
@@ -118,8 +122,10 @@ def extensions():
     openmp = want_openmp()
     base = BASE_FLAGS + ([OPENMP_FLAG] if openmp else [])
     exts = [kernel_extension("baseline", base, openmp)]
-    if want_avx2():
+    if want_simd(AVX2_FLAGS):
         exts.append(kernel_extension("avx2", base + AVX2_FLAGS, openmp))
+    if want_simd(AVX512_FLAGS):
+        exts.append(kernel_extension("avx512", base + AVX512_FLAGS, openmp))
     return cythonize(exts, compiler_directives=DIRECTIVES)
 
 

@@ -1,10 +1,11 @@
 """Pick the kernel build for this CPU and decide how many threads a call uses.
 
-Two builds of the same kernels exist (see setup.py): `_kernels_avx2`, used
-where the CPU has AVX2 and FMA, and `_kernels_baseline` everywhere else.
-`CYCE_SIMD=baseline` in the environment forces the baseline build (the tests
-use it to check both).  Results are bitwise reproducible for any thread count
-within one build; the two builds may differ in the last bits.
+Builds of the same kernels exist (see setup.py): `_kernels_avx512`, used
+where the CPU has AVX-512 (F, DQ, BW, VL), `_kernels_avx2` where it has AVX2
+and FMA, and `_kernels_baseline` everywhere else.  `CYCE_SIMD=baseline`,
+`avx2` or `avx512` in the environment forces one (the tests check each).
+Results are bitwise reproducible for any thread count within one build;
+the builds may differ from each other in the last bits.
 """
 
 import os
@@ -15,21 +16,36 @@ try:
     from . import _kernels_avx2
 except ImportError:  # not an x86-64 build, or the compiler had no AVX2
     _kernels_avx2 = None
+try:
+    from . import _kernels_avx512
+except ImportError:  # not an x86-64 build, or the compiler had no AVX-512
+    _kernels_avx512 = None
+
+LEVELS = ("baseline", "avx2", "avx512")
+
+
+def _runnable():
+    """The builds present that this CPU can run, narrowest first."""
+    builds = {"baseline": _kernels_baseline}
+    if _kernels_avx2 is not None and _kernels_baseline.cpu_has_avx2_fma():
+        builds["avx2"] = _kernels_avx2
+    if _kernels_avx512 is not None and _kernels_baseline.cpu_has_avx512():
+        builds["avx512"] = _kernels_avx512
+    return builds
 
 
 def _select():
     forced = os.environ.get("CYCE_SIMD", "").strip().lower()
-    if forced not in ("", "baseline", "avx2"):
+    if forced not in ("",) + LEVELS:
         raise ImportError(
-            f"CYCE_SIMD={forced!r} is not a kernel build: use 'baseline' or 'avx2', or unset it"
+            f"CYCE_SIMD={forced!r} is not a kernel build: use 'baseline', 'avx2' or 'avx512', or unset it"
         )
-    if forced == "baseline" or _kernels_avx2 is None:
-        return _kernels_baseline
-    if not _kernels_baseline.cpu_has_avx2_fma():
-        if forced == "avx2":
-            raise ImportError("CYCE_SIMD=avx2 but this CPU lacks AVX2/FMA")
-        return _kernels_baseline
-    return _kernels_avx2
+    builds = _runnable()
+    if forced:
+        if forced not in builds:
+            raise ImportError(f"CYCE_SIMD={forced} but this CPU or this build lacks {forced.upper()}")
+        return builds[forced]
+    return builds[LEVELS[max(LEVELS.index(level) for level in builds)]]
 
 
 kernels = _select()

@@ -9,8 +9,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ._dispatch import SERIAL_BELOW, kernels
-from ._kernels_baseline import cpu_has_avx2_fma
+from ._dispatch import LEVELS, SERIAL_BELOW, kernels
+from ._kernels_baseline import cpu_has_avx2_fma, cpu_has_avx512
 from ._version import __version__
 
 # The _OPENMP macro is the date of the specification the compiler implements.
@@ -38,7 +38,7 @@ def config() -> dict[str, Any]:
     """The facts show_config() prints, as a dict (values as computed now:
     default_threads follows OMP_NUM_THREADS and threadpoolctl limits)."""
     info = kernels.build_info()
-    builds = [level for level in ("baseline", "avx2") if importlib.util.find_spec(f"cyce._kernels_{level}")]
+    builds = [level for level in LEVELS if importlib.util.find_spec(f"cyce._kernels_{level}")]
     return {
         "version": __version__,
         "python": sys.version.split()[0],
@@ -50,6 +50,7 @@ def config() -> dict[str, Any]:
         "simd": info["simd"],
         "simd_builds": builds,
         "cpu_has_avx2_fma": cpu_has_avx2_fma(),
+        "cpu_has_avx512": cpu_has_avx512(),
         "simd_forced": os.environ.get("CYCE_SIMD", "").strip() or None,
         "default_threads": kernels.default_threads(),
         "serial_below_elements": SERIAL_BELOW,

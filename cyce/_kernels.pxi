@@ -70,6 +70,7 @@ cdef extern from "cyce_rows.h" nogil:
     int cyce_openmp_version()
     int cyce_default_threads()
     int cyce_cpu_has_avx2_fma()
+    int cyce_cpu_has_avx512()
     const char *CYCE_SIMD_LEVEL
     const char *CYCE_CFLAGS
     const char *CYCE_COMPILER
@@ -518,3 +519,8 @@ def default_threads():
 
 def cpu_has_avx2_fma():
     return bool(cyce_cpu_has_avx2_fma())
+
+
+def cpu_has_avx512():
+    """AVX-512 F, DQ, BW and VL, enabled by the OS (what _kernels_avx512 needs)."""
+    return bool(cyce_cpu_has_avx512())

@@ -142,3 +142,6 @@ def default_threads() -> int:
 
 def cpu_has_avx2_fma() -> bool:
     """Whether this CPU runs the avx2 build."""
+
+def cpu_has_avx512() -> bool:
+    """Whether this CPU (and its OS) runs the avx512 build."""

@@ -3,16 +3,9 @@ import pytest
 
 import cyce._dispatch
 import cyce._softmax
-from cyce import _kernels_baseline
 
-try:
-    from cyce import _kernels_avx2
-except ImportError:
-    _kernels_avx2 = None
-
-BUILDS = {"baseline": _kernels_baseline}
-if _kernels_avx2 is not None and _kernels_baseline.cpu_has_avx2_fma():
-    BUILDS["avx2"] = _kernels_avx2
+# every kernel build present that this CPU can run (baseline, avx2, avx512)
+BUILDS = cyce._dispatch._runnable()
 
 
 @pytest.fixture(params=sorted(BUILDS))

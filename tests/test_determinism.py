@@ -32,7 +32,7 @@ BINARY_SHAPES = ((1009, 41), (41369,))
 
 @pytest.fixture(params=sorted(BUILDS))
 def build(request, monkeypatch):
-    """Every wrapper module calls this kernel build (baseline or avx2)."""
+    """Every wrapper module calls this kernel build (baseline, avx2 or avx512)."""
     for module in (cyce._softmax, cyce._binary, cyce._validation, cyce._reduction):
         monkeypatch.setattr(module, "kernels", BUILDS[request.param])
     return request.param

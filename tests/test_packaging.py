@@ -41,8 +41,9 @@ ROOT = PACKAGE.parent
 CHECKOUT = (ROOT / "pyproject.toml").is_file() and (ROOT / "setup.py").is_file()
 EXAMPLE = Path(__file__).resolve().parent / "typing_example.py"
 KERNEL_MODULES = {"baseline": _kernels_baseline}
-if importlib.util.find_spec("cyce._kernels_avx2") is not None:
-    KERNEL_MODULES["avx2"] = importlib.import_module("cyce._kernels_avx2")
+for _level in ("avx2", "avx512"):
+    if importlib.util.find_spec(f"cyce._kernels_{_level}") is not None:
+        KERNEL_MODULES[_level] = importlib.import_module(f"cyce._kernels_{_level}")
 PUBLIC_MODULES = ["_softmax", "_binary"]  # the modules whose functions cyce/__init__.py exports
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 MAX_WHEEL_BYTES = 3 * 1024 * 1024
@@ -128,8 +129,9 @@ def test_package_is_typed():
 def test_kernel_stubs_match_the_compiled_functions():
     stub = stub_functions(PACKAGE / "_kernels_baseline.pyi")
     dump = {name: [ast.dump(node) for node in nodes] for name, nodes in stub.items()}
-    avx2 = stub_functions(PACKAGE / "_kernels_avx2.pyi")
-    assert {name: [ast.dump(node) for node in nodes] for name, nodes in avx2.items()} == dump
+    for level in ("avx2", "avx512"):
+        wide = stub_functions(PACKAGE / f"_kernels_{level}.pyi")
+        assert {name: [ast.dump(node) for node in nodes] for name, nodes in wide.items()} == dump
     for build, module in KERNEL_MODULES.items():
         for name, (node,) in stub.items():
             compiled = getattr(module, name, None)
@@ -189,7 +191,7 @@ def test_mypy_strict_passes_on_the_typed_example(tmp_path):
     # the listed modules are followed silently (errors in them, NumPy's say,
     # are not this test's), as mypy does for any installed package.
     modules = [f"cyce.{m}" for m in PUBLIC_MODULES] + [
-        "cyce._kernels_baseline", "cyce._kernels_avx2", "cyce._info", EXAMPLE.stem]
+        "cyce._kernels_baseline", "cyce._kernels_avx2", "cyce._kernels_avx512", "cyce._info", EXAMPLE.stem]
     env = dict(os.environ, MYPYPATH=str(EXAMPLE.parent))
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--cache-dir", os.devnull,
@@ -207,7 +209,8 @@ def test_typed_example_runs(capsys):
 @pytest.mark.skipif(not X86_64 or shutil.which("objdump") is None, reason="needs x86-64 and objdump")
 def test_baseline_build_runs_on_any_x86_64():
     """Wider SIMD only through run-time dispatch: the baseline module has no
-    VEX-encoded (AVX) instruction; the avx2 module has many."""
+    VEX-encoded (AVX) instruction; the avx2 module has many, the avx512 module
+    many on 512-bit registers."""
     def avx_instructions(module):
         listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", module.__file__],
                                  capture_output=True, text=True, check=True).stdout
@@ -216,6 +219,10 @@ def test_baseline_build_runs_on_any_x86_64():
     assert avx_instructions(_kernels_baseline) == 0
     if "avx2" in KERNEL_MODULES:
         assert avx_instructions(KERNEL_MODULES["avx2"]) > 100
+    if "avx512" in KERNEL_MODULES:
+        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", KERNEL_MODULES["avx512"].__file__],
+                                 capture_output=True, text=True, check=True).stdout
+        assert len(re.findall(r"%zmm", listing)) > 100
 
 
 # ---- the built artifacts, under `make wheel-test` ----
@@ -253,10 +260,11 @@ def test_the_wheel_is_manylinux_small_and_complete(wheel):
         names = archive.namelist()
         metadata = archive.read(f"cyce-{version}.dist-info/METADATA").decode()
     for required in ("cyce/py.typed", "cyce/_softmax.pyi", "cyce/_binary.pyi", "cyce/_kernels_baseline.pyi",
-                     "cyce/_kernels_avx2.pyi", "cyce/_kernels.pxi", "cyce/_src/cyce_rows.h"):
+                     "cyce/_kernels_avx2.pyi", "cyce/_kernels_avx512.pyi", "cyce/_kernels.pxi",
+                     "cyce/_src/cyce_rows.h"):
         assert required in names, required
     extensions = [n for n in names if re.fullmatch(r"cyce/_kernels_\w+\.cpython-.*\.so", n)]
-    assert len(extensions) == (2 if X86_64 else 1), extensions
+    assert len(extensions) == (3 if X86_64 else 1), extensions
     # auditwheel vendored the OpenMP runtime (libgomp), as scikit-learn's wheels do
     assert any(re.fullmatch(r"cyce\.libs/libgomp-[0-9a-f]+\.so[.\d]*", n) for n in names), names
     assert not [n for n in names if n.endswith(".c")], "generated C in the wheel"
@@ -275,11 +283,12 @@ def test_the_sdist_carries_everything_to_build(sdist):
         for required in ("README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "setup.py",
                          "MANIFEST.in", "docs/api.md", "cyce/py.typed", "cyce/_softmax.pyi",
                          "cyce/_binary.pyi", "cyce/_kernels_baseline.pyi", "cyce/_kernels_avx2.pyi",
-                         "cyce/_kernels_baseline.pyx", "cyce/_kernels_avx2.pyx",
+                         "cyce/_kernels_avx512.pyi", "cyce/_kernels_baseline.pyx",
+                         "cyce/_kernels_avx2.pyx", "cyce/_kernels_avx512.pyx",
                          "tests/conftest.py", "tests/reference.py", "tests/typing_example.py"):
             assert required in names, required
         # every file the Cython and C sources include is there
-        for pyx in ("cyce/_kernels_baseline.pyx", "cyce/_kernels_avx2.pyx"):
+        for pyx in ("cyce/_kernels_baseline.pyx", "cyce/_kernels_avx2.pyx", "cyce/_kernels_avx512.pyx"):
             for pxi in re.findall(r'^include "([\w.]+)"', text(pyx), re.MULTILINE):
                 assert f"cyce/{pxi}" in names, pxi
                 for header in re.findall(r'extern from "([\w.]+)"', text(f"cyce/{pxi}")):

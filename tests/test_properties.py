@@ -55,7 +55,7 @@ def eps(dtype):
 
 @contextlib.contextmanager
 def kernel_build(name):
-    """Every wrapper module calls the named kernel build (baseline or avx2)
+    """Every wrapper module calls the named kernel build (baseline, avx2 or avx512)
     for the duration: Hypothesis draws the build like any other input."""
     modules = (cyce._softmax, cyce._binary, cyce._validation, cyce._reduction)
     saved = [module.kernels for module in modules]
