@@ -15,10 +15,14 @@ random int64 labels:
                     optax are installed;
 - ``jax loss``      jit of that loss alone (the peer of ``cyce loss``).
 
-The floor: the time one thread takes for cyce's vectorised exp of a
-cache-resident buffer (one exp, one load, one store per element), measured
-in its own fresh process for each dtype; ``x floor`` is a contestant's time
-over that floor's time for the shape's elements divided among its threads.
+The floor: per element, the larger of two limits measured on one thread in
+a fresh process for each dtype: cyce's vectorised exp of a cache-resident
+buffer (one exp, one load, one store per element), and memory: a NumPy pass
+over a 256 MiB array, reading it (``x.max()``) for the loss alone, reading
+and writing it in place (``np.multiply(x, 1, out=x)``) for the others.
+``x floor`` is a contestant's time over that floor for the shape's elements,
+divided among its threads (as if two threads had twice one's bandwidth: a
+floor, not a forecast).
 
 Every (shape, dtype, threads, contestant) runs in a fresh process
 (``python -m cyce._bench --worker SPEC``) so that memory, thread pools and
@@ -267,6 +271,24 @@ def measure_exp_floor(dtype, repeats=200):
     return best * 1e9 / FLOOR_ELEMENTS
 
 
+MEMORY_FLOOR_BYTES = 256 << 20   # far beyond the caches
+
+
+def measure_memory_floor(dtype, repeats=3):
+    """Nanoseconds per element on one thread of a pass over a large array:
+    reading it (max) and reading + writing it in place (multiply by 1)."""
+    x = np.ones(MEMORY_FLOOR_BYTES // np.dtype(dtype).itemsize, dtype=np.dtype(dtype))
+    read = read_write = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x.max()
+        read = min(read, time.perf_counter() - start)
+        start = time.perf_counter()
+        np.multiply(x, 1, out=x)
+        read_write = min(read_write, time.perf_counter() - start)
+    return read * 1e9 / x.size, read_write * 1e9 / x.size
+
+
 def time_contestant(spec):
     """Warm up once, then time spec["repeats"] calls.  Returns a dict with the
     times in ms, the memory figures and the loss of the warm-up call."""
@@ -307,7 +329,8 @@ def worker_main(spec_json):
     spec = json.loads(spec_json)
     try:
         if spec["contestant"] == "exp floor":
-            result = {"ns_per_element": measure_exp_floor(spec["dtype"])}
+            read, read_write = measure_memory_floor(spec["dtype"])
+            result = {"exp": measure_exp_floor(spec["dtype"]), "read": read, "read_write": read_write}
         elif spec["contestant"] == "overhead":
             result = {"us_per_call": measure_overhead_us()}
         else:
@@ -380,9 +403,9 @@ def run_worker(spec):
         return {"error": f"unreadable worker output: {lines[-1][:80]}"}
 
 
-def make_row(spec, result, baseline_median_ms, floor_ns=None):
-    """One table row: the spec, the result and the derived figures
-    (floor_ns: the dtype's exp floor per element on one thread, if measured)."""
+def make_row(spec, result, baseline_median_ms, floors=None):
+    """One table row: the spec, the result and the derived figures (floors:
+    the dtype's per-element floors on one thread, if measured)."""
     n, c = spec["n"], spec["c"]
     row = {
         "shape": f"{n}x{c}",
@@ -407,8 +430,9 @@ def make_row(spec, result, baseline_median_ms, floor_ns=None):
         ns_per_element=median_ms * 1e6 / (n * c),
         **result,
     )
-    if floor_ns:
-        floor_ms = floor_ns * n * c / spec["threads"] / 1e6
+    if floors:
+        memory = floors["read"] if spec["contestant"] in LOSS_ONLY else floors["read_write"]
+        floor_ms = max(floors["exp"], memory) * n * c / spec["threads"] / 1e6
         row["floor_ms"] = floor_ms
         row["x_floor"] = median_ms / floor_ms
     return row
@@ -502,8 +526,9 @@ def print_footer(rows):
     print("ratio    = median / median of 'cyce inplace' at the same shape, dtype and threads (>1: slower than cyce)")
     print("GB/s     = (logits read + gradient written = 2 * x.nbytes) / median; 'cyce loss' counts 1 * x.nbytes")
     print("ns/elem  = median / (rows * classes)")
-    print("x floor  = median / (exp floor per element * rows * classes / threads): the floor is one")
-    print("           thread's time for cyce's vectorised exp of a cache-resident buffer (see header)")
+    print("x floor  = median / (floor per element * rows * classes / threads); the floor per element is")
+    print("           the larger of one thread's exp and memory figures in the header (memory: read only")
+    print("           for the loss alone, read + write otherwise)")
     print("mem MiB  = ru_maxrss after the timed calls - RSS (/proc/self/statm) just before the first timed call,")
     print("           clipped at 0.  ru_maxrss is the process's lifetime peak, so the warm-up call's peak counts")
     print("           too; memory the allocator kept from the warm-up and reused is not counted as growth.")
@@ -580,7 +605,7 @@ def target_checks(rows, overhead_us=None):
                     check(peer_ms >= factor * one["median_ms"],
                           f"{shape} float32 1T: {peer} / cyce = {peer_ms / one['median_ms']:.2f} (>= {factor})")
             if "x_floor" in one:
-                check(one["x_floor"] <= 1.5, f"{shape} float32 1T: {one['x_floor']:.2f}x the exp floor (<= 1.5)")
+                check(one["x_floor"] <= 1.5, f"{shape} float32 1T: {one['x_floor']:.2f}x the floor (<= 1.5)")
         two = ms(shape, "float32", 2, BASELINE)
         if one and two:
             check(one["median_ms"] / two >= 1.8, f"{shape} float32: 2T speed-up {one['median_ms'] / two:.2f} (>= 1.8)")
@@ -640,9 +665,12 @@ def run_benchmark(settings, json_path=None, plot_path=None):
     floors = {}
     for dtype in settings["dtypes"]:
         result = run_worker({"contestant": "exp floor", "dtype": dtype})
-        floors[dtype] = result.get("ns_per_element")
-        print(f"exp floor, {dtype}: " + (f"{floors[dtype]:.3f} ns per element on one thread"
-                                         if floors[dtype] else f"failed: {result.get('error')}"))
+        if "error" in result:
+            print(f"floors, {dtype}: failed: {result['error']}")
+            continue
+        floors[dtype] = result
+        print(f"floors, {dtype}, ns per element on one thread: exp {result['exp']:.3f}, "
+              f"memory read {result['read']:.3f}, read + write {result['read_write']:.3f}")
     overhead = run_worker({"contestant": "overhead"}).get("us_per_call")
     if overhead is not None:
         print(f"per-call overhead, 8x4 float32 in place: {overhead:.2f} us")

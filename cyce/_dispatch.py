@@ -8,29 +8,27 @@ Results are bitwise reproducible for any thread count within one build;
 the builds may differ from each other in the last bits.
 """
 
+import importlib
 import os
 
 from . import _kernels_baseline
-
-try:
-    from . import _kernels_avx2
-except ImportError:  # not an x86-64 build, or the compiler had no AVX2
-    _kernels_avx2 = None
-try:
-    from . import _kernels_avx512
-except ImportError:  # not an x86-64 build, or the compiler had no AVX-512
-    _kernels_avx512 = None
 
 LEVELS = ("baseline", "avx2", "avx512")
 
 
 def _runnable():
-    """The builds present that this CPU can run, narrowest first."""
+    """The builds present that this CPU can run, narrowest first.  A wide
+    build is imported only once the CPU is known to run it: its module code
+    (not only the kernels) is compiled for that instruction set, so even
+    importing it elsewhere could die of SIGILL."""
     builds = {"baseline": _kernels_baseline}
-    if _kernels_avx2 is not None and _kernels_baseline.cpu_has_avx2_fma():
-        builds["avx2"] = _kernels_avx2
-    if _kernels_avx512 is not None and _kernels_baseline.cpu_has_avx512():
-        builds["avx512"] = _kernels_avx512
+    supported = {"avx2": _kernels_baseline.cpu_has_avx2_fma(), "avx512": _kernels_baseline.cpu_has_avx512()}
+    for level in LEVELS[1:]:
+        if supported[level]:
+            try:
+                builds[level] = importlib.import_module(f"cyce._kernels_{level}")
+            except ImportError:  # not an x86-64 build, or the compiler lacked the flags
+                pass
     return builds
 
 

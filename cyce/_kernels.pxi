@@ -25,11 +25,9 @@ from libc.string cimport memset
 cdef extern from "cyce_rows.h" nogil:
     float cyce_row_max_f32(const float *x, int64_t n)
     double cyce_row_max_f64(const double *x, int64_t n)
-    int64_t cyce_row_find_f32(const float *x, int64_t n, float m)
-    int64_t cyce_row_find_f64(const double *x, int64_t n, double m)
-    double cyce_row_exp_sum_m1_f32(const float *x, float *out, int64_t n, float max, int64_t top,
+    double cyce_row_exp_sum_m1_f32(const float *x, float *out, int64_t n, float max,
                                    const float *ahead)
-    double cyce_row_exp_sum_m1_f64(const double *x, double *out, int64_t n, double max, int64_t top,
+    double cyce_row_exp_sum_m1_f64(const double *x, double *out, int64_t n, double max,
                                    const double *ahead)
     double cyce_row_sum_shifted_f32(const float *x, const double *w, int64_t n, float shift)
     double cyce_row_sum_shifted_f64(const double *x, const double *w, int64_t n, double shift)
@@ -99,20 +97,15 @@ cdef inline double row_exp_sum_m1(const floating *x, floating *out, int64_t n,
     (see cyce_rows_template.h).  An infinite max is not set apart, so its
     inf - inf makes the row NaN, as in PyTorch.  The next row (x + n) is
     prefetched meanwhile when rows are long but not too long for two to fit
-    in L2 (cyce_rows.h); for the last row that reads
-    nothing of consequence (prefetches never fault)."""
-    cdef int64_t top = -1
+    in L2 (cyce_rows.h); for the last row that reads nothing of consequence
+    (prefetches never fault)."""
     cdef const floating *ahead = NULL
     if CYCE_PREFETCH_MIN_CLASSES <= n and n * <int64_t>sizeof(floating) <= CYCE_PREFETCH_MAX_BYTES:
         ahead = x + n
     if floating is float:
-        if isfinite(m):
-            top = cyce_row_find_f32(x, n, m)
-        return cyce_row_exp_sum_m1_f32(x, out, n, m, top, ahead)
+        return cyce_row_exp_sum_m1_f32(x, out, n, m, ahead)
     else:
-        if isfinite(m):
-            top = cyce_row_find_f64(x, n, m)
-        return cyce_row_exp_sum_m1_f64(x, out, n, m, top, ahead)
+        return cyce_row_exp_sum_m1_f64(x, out, n, m, ahead)
 
 
 cdef inline double row_sum_shifted(const floating *x, const double *w, int64_t n,

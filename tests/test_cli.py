@@ -22,9 +22,10 @@ def test_bench_prints_ratios_and_writes_json(tmp_path):
     out = run("bench", "--shapes", "64x10", "--threads", "1", "--dtype", "float32",
               "--json", str(path), "--plot", str(plot))
     assert "cyce inplace" in out and "numpy" in out and "ratio" in out
-    assert "exp floor, float32:" in out and "targets" in out
+    assert "floors, float32, ns per element on one thread: exp" in out and "targets" in out
     report = json.loads(path.read_text())
-    assert report["floors_ns"]["float32"] > 0 and report["overhead_us"] > 0
+    assert report["floors_ns"]["float32"]["exp"] > 0 and report["floors_ns"]["float32"]["read_write"] > 0
+    assert report["overhead_us"] > 0
     by_name = {row["contestant"]: row for row in report["rows"]}
     assert by_name["cyce inplace"]["median_ms"] > 0
     assert by_name["cyce inplace"]["x_floor"] > 0

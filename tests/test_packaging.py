@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 import cyce
+import cyce._dispatch
 import cyce._softmax
 from cyce import _kernels_baseline
 
@@ -40,10 +41,10 @@ PACKAGE = Path(cyce.__file__).resolve().parent
 ROOT = PACKAGE.parent
 CHECKOUT = (ROOT / "pyproject.toml").is_file() and (ROOT / "setup.py").is_file()
 EXAMPLE = Path(__file__).resolve().parent / "typing_example.py"
-KERNEL_MODULES = {"baseline": _kernels_baseline}
-for _level in ("avx2", "avx512"):
-    if importlib.util.find_spec(f"cyce._kernels_{_level}") is not None:
-        KERNEL_MODULES[_level] = importlib.import_module(f"cyce._kernels_{_level}")
+# the builds this CPU can run (importing one it cannot could die of SIGILL)
+KERNEL_MODULES = cyce._dispatch._runnable()
+BUILT_LEVELS = [level for level in cyce._dispatch.LEVELS
+                if importlib.util.find_spec(f"cyce._kernels_{level}") is not None]
 PUBLIC_MODULES = ["_softmax", "_binary"]  # the modules whose functions cyce/__init__.py exports
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 MAX_WHEEL_BYTES = 3 * 1024 * 1024
@@ -122,8 +123,8 @@ def test_package_is_typed():
     assert (PACKAGE / "py.typed").is_file()
     for module in PUBLIC_MODULES:
         assert (PACKAGE / f"{module}.pyi").is_file()
-    for name, module in KERNEL_MODULES.items():
-        assert (PACKAGE / f"_kernels_{name}.pyi").is_file(), f"no stub for the compiled {module.__name__}"
+    for level in BUILT_LEVELS:
+        assert (PACKAGE / f"_kernels_{level}.pyi").is_file(), f"no stub for the compiled cyce._kernels_{level}"
 
 
 def test_kernel_stubs_match_the_compiled_functions():
