@@ -20,7 +20,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport fabs, isfinite, log1p
 from libc.stdint cimport int64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 cdef extern from "cyce_rows.h" nogil:
     float cyce_row_max_f32(const float *x, int64_t n)
@@ -50,16 +50,22 @@ cdef extern from "cyce_rows.h" nogil:
         double smoothing, double z_loss, double grad_scale)
     double cyce_label_exp_m1(double label_shifted, double label_exp)
     double cyce_log1p_nonneg(double s)
-    void cyce_tile_softmax_ce_hard_f32(
+    void cyce_tile_softmax_ce_hard_general_f32(
         const float *x, float *grad, int64_t n_rows, int64_t n, const int64_t *labels,
         int64_t ignore_index, const double *class_weight, double weight_total,
         const double *row_weight, double smoothing, double z_loss, double grad_scale,
         double *row_loss)
-    void cyce_tile_softmax_ce_hard_f64(
+    void cyce_tile_softmax_ce_hard_general_f64(
         const double *x, double *grad, int64_t n_rows, int64_t n, const int64_t *labels,
         int64_t ignore_index, const double *class_weight, double weight_total,
         const double *row_weight, double smoothing, double z_loss, double grad_scale,
         double *row_loss)
+    void cyce_tile_softmax_ce_hard_plain_f32(
+        const float *x, float *grad, int64_t n_rows, int64_t n, const int64_t *labels,
+        int64_t ignore_index, double grad_scale, double *row_loss)
+    void cyce_tile_softmax_ce_hard_plain_f64(
+        const double *x, double *grad, int64_t n_rows, int64_t n, const int64_t *labels,
+        int64_t ignore_index, double grad_scale, double *row_loss)
     enum:
         CYCE_PREFETCH_MIN_CLASSES
         CYCE_PREFETCH_MAX_BYTES
@@ -276,15 +282,26 @@ cdef inline void tile_softmax_ce_hard(
 ) noexcept nogil:
     """row_softmax_ce_hard for n_rows <= CYCE_TILE short rows at once,
     vectorised across the rows (cyce_tile_softmax_ce_hard in
-    cyce_rows_template.h)."""
+    cyce_rows_template.h), through its copy without options when none is
+    asked for (the same arithmetic, with the zeros folded in)."""
+    cdef bint plain = (class_weight == NULL and row_weight == NULL and smoothing == 0.0
+                       and z_loss == 0.0)
     if floating is float:
-        cyce_tile_softmax_ce_hard_f32(x, grad, n_rows, n, labels, ignore_index, class_weight,
-                                      weight_total, row_weight, smoothing, z_loss, grad_scale,
-                                      row_loss)
+        if plain:
+            cyce_tile_softmax_ce_hard_plain_f32(x, grad, n_rows, n, labels, ignore_index,
+                                                grad_scale, row_loss)
+        else:
+            cyce_tile_softmax_ce_hard_general_f32(x, grad, n_rows, n, labels, ignore_index,
+                                                  class_weight, weight_total, row_weight,
+                                                  smoothing, z_loss, grad_scale, row_loss)
     else:
-        cyce_tile_softmax_ce_hard_f64(x, grad, n_rows, n, labels, ignore_index, class_weight,
-                                      weight_total, row_weight, smoothing, z_loss, grad_scale,
-                                      row_loss)
+        if plain:
+            cyce_tile_softmax_ce_hard_plain_f64(x, grad, n_rows, n, labels, ignore_index,
+                                                grad_scale, row_loss)
+        else:
+            cyce_tile_softmax_ce_hard_general_f64(x, grad, n_rows, n, labels, ignore_index,
+                                                  class_weight, weight_total, row_weight,
+                                                  smoothing, z_loss, grad_scale, row_loss)
 
 
 cdef inline double row_softmax_ce_soft(
@@ -368,11 +385,12 @@ cdef double task_softmax_ce_hard(
     double *row_loss,
 ) noexcept nogil:
     """One task of softmax_ce_hard_rows: n_rows consecutive rows (a tile of
-    short rows, or one long row).  Returns the sum of their losses, in row
-    order (compensated); writes each row's loss to row_loss unless it is
-    NULL, and the gradient to grad unless it is NULL."""
+    short rows, or one long row).  Returns the sum of their losses in row
+    order (a plain float64 sum: at most CYCE_TILE terms, so within 64 ulp;
+    the compensated sum is the one across tasks); writes each row's loss to
+    row_loss unless it is NULL, and the gradient to grad unless it is NULL."""
     cdef double tile_loss[CYCE_TILE]
-    cdef CompensatedSum acc = CompensatedSum(0.0, 0.0)
+    cdef double total = 0.0
     cdef int64_t r
     if n > CYCE_SHORT_MAX:
         if labels[0] == ignore_index:
@@ -388,10 +406,10 @@ cdef double task_softmax_ce_hard(
                              weight_total, row_weight, smoothing, z_loss, grad_scale,
                              tile_loss)
     for r in range(n_rows):
-        compensated_add(&acc, tile_loss[r])
-        if row_loss != NULL:
-            row_loss[r] = tile_loss[r]
-    return compensated_result(acc)
+        total += tile_loss[r]
+    if row_loss != NULL:
+        memcpy(row_loss, tile_loss, <size_t>n_rows * sizeof(double))
+    return total
 
 
 def softmax_ce_hard_rows(
