@@ -156,8 +156,8 @@ static inline void CYCE_FN(cyce_row_sub2)(const CYCE_REAL *x, CYCE_REAL *out, in
 }
 
 /* Short rows, a tile at a time.  For rows of a few classes the loops above
- * run one or two vector iterations per row, and their set-up, the search for
- * the max's index and the epilogues cost more than the exp itself.  So rows
+ * run one or two vector iterations per row, and their set-up, epilogues and
+ * block sums cost more than the exp itself.  So rows
  * of at most CYCE_SHORT_MAX classes are taken CYCE_TILE at a time, transposed
  * into a column-major scratch tile, and every step runs across the tile's
  * rows: one lane per row, all loops branch-free with a fixed trip count.
@@ -165,10 +165,9 @@ static inline void CYCE_FN(cyce_row_sub2)(const CYCE_REAL *x, CYCE_REAL *out, in
  * For rows r < n_rows (row r at x + r*n, n <= CYCE_SHORT_MAX; lanes past
  * n_rows hold zeros and are ignored):
  *   max[r]    = max_c x[r][c]
- *   sum_m1[r] = sum_c exp(x[r][c] - max[r]) - 1, the term of the first max
- *               set apart (not summed) exactly as cyce_row_exp_sum_m1 does,
- *               and only when max[r] is finite (an infinite max makes the
- *               row NaN through inf - inf, as on the long-row path)
+ *   sum_m1[r] = sum_c exp(x[r][c] - max[r]) - 1, the max's own terms
+ *               counted, not summed, as cyce_row_exp_sum_m1 does (and not
+ *               when max[r] is infinite: its inf - inf makes the row NaN)
  *   cols[c * CYCE_TILE + r] = exp(x[r][c] - max[r])
  * Each lane computes its row alone, so a row's results do not depend on
  * which tile (or thread) it falls in. */
@@ -181,11 +180,12 @@ static inline void CYCE_FN(cyce_tile_exp_sum_m1)(const CYCE_REAL *x, int64_t n_r
             cols[c * CYCE_TILE + r] = r < n_rows ? x[r * n + c] : 0;
         }
     }
-    CYCE_REAL set_apart[CYCE_TILE];   /* 1 once the lane's first max is seen */
+    CYCE_REAL top[CYCE_TILE], count[CYCE_TILE];
 #pragma omp simd
     for (int64_t r = 0; r < CYCE_TILE; r++) {
         max[r] = -INFINITY;
         sum_m1[r] = 0;
+        count[r] = 0;
     }
     for (int64_t c = 0; c < n; c++) {
         const CYCE_REAL *col = cols + c * CYCE_TILE;
@@ -196,24 +196,23 @@ static inline void CYCE_FN(cyce_tile_exp_sum_m1)(const CYCE_REAL *x, int64_t n_r
     }
 #pragma omp simd
     for (int64_t r = 0; r < CYCE_TILE; r++) {
-        /* an infinite max is never set apart: its inf - inf makes the row NaN */
-        set_apart[r] = (max[r] - max[r] == 0) ? 0 : 1;
+        /* NaN, equal to nothing, where the max is infinite */
+        top[r] = max[r] - max[r] == 0 ? max[r] : (CYCE_REAL)NAN;
     }
     for (int64_t c = 0; c < n; c++) {
         CYCE_REAL *col = cols + c * CYCE_TILE;
 #pragma omp simd
         for (int64_t r = 0; r < CYCE_TILE; r++) {
             CYCE_REAL e = CYCE_EXP(col[r] - max[r]);
-            int first_max = col[r] == max[r] && set_apart[r] == 0;
-            set_apart[r] = first_max ? 1 : set_apart[r];
-            sum_m1[r] += first_max ? 0 : e;
+            int is_top = col[r] == top[r];
+            sum_m1[r] += is_top ? 0 : e;
+            count[r] += is_top ? 1 : 0;
             col[r] = e;
         }
     }
 #pragma omp simd
     for (int64_t r = 0; r < CYCE_TILE; r++) {
-        /* no max set apart (NaN or infinite max): its 1 is in the sum */
-        sum_m1[r] = (max[r] - max[r] == 0) ? sum_m1[r] : sum_m1[r] - 1;
+        sum_m1[r] += count[r] - 1;   /* exact: the count is a small integer */
     }
 }
 
