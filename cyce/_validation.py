@@ -128,7 +128,7 @@ def class_labels(labels, batch_shape, n_classes, ignore_index, name="labels"):
     if flat.dtype.kind == "u" and flat.dtype.itemsize == 8 and flat.size and flat.max() > 2**63 - 1:
         first = int(np.argmax(flat > 2**63 - 1))  # uint64 that would wrap to negative int64
     else:
-        as_int64 = flat.astype(np.int64, copy=False)
+        as_int64 = np.ascontiguousarray(flat, dtype=np.int64)  # no copy if it already is
         first = kernels.first_bad_label(as_int64, n_classes, ignore_index)
     if first >= 0:
         raise IndexError(

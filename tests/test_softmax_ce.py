@@ -467,3 +467,20 @@ def test_long_rows_nan_and_infinite(kernel_build, dtype):
     np.testing.assert_allclose(grad[3, 60000:60003], p - [0, 0, 1], rtol=1e-6, atol=1e-7)
     assert not np.delete(grad[3], [60000, 60001, 60002]).any()
     np.testing.assert_allclose(loss[4], np.log(LONG), rtol=1e-6)
+
+
+@pytest.mark.parametrize("function", ["softmax_ce", "categorical_ce"])
+def test_labels_in_any_layout(rng, function):
+    """int64 labels are read where they are when C-contiguous; strided ones
+    (a 1-D slice with a step, whose reshape(-1) is still strided), byte-swapped
+    and other dtypes are converted, with the same result."""
+    x = rng.random((40, 7))
+    if function == "categorical_ce":
+        x /= x.sum(axis=1, keepdims=True)
+    call = getattr(cyce, function)
+    wide = rng.integers(0, 7, 80)
+    expected = call(x, np.ascontiguousarray(wide[::2]), return_grad=True)
+    for labels in (wide[::2], wide[::2].astype(">i8"), wide[::2].astype(np.int32)):
+        got = call(x, labels, return_grad=True)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
