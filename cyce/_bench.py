@@ -199,18 +199,23 @@ def setup_torch(x, labels, threads):
     return prepare, run
 
 
-def setup_jax(x, labels, threads):
-    """jit(value_and_grad) of optax's mean integer-label cross entropy.
-    The inputs are put on the (CPU) device once, before timing."""
+def jax_step(x, labels, with_grad):
+    """optax's mean integer-label cross entropy under jax.jit (wrapped in
+    value_and_grad if with_grad), and the inputs put on the (CPU) device
+    once, before timing."""
     import jax
     import optax
 
     def mean_loss(logits, y):
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    step = jax.jit(jax.value_and_grad(mean_loss))
-    x_dev = jax.device_put(x)
-    labels_dev = jax.device_put(labels)
+    step = jax.jit(jax.value_and_grad(mean_loss) if with_grad else mean_loss)
+    return step, jax.device_put(x), jax.device_put(labels)
+
+
+def setup_jax(x, labels, threads):
+    """jit(value_and_grad) of optax's mean integer-label cross entropy."""
+    step, x_dev, labels_dev = jax_step(x, labels, with_grad=True)
 
     def run():
         loss, grad = step(x_dev, labels_dev)
@@ -222,15 +227,7 @@ def setup_jax(x, labels, threads):
 
 def setup_jax_loss(x, labels, threads):
     """jit of optax's mean integer-label cross entropy, the loss alone."""
-    import jax
-    import optax
-
-    def mean_loss(logits, y):
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    step = jax.jit(mean_loss)
-    x_dev = jax.device_put(x)
-    labels_dev = jax.device_put(labels)
+    step, x_dev, labels_dev = jax_step(x, labels, with_grad=False)
 
     def run():
         loss = step(x_dev, labels_dev)
