@@ -16,8 +16,9 @@ random int64 labels:
 - ``jax loss``      jit of that loss alone (the peer of ``cyce loss``).
 
 The floor: per element, the larger of two limits measured on one thread in
-a fresh process for each dtype: cyce's vectorised exp of a cache-resident
-buffer (one exp, one load, one store per element), and memory: a NumPy pass
+a fresh process for each dtype: the softmax kernels' vectorised exp (of
+x - max <= 0) over a cache-resident buffer (one exp, one load, one store per
+element), and memory: a NumPy pass
 over a 256 MiB array, reading it (``x.max()``) for the loss alone, reading
 and writing it in place (``np.multiply(x, 1, out=x)``) for the others.
 ``x floor`` is a contestant's time over that floor for the shape's elements,
@@ -252,18 +253,19 @@ FLOOR_ELEMENTS = 1 << 15   # 128 KiB of float32: the buffer stays in L2
 
 
 def measure_exp_floor(dtype, repeats=200):
-    """Nanoseconds per element of cyce's vectorised exp on one thread, over a
-    cache-resident buffer: the least a softmax (one exp per element) can cost.
+    """Nanoseconds per element of the softmax kernels' exp (for x <= 0) on one
+    thread, over a cache-resident buffer: the least a softmax (one exp per
+    element) can cost.
     The best of `repeats` passes, so that a busy machine disturbs it least."""
     from cyce._dispatch import kernels
 
     x = np.linspace(-20.0, 0.0, FLOOR_ELEMENTS, dtype=np.dtype(dtype))
     out = np.empty_like(x)
-    kernels.exp_values(x, out)
+    kernels.exp_nonpos_values(x, out)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        kernels.exp_values(x, out)
+        kernels.exp_nonpos_values(x, out)
         best = min(best, time.perf_counter() - start)
     return best * 1e9 / FLOOR_ELEMENTS
 

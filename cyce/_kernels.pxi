@@ -29,6 +29,16 @@ cdef extern from "cyce_rows.h" nogil:
                                    const float *ahead)
     double cyce_row_exp_sum_m1_f64(const double *x, double *out, int64_t n, double max,
                                    const double *ahead)
+    double cyce_row_blocked_exp_sum_m1_f32(const float *x, float *out, int64_t n,
+                                           float *row_max, double *factor, const float *ahead)
+    double cyce_row_blocked_exp_sum_m1_f64(const double *x, double *out, int64_t n,
+                                           double *row_max, double *factor, const double *ahead)
+    void cyce_row_blocked_scale_sub_f32(float *out, const double *w, int64_t n,
+                                        const double *factor, double a, float b)
+    void cyce_row_blocked_scale_sub_f64(double *out, const double *w, int64_t n,
+                                        const double *factor, double a, double b)
+    int64_t cyce_online_block_f32(int64_t n)
+    int64_t cyce_online_block_f64(int64_t n)
     double cyce_row_sum_shifted_f32(const float *x, const double *w, int64_t n, float shift)
     double cyce_row_sum_shifted_f64(const double *x, const double *w, int64_t n, double shift)
     void cyce_row_scale_sub_f32(float *out, const double *w, int64_t n, float a, float b)
@@ -71,6 +81,7 @@ cdef extern from "cyce_rows.h" nogil:
         CYCE_PREFETCH_MAX_BYTES
         CYCE_TILE
         CYCE_SHORT_MAX
+        CYCE_ONLINE_MAX_BLOCKS
     int cyce_openmp_version()
     int cyce_default_threads()
     int cyce_cpu_has_avx2_fma()
@@ -253,13 +264,57 @@ cdef inline double row_softmax_ce_hard(
 
     Returns the row's loss (times its sample weight); writes its gradient,
     times grad_scale, into grad unless grad is NULL.  grad may be x: every
-    read of x (max, x[label], the smoothing sum) happens before the pass that
-    writes exp(x - max) over it.
+    read of x (x[label], the max, the smoothing sum) happens before or in the
+    pass that writes exp(x - max) over it.
+
+    Without smoothing the row goes block by block, the next block's max taken
+    during this block's exps (cyce_row_blocked_exp_sum_m1): one pass over
+    memory.  Smoothing needs the row max before that pass (its sum of
+    x_c - max), so it takes the max in a pass of its own first.
     """
-    cdef floating m = row_max(x, n)
-    cdef double smooth_shifted = 0.0
     if smoothing != 0.0:
-        smooth_shifted = row_sum_shifted(x, class_weight, n, m)
+        return row_softmax_ce_hard_smoothed(x, grad, n, label, class_weight, weight_total,
+                                            row_weight, smoothing, z_loss, grad_scale)
+    cdef double factor[CYCE_ONLINE_MAX_BLOCKS]
+    cdef floating m
+    cdef double label_x = x[label]
+    cdef int64_t block
+    # the next row's first block, prefetched during this row's last block
+    cdef const floating *ahead = x + n if n >= CYCE_PREFETCH_MIN_CLASSES else NULL
+    cdef double total_m1
+    if floating is float:
+        total_m1 = cyce_row_blocked_exp_sum_m1_f32(x, grad, n, &m, factor, ahead)
+        block = cyce_online_block_f32(n)
+    else:
+        total_m1 = cyce_row_blocked_exp_sum_m1_f64(x, grad, n, &m, factor, ahead)
+        block = cyce_online_block_f64(n)
+    cdef double label_shifted = label_x - <double>m
+    cdef cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
+        n, m, total_m1, label_shifted,
+        0.0 if grad == NULL else cyce_label_exp_m1(
+            label_shifted, <double>grad[label] * factor[label // block]),
+        1.0 if class_weight == NULL else class_weight[label],
+        weight_total, 0.0, row_weight, 0.0, z_loss, grad_scale)
+    if grad != NULL:
+        if floating is float:
+            cyce_row_blocked_scale_sub_f32(grad, class_weight, n, factor, terms.exp_scale,
+                                           <float>terms.weight_scale)
+        else:
+            cyce_row_blocked_scale_sub_f64(grad, class_weight, n, factor, terms.exp_scale,
+                                           terms.weight_scale)
+        grad[label] = <floating>terms.label_grad
+    return terms.loss
+
+
+cdef inline double row_softmax_ce_hard_smoothed(
+    const floating *x, floating *grad, int64_t n, int64_t label,
+    const double *class_weight, double weight_total, double row_weight,
+    double smoothing, double z_loss, double grad_scale,
+) noexcept nogil:
+    """row_softmax_ce_hard with label smoothing: the max, the smoothing sum
+    sum_c w_c (x_c - max), then the exps and sum, then the scaling pass."""
+    cdef floating m = row_max(x, n)
+    cdef double smooth_shifted = row_sum_shifted(x, class_weight, n, m)
     cdef double label_shifted = <double>x[label] - <double>m
     cdef double total_m1 = row_exp_sum_m1(x, grad, n, m)
     cdef cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
@@ -502,6 +557,18 @@ def exp_values(const floating[::1] x, floating[::1] out):
                 out[j] = cyce_expf(x[j])
             else:
                 out[j] = cyce_exp(x[j])
+
+
+def exp_nonpos_values(const floating[::1] x, floating[::1] out):
+    """cyce's exp for x <= 0, the softmax kernels' (for its accuracy tests and
+    the benchmark's exp floor)."""
+    cdef Py_ssize_t j
+    with nogil:
+        for j in range(x.shape[0]):
+            if floating is float:
+                out[j] = cyce_expf_nonpos(x[j])
+            else:
+                out[j] = cyce_exp_nonpos(x[j])
 
 
 def log1p_values(const double[::1] s, double[::1] out):

@@ -130,6 +130,9 @@ def categorical_ce_soft_rows(
 def exp_values(x: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None:
     """out = cyce's vectorised exp(x), elementwise over 1-D arrays."""
 
+def exp_nonpos_values(x: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None:
+    """out = cyce's exp(x) for x <= 0 (or NaN), the softmax kernels' variant."""
+
 def log1p_values(s: npt.NDArray[np.float64], out: npt.NDArray[np.float64]) -> None:
     """out = cyce's vectorisable log1p(s) for s >= 0, elementwise over 1-D arrays."""
 

@@ -51,6 +51,28 @@ def test_special_values(build, dtype):
 
 
 @pytest.mark.parametrize("build", sorted(BUILDS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nonpositive_exp_matches_the_general_one(build, dtype):
+    """The softmax kernels' exp for x <= 0 applies 2**n in one multiply
+    instead of two (cyce_exp.h); it must give exactly the general exp's
+    results, subnormal ones included, and so stay within its 2 ulp."""
+    lowest = -104.0 if dtype == np.float32 else -746.0
+    rng = np.random.default_rng(11)
+    x = np.concatenate([
+        np.linspace(lowest - 1, 0.0, 3_000_001),
+        -(10.0 ** rng.uniform(-45, 2.9, 1_000_000)),
+        np.array([0.0, -0.0, -np.inf, np.nan, -1e30, lowest, -87.33654, -708.3964]),
+    ]).astype(dtype)
+    general, nonpos = np.empty_like(x), np.empty_like(x)
+    BUILDS[build].exp_values(x, general)
+    BUILDS[build].exp_nonpos_values(x, nonpos)
+    np.testing.assert_array_equal(nonpos, general)
+    finite = np.isfinite(x)
+    assert ulp_error(nonpos[finite], x[finite], dtype).max() <= 2.0
+    assert (nonpos[np.isneginf(x)] == 0).all() and np.isnan(nonpos[np.isnan(x)]).all()
+
+
+@pytest.mark.parametrize("build", sorted(BUILDS))
 def test_log1p_within_four_ulp(build):
     """The losses' log1p(sum - 1), for sums from 1 + 1e-300 to far beyond any
     class count, against mpmath on a sample and libm's log1p (itself checked

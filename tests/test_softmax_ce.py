@@ -406,7 +406,10 @@ def test_short_and_long_rows_agree(rng, dtype):
     assert not grad33[:, 32].any()
 
 
-LONG = 70000  # rows of 273 KiB in float32: too long for the next-row prefetch (cyce_rows.h)
+# Long rows go by blocks of 16 KiB + 64 bytes, each against its own max
+# (cyce_rows.h): 70000 classes are 18 blocks in float32 (4112 classes each,
+# the last one short), 35 in float64.
+LONG = 70000
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -420,7 +423,7 @@ def test_long_rows(kernel_build, rng, dtype, option):
     x[0, 5] = 40                      # max at the start
     x[1, 3 * 2048 + 7] = 40           # ... the middle
     x[2, -1] = 40                     # ... the end
-    x[3, 2048:4096] = -np.inf         # a block of -inf
+    x[3, 4000:8300] = -np.inf         # a whole block of -inf (two in float64)
     x[4, [100, 50000]] = 30           # a tie far apart
     x[5] = -5
     x[5, 69999] = 30                  # confident: the loss is 70000 * e**-35 ~ 4e-11
@@ -445,6 +448,59 @@ def test_long_rows(kernel_build, rng, dtype, option):
     cyce.softmax_ce(inplace, labels, reduction="none", inplace=True, **kwargs)
     np.testing.assert_array_equal(inplace, grad)
     np.testing.assert_array_equal(cyce.softmax_ce(x, labels, reduction="none", **kwargs), loss)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("option", ["plain", "weight", "z_loss"])
+def test_blocks_of_very_different_maxima(kernel_build, rng, dtype, option):
+    """Each block of a long row is shifted by its own max and rescaled to the
+    row's afterwards.  Blocks whose maxima are 1e3 apart (all but the top one
+    rescaled to nothing, or to subnormals), the row max in the short last
+    block, the label in a block far below it, tied maxima in two blocks, a
+    block that is the only finite one: the loss and gradient match the
+    reference, and a confident row keeps its digits (mpmath)."""
+    n = 5 * 4096 + 300          # float32: 6 blocks, the last one short; float64: 11
+    x, _, kwargs = make_case(rng, (5, n), dtype, option)
+    blocks = np.arange(n) // 2048
+    x[0] += (-1000.0 * (blocks[::-1] % 7)).astype(dtype)   # maxima 1000 apart, the top one last
+    x[1] = -80.0 + x[1] / 40                               # exps near the subnormal range
+    x[1, -5] = 0.0
+    x[2, [10, n - 10]] = 25.0                               # a tie in the first and last blocks
+    x[3, :] = -np.inf
+    x[3, 9000:9100] = x[3 + 1, 9000:9100]                   # one finite stretch, mid-row
+    x[4] = -30.0
+    x[4, 3] = 10.0                                          # confident, the max in block 0
+    labels = np.array([5, n - 5, 2048 * 3, 9050, 3])
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True, **kwargs)
+    exp_loss, exp_grad = reference.softmax_ce(x, labels, reduction="none", **kwargs)
+    assert_close(loss, exp_loss, dtype, "loss")
+    assert_close(grad, exp_grad, dtype, "grad", 1.0)
+    assert not grad[3, :9000].any() and not grad[3, 9100:].any()
+    if option == "plain":
+        mpmath = pytest.importorskip("mpmath")
+        mpmath.mp.dps = 40
+        rest = (n - 1) * mpmath.exp(-40)
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(loss[4], float(mpmath.log1p(rest)), rtol=rtol)
+        np.testing.assert_allclose(grad[4, 3], -float(rest / (1 + rest)), rtol=rtol)
+    inplace = x.copy()
+    cyce.softmax_ce(inplace, labels, reduction="none", inplace=True, **kwargs)
+    np.testing.assert_array_equal(inplace, grad)
+    np.testing.assert_array_equal(cyce.softmax_ce(x, labels, reduction="none", **kwargs), loss)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_rows_of_more_than_the_block_limit(kernel_build, rng, dtype):
+    """A row of more than 256 blocks (1.1M classes; 1.05M fit in float32)
+    is cut into 256 longer blocks: the same results as the reference."""
+    n = 1_100_000
+    x = (rng.standard_normal((2, n)) * 3).astype(dtype)
+    x[1, 700_001] = 30.0
+    labels = np.array([123_456, 1_099_999])
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True)
+    exp_loss, exp_grad = reference.softmax_ce(x, labels, reduction="none")
+    assert_close(loss, exp_loss, dtype, "loss")
+    assert_close(grad, exp_grad, dtype, "grad", 1.0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

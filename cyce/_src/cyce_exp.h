@@ -74,11 +74,41 @@ static inline float cyce_expf(float x)
     return x > CYCE_EXPF_UPPER ? INFINITY : y;
 }
 
-/* exp(x) for x <= 0 or NaN (x - max in a softmax): no overflow handling, so
- * fewer instructions in the hot loops. */
+/* exp(x) for x <= 0 or NaN (x - max in a softmax), with fewer instructions
+ * than cyce_expf: no overflow handling, and 2**n applied in one multiply.
+ * For x <= 0, n = round(x / ln2) is in [-150, 0], so 2**(n + 64) is a
+ * normal number whose bits are one add and one shift of k's; the polynomial
+ * is evaluated with every coefficient times 2**-64 (exact: powers of two,
+ * and every partial result stays normal), which gives 2**-64 * p bit for
+ * bit; and 2**-64 p * 2**(n + 64) rounds once, correctly, also where the
+ * result is subnormal.  Same results as cyce_expf_core, 6 instructions of
+ * about 25 fewer per vector. */
 static inline float cyce_expf_nonpos(float x)
 {
-    return cyce_expf_core(x < CYCE_EXPF_LOWER ? CYCE_EXPF_LOWER : x);
+    const float log2e = 1.44269504088896341f;
+    const float ln2_hi = 0.693359375f;
+    const float ln2_lo = -2.12194440e-4f;
+    const float round_magic = 12582912.0f;
+    const float down = 5.42101086242752217e-20f;   /* 2**-64 */
+    float xc = x < CYCE_EXPF_LOWER ? CYCE_EXPF_LOWER : x;   /* NaN passes through */
+    cyce_f32_bits k;
+    k.f = xc * log2e + round_magic;
+    float n = k.f - round_magic;
+    float r = xc - n * ln2_hi;
+    r = r - n * ln2_lo;
+    float p = down / 5040.0f;
+    p = p * r + down / 720.0f;
+    p = p * r + down / 120.0f;
+    p = p * r + down / 24.0f;
+    p = p * r + down / 6.0f;
+    p = p * r + down * 0.5f;
+    p = p * r + down;
+    p = p * r + down;
+    /* the low bits of k.u are 0x400000 + n; shifted by 23 only n + 64 + 127
+     * is left, the exponent field of 2**(n + 64) */
+    cyce_f32_bits scale;
+    scale.u = (k.u + (64u + 127u)) << 23;
+    return p * scale.f;
 }
 
 /* exp(xc) for xc already clamped to [-746, 709.78...] (or NaN); -746 gives +0. */
@@ -128,9 +158,38 @@ static inline double cyce_exp(double x)
     return x > CYCE_EXP_UPPER ? INFINITY : y;
 }
 
+/* exp(x) for x <= 0 or NaN: cyce_expf_nonpos's method in double (n in
+ * [-1077, 0], 2**(n + 64) normal). */
 static inline double cyce_exp_nonpos(double x)
 {
-    return cyce_exp_core(x < CYCE_EXP_LOWER ? CYCE_EXP_LOWER : x);
+    const double log2e = 1.4426950408889634074;
+    const double ln2_hi = 6.93147180369123816490e-01;
+    const double ln2_lo = 1.90821492927058770002e-10;
+    const double round_magic = 6755399441055744.0;
+    const double down = 5.42101086242752217e-20;   /* 2**-64 */
+    double xc = x < CYCE_EXP_LOWER ? CYCE_EXP_LOWER : x;
+    cyce_f64_bits k;
+    k.f = xc * log2e + round_magic;
+    double n = k.f - round_magic;
+    double r = xc - n * ln2_hi;
+    r = r - n * ln2_lo;
+    double p = down / 6227020800.0;
+    p = p * r + down / 479001600.0;
+    p = p * r + down / 39916800.0;
+    p = p * r + down / 3628800.0;
+    p = p * r + down / 362880.0;
+    p = p * r + down / 40320.0;
+    p = p * r + down / 5040.0;
+    p = p * r + down / 720.0;
+    p = p * r + down / 120.0;
+    p = p * r + down / 24.0;
+    p = p * r + down / 6.0;
+    p = p * r + down * 0.5;
+    p = p * r + down;
+    p = p * r + down;
+    cyce_f64_bits scale;
+    scale.u = (k.u + (64u + 1023u)) << 52;
+    return p * scale.f;
 }
 
 /* log1p(s) for s >= 0 (or NaN), branch-free so that a loop over lanes

@@ -145,6 +145,161 @@ static inline void CYCE_FN(cyce_row_scale_sub)(CYCE_REAL *out, const double *w, 
     }
 }
 
+/* Long rows, block by block, in one pass over memory.
+ *
+ * The passes of cyce_row_max and cyce_row_exp_sum_m1 take turns: the max
+ * pass waits on memory while the vector units idle, the exp pass keeps them
+ * busy while memory idles.  So a long row is cut into blocks of `block`
+ * elements, each block's exps are taken against the block's own max, and the
+ * next block's max is taken inside this block's exp loop: its reads from
+ * memory overlap this block's exps.  Each block's terms are rescaled to the
+ * row max afterwards, by factor[k] = exp(block max - row max), in the sums
+ * here and in the gradient's scaling pass (cyce_row_blocked_scale_sub).
+ *
+ * One block's exps, exp(x[j] - shift) for j < len (stored in out unless out
+ * is NULL), summed the way cyce_row_exp_sum_m1 sums them: terms equal to
+ * `top` (exactly 1) counted into *count, the others summed, a CYCE_BLOCK
+ * at a time.  Meanwhile *next_max = max(next[0:next_len]), next_len <= len.
+ * The last block has no next one: next_len = 0 and it prefetches `ahead`
+ * (unless NULL: n_ahead elements, the next row's first block) instead. */
+static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
+    const CYCE_REAL *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
+    const CYCE_REAL *next, int64_t next_len, CYCE_REAL *next_max, double *count,
+    const CYCE_REAL *ahead, int64_t n_ahead)
+{
+    double rest = 0.0, counted = 0.0;
+    CYCE_REAL m = -INFINITY;
+    /* the share of `ahead` to prefetch per CYCE_BLOCK, whole cache lines */
+    const int64_t line = CYCE_LINE / (int64_t)sizeof(CYCE_REAL);
+    int64_t ahead_step = (n_ahead * CYCE_BLOCK / len + line - 1) / line * line;
+    int64_t prefetched = 0;
+    for (int64_t start = 0; start < len; start += CYCE_BLOCK) {
+        int64_t stop = start + CYCE_BLOCK < len ? start + CYCE_BLOCK : len;
+        int64_t fused = next_len < start ? start : (next_len < stop ? next_len : stop);
+        if (ahead != NULL) {
+            int64_t until = prefetched + ahead_step < n_ahead ? prefetched + ahead_step : n_ahead;
+            for (; prefetched < until; prefetched += line) {
+                __builtin_prefetch(ahead + prefetched, 0, 2);
+            }
+        }
+        CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
+        if (out == NULL) {
+#pragma omp simd reduction(+:s, c) reduction(max:m)
+            for (int64_t j = start; j < fused; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - shift);
+                int is_top = x[j] == top;
+                s += is_top ? 0 : e;
+                c += is_top ? 1 : 0;
+                m = next[j] > m ? next[j] : m;
+            }
+#pragma omp simd reduction(+:s, c)
+            for (int64_t j = fused; j < stop; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - shift);
+                int is_top = x[j] == top;
+                s += is_top ? 0 : e;
+                c += is_top ? 1 : 0;
+            }
+        } else {
+#pragma omp simd reduction(+:s, c) reduction(max:m)
+            for (int64_t j = start; j < fused; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - shift);
+                int is_top = x[j] == top;
+                out[j] = e;
+                s += is_top ? 0 : e;
+                c += is_top ? 1 : 0;
+                m = next[j] > m ? next[j] : m;
+            }
+#pragma omp simd reduction(+:s, c)
+            for (int64_t j = fused; j < stop; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - shift);
+                int is_top = x[j] == top;
+                out[j] = e;
+                s += is_top ? 0 : e;
+                c += is_top ? 1 : 0;
+            }
+        }
+        rest += (double)s;
+        counted += (double)c;
+    }
+    *next_max = m;
+    *count = counted;
+    return rest;
+}
+
+/* The block length of a row of n elements: CYCE_ONLINE_BLOCK_BYTES, or
+ * longer (whole CYCE_BLOCKs) where the row would have more than
+ * CYCE_ONLINE_MAX_BLOCKS of them. */
+static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
+{
+    int64_t block = CYCE_ONLINE_BLOCK_BYTES / (int64_t)sizeof(CYCE_REAL);
+    if (n > block * CYCE_ONLINE_MAX_BLOCKS) {
+        int64_t per_block = (n + CYCE_ONLINE_MAX_BLOCKS - 1) / CYCE_ONLINE_MAX_BLOCKS;
+        block = (per_block + CYCE_BLOCK - 1) / CYCE_BLOCK * CYCE_BLOCK;
+    }
+    return block;
+}
+
+/* sum_j exp(x[j] - max) - 1 for max = max(x) (written to *row_max), as
+ * cyce_row_exp_sum_m1 computes it, block by block: out (unless NULL; may be
+ * x) gets exp(x[j] - block max), and factor[k] = exp(block max - max) for the
+ * k-th block of cyce_online_block(n) elements (at most CYCE_ONLINE_MAX_BLOCKS
+ * of them).  ahead (unless NULL) is prefetched during the last block.
+ *
+ * The sum: blocks whose max is the row's add their rest and count as in
+ * cyce_row_exp_sum_m1 (so a confident row keeps its tiny sum exactly), the
+ * others add factor * (rest + count).  A block of -inf only is shifted by 0,
+ * its exps exactly 0.  An infinite row max makes the row NaN, as in
+ * cyce_row_exp_sum_m1 (for -inf, explicitly: no block computes inf - inf). */
+static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
+    const CYCE_REAL *x, CYCE_REAL *out, int64_t n, CYCE_REAL *row_max, double *factor,
+    const CYCE_REAL *ahead)
+{
+    int64_t block = CYCE_FN(cyce_online_block)(n);
+    int64_t n_blocks = (n + block - 1) / block;
+    CYCE_REAL block_max[CYCE_ONLINE_MAX_BLOCKS];
+    double rest[CYCE_ONLINE_MAX_BLOCKS], count[CYCE_ONLINE_MAX_BLOCKS];
+    CYCE_REAL next_max = CYCE_FN(cyce_row_max)(x, n < block ? n : block);
+    CYCE_REAL max = -INFINITY;
+    for (int64_t k = 0; k < n_blocks; k++) {
+        int64_t start = k * block;
+        int64_t len = n - start < block ? n - start : block;
+        int64_t next_len = n - start - len < block ? n - start - len : block;
+        CYCE_REAL m = next_max;
+        block_max[k] = m;
+        max = m > max ? m : max;
+        rest[k] = CYCE_FN(cyce_block_exp_sum)(
+            x + start, out == NULL ? NULL : out + start, len, m == -INFINITY ? 0 : m,
+            isfinite(m) ? m : (CYCE_REAL)NAN, x + start + len, next_len, &next_max, &count[k],
+            next_len == 0 ? ahead : NULL, n < block ? n : block);
+    }
+    *row_max = max;
+    double total_m1 = 0.0, count_at_max = 0.0;
+    for (int64_t k = 0; k < n_blocks; k++) {
+        factor[k] = cyce_exp_nonpos((double)block_max[k] - (double)max);
+        if (block_max[k] == max) {
+            total_m1 += rest[k];
+            count_at_max += count[k];
+        } else {
+            total_m1 += factor[k] * (rest[k] + count[k]);
+        }
+    }
+    return max == -INFINITY ? (double)NAN : total_m1 + (count_at_max - 1.0);
+}
+
+/* out[j] = out[j] * (a * factor[k]) - b * w[j] over the blocks of
+ * cyce_row_blocked_exp_sum_m1: cyce_row_scale_sub, with each block's exps
+ * rescaled to the row max on the way. */
+static inline void CYCE_FN(cyce_row_blocked_scale_sub)(CYCE_REAL *out, const double *w, int64_t n,
+                                                      const double *factor, double a, CYCE_REAL b)
+{
+    int64_t block = CYCE_FN(cyce_online_block)(n);
+    for (int64_t start = 0, k = 0; start < n; start += block, k++) {
+        int64_t len = n - start < block ? n - start : block;
+        CYCE_FN(cyce_row_scale_sub)(out + start, w == NULL ? NULL : w + start, len,
+                                    (CYCE_REAL)(a * factor[k]), b);
+    }
+}
+
 /* out[j] = (x[j] - shift) - log_sum: log_softmax.  out may be x. */
 static inline void CYCE_FN(cyce_row_sub2)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n,
                                          CYCE_REAL shift, CYCE_REAL log_sum)
