@@ -30,9 +30,12 @@ cdef extern from "cyce_rows.h" nogil:
     double cyce_row_exp_sum_m1_f64(const double *x, double *out, int64_t n, double max,
                                    const double *ahead)
     double cyce_row_blocked_exp_sum_m1_f32(const float *x, float *out, int64_t n,
+                                           float *carried_max, int carried, int fuse_next,
                                            float *row_max, double *factor, const float *ahead)
     double cyce_row_blocked_exp_sum_m1_f64(const double *x, double *out, int64_t n,
-                                           double *row_max, double *factor, const double *ahead)
+                                           double *carried_max, int carried, int fuse_next,
+                                           double *row_max, double *factor,
+                                           const double *ahead)
     void cyce_row_blocked_scale_sub_f32(float *out, const double *w, int64_t n,
                                         const double *factor, double a, float b)
     void cyce_row_blocked_scale_sub_f64(double *out, const double *w, int64_t n,
@@ -82,6 +85,7 @@ cdef extern from "cyce_rows.h" nogil:
         CYCE_TILE
         CYCE_SHORT_MAX
         CYCE_ONLINE_MAX_BLOCKS
+        CYCE_ONLINE_BLOCK_BYTES
     int cyce_openmp_version()
     int cyce_default_threads()
     int cyce_cpu_has_avx2_fma()
@@ -258,6 +262,7 @@ cdef inline double row_softmax_ce_hard(
     const floating *x, floating *grad, int64_t n, int64_t label,
     const double *class_weight, double weight_total, double row_weight,
     double smoothing, double z_loss, double grad_scale,
+    floating *carried_max, bint *carried, bint fuse_next,
 ) noexcept nogil:
     """Softmax cross entropy of one row against an integer label (the
     formulas: cyce_softmax_ce_hard_terms in cyce_rows.h).
@@ -269,25 +274,35 @@ cdef inline double row_softmax_ce_hard(
 
     Without smoothing the row goes block by block, the next block's max taken
     during this block's exps (cyce_row_blocked_exp_sum_m1): one pass over
-    memory.  Smoothing needs the row max before that pass (its sum of
-    x_c - max), so it takes the max in a pass of its own first.
+    memory.  A row of one block can take the next row's max as well
+    (fuse_next): *carried says, on entry, whether *carried_max holds this
+    row's max, and on return whether it holds the next row's.  Smoothing
+    needs the row max before the exps (its sum of x_c - max), so it takes the
+    max in a pass of its own first, and carries nothing.
     """
     if smoothing != 0.0:
+        carried[0] = False
         return row_softmax_ce_hard_smoothed(x, grad, n, label, class_weight, weight_total,
                                             row_weight, smoothing, z_loss, grad_scale)
     cdef double factor[CYCE_ONLINE_MAX_BLOCKS]
     cdef floating m
     cdef double label_x = x[label]
     cdef int64_t block
-    # the next row's first block, prefetched during this row's last block
-    cdef const floating *ahead = x + n if n >= CYCE_PREFETCH_MIN_CLASSES else NULL
+    # prefetched during this row's last block: the next row's first block,
+    # or the row after it when the next row is read for its max meanwhile
+    cdef const floating *ahead = NULL
+    if n >= CYCE_PREFETCH_MIN_CLASSES:
+        ahead = x + (2 * n if fuse_next else n)
     cdef double total_m1
     if floating is float:
-        total_m1 = cyce_row_blocked_exp_sum_m1_f32(x, grad, n, &m, factor, ahead)
+        total_m1 = cyce_row_blocked_exp_sum_m1_f32(x, grad, n, carried_max, carried[0],
+                                                   fuse_next, &m, factor, ahead)
         block = cyce_online_block_f32(n)
     else:
-        total_m1 = cyce_row_blocked_exp_sum_m1_f64(x, grad, n, &m, factor, ahead)
+        total_m1 = cyce_row_blocked_exp_sum_m1_f64(x, grad, n, carried_max, carried[0],
+                                                   fuse_next, &m, factor, ahead)
         block = cyce_online_block_f64(n)
+    carried[0] = fuse_next
     cdef double label_shifted = label_x - <double>m
     cdef cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
         n, m, total_m1, label_shifted,
@@ -428,9 +443,22 @@ def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_space,
             row_softmax(base + <int64_t>i * n, out_base + <int64_t>i * n, n, log_space)
 
 
-def hard_rows_per_task(int64_t n_classes):
-    """Rows per task of softmax_ce_hard_rows: a tile of short rows, or one row."""
-    return CYCE_TILE if n_classes <= CYCE_SHORT_MAX else 1
+cdef inline int64_t rows_per_task(int64_t n_classes, int64_t n_rows,
+                                  int64_t itemsize) noexcept nogil:
+    if n_classes <= CYCE_SHORT_MAX:
+        return CYCE_TILE
+    if n_classes * itemsize <= CYCE_ONLINE_BLOCK_BYTES:
+        # rows of one block chain their maxima within a task; at least 8
+        # tasks where there are 8 rows, so that threads share the work
+        return max(1, min(<int64_t>CYCE_TILE, n_rows // 8))
+    return 1
+
+
+def hard_rows_per_task(int64_t n_classes, int64_t n_rows, int64_t itemsize):
+    """Rows per task of softmax_ce_hard_rows: a tile of short rows, up to a
+    tile of rows of one block (cyce_rows.h), or one long row.  It depends on
+    the shape alone, so the tasks' sums are the same for any thread count."""
+    return rows_per_task(n_classes, n_rows, itemsize)
 
 
 cdef double task_softmax_ce_hard(
@@ -440,22 +468,30 @@ cdef double task_softmax_ce_hard(
     double *row_loss,
 ) noexcept nogil:
     """One task of softmax_ce_hard_rows: n_rows consecutive rows (a tile of
-    short rows, or one long row).  Returns the sum of their losses in row
-    order (a plain float64 sum: at most CYCE_TILE terms, so within 64 ulp;
-    the compensated sum is the one across tasks); writes each row's loss to
-    row_loss unless it is NULL, and the gradient to grad unless it is NULL."""
+    short rows, up to a tile of one-block rows, or one long row).  Returns
+    the sum of their losses in row order (a plain float64 sum: at most
+    CYCE_TILE terms, so within 64 ulp; the compensated sum is the one across
+    tasks); writes each row's loss to row_loss unless it is NULL, and the
+    gradient to grad unless it is NULL."""
     cdef double tile_loss[CYCE_TILE]
     cdef double total = 0.0
     cdef int64_t r
+    cdef floating carried_max = 0
+    cdef bint carried = False
+    cdef bint one_block = n * <int64_t>sizeof(floating) <= CYCE_ONLINE_BLOCK_BYTES
     if n > CYCE_SHORT_MAX:
-        if labels[0] == ignore_index:
-            tile_loss[0] = 0.0
-            if grad != NULL:
-                memset(grad, 0, <size_t>n * sizeof(floating))
-        else:
-            tile_loss[0] = row_softmax_ce_hard(
-                x, grad, n, labels[0], class_weight, weight_total,
-                1.0 if row_weight == NULL else row_weight[0], smoothing, z_loss, grad_scale)
+        for r in range(n_rows):
+            if labels[r] == ignore_index:
+                tile_loss[r] = 0.0
+                carried = False
+                if grad != NULL:
+                    memset(grad + r * n, 0, <size_t>n * sizeof(floating))
+            else:
+                tile_loss[r] = row_softmax_ce_hard(
+                    x + r * n, NULL if grad == NULL else grad + r * n, n, labels[r],
+                    class_weight, weight_total, 1.0 if row_weight == NULL else row_weight[r],
+                    smoothing, z_loss, grad_scale, &carried_max, &carried,
+                    one_block and r + 1 < n_rows)
     else:
         tile_softmax_ce_hard(x, grad, n_rows, n, labels, ignore_index, class_weight,
                              weight_total, row_weight, smoothing, z_loss, grad_scale,
@@ -475,7 +511,7 @@ def softmax_ce_hard_rows(
 ):
     """Softmax cross entropy against integer labels, task by task
     (hard_rows_per_task rows each: CYCE_TILE short rows through the tile
-    kernel, or one long row).  task_loss[t] = the sum of task t's row losses
+    kernel, up to CYCE_TILE rows of one block, or one long row).  task_loss[t] = the sum of task t's row losses
     (0 for an ignored row), in row order; row_loss[i] (unless None) = row i's
     loss; grad (may be logits, or None for the loss alone) = the gradient
     times grad_scale.  Returns the fixed-order sum of task_loss: the tasks'
@@ -486,8 +522,8 @@ def softmax_ce_hard_rows(
     cdef int64_t n = logits.shape[1]
     if n_rows == 0:
         return 0.0
-    cdef int64_t rows_per_task = hard_rows_per_task(n)
-    cdef Py_ssize_t n_tasks = (n_rows + rows_per_task - 1) // rows_per_task
+    cdef int64_t task_rows = rows_per_task(n, n_rows, sizeof(floating))
+    cdef Py_ssize_t n_tasks = (n_rows + task_rows - 1) // task_rows
     assert task_loss.shape[0] == n_tasks
     cdef const floating *base = &logits[0, 0]
     cdef floating *grad_base = NULL
@@ -506,10 +542,10 @@ def softmax_ce_hard_rows(
     with nogil:
         for t in prange(n_tasks, schedule="static", num_threads=n_threads,
                         use_threads_if=n_threads > 1):
-            first = <int64_t>t * rows_per_task
+            first = <int64_t>t * task_rows
             task_loss[t] = task_softmax_ce_hard(
                 base + first * n, NULL if grad_base == NULL else grad_base + first * n,
-                min(rows_per_task, n_rows - first), n, &labels[first], ignore_index,
+                min(task_rows, n_rows - first), n, &labels[first], ignore_index,
                 cw, weight_total, NULL if sw == NULL else sw + first,
                 smoothing, z_loss, grad_scale,
                 NULL if row_loss_base == NULL else row_loss_base + first)

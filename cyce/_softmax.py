@@ -177,7 +177,7 @@ def softmax_ce(
         # that the loss alone or in place allocates nothing near N x C, nor
         # 8 bytes per row for narrow rows.
         row_loss = np.empty(n_rows, dtype=np.float64) if reduction == "none" else None
-        rows_per_task = kernels.hard_rows_per_task(n_classes)
+        rows_per_task = kernels.hard_rows_per_task(n_classes, n_rows, x.dtype.itemsize)
         task_loss = np.empty(-(-n_rows // rows_per_task), dtype=np.float64)
         loss_sum = kernels.softmax_ce_hard_rows(
             rows, grad_rows, y, class_weight, row_weight, row_loss, task_loss, ignore_index,

@@ -490,6 +490,35 @@ def test_blocks_of_very_different_maxima(kernel_build, rng, dtype, option):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("option", ["plain", "ignore_index", "smoothing", "everything"])
+def test_rows_of_one_block_pass_their_maxima_on(kernel_build, rng, dtype, option):
+    """Rows of one block (500 classes) go up to 64 per task, each row taking
+    the next one's max during its exps.  Rows that break the chain (ignored,
+    NaN, +inf, all -inf, a confident row, smoothing that takes its own max)
+    sit at every position of a task, the first and last included: every row
+    matches the reference, and the loss alone and in place agree."""
+    x, labels, kwargs = make_case(rng, (300, 500), dtype, option)
+    x[[0, 37, 63, 64, 150]] = -np.inf       # all -inf: NaN rows
+    x[[1, 65, 299], 7] = np.nan
+    x[[2, 127, 128], 499] = np.inf
+    x[[3, 200, 255], 250] = 60.0              # confident rows
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True, **kwargs)
+    with np.errstate(invalid="ignore"):
+        exp_loss, exp_grad = reference.softmax_ce(x, labels, reduction="none", **kwargs)
+    ignored = labels == kwargs.get("ignore_index", -100)
+    broken = np.zeros(300, bool)
+    broken[[0, 37, 63, 64, 150, 1, 65, 299, 2, 127, 128]] = True
+    broken &= ~ignored
+    assert np.isnan(loss[broken]).all() and np.isnan(grad[broken]).all()
+    assert_close(loss[~broken], exp_loss[~broken], dtype, "loss")
+    assert_close(grad[~broken], exp_grad[~broken], dtype, "grad", 1.0)
+    inplace = x.copy()
+    cyce.softmax_ce(inplace, labels, reduction="none", inplace=True, **kwargs)
+    np.testing.assert_array_equal(inplace, grad)
+    np.testing.assert_array_equal(cyce.softmax_ce(x, labels, reduction="none", **kwargs), loss)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_rows_of_more_than_the_block_limit(kernel_build, rng, dtype):
     """A row of more than 256 blocks (1.1M classes; 1.05M fit in float32)
     is cut into 256 longer blocks: the same results as the reference."""

@@ -22,18 +22,6 @@
 #define CYCE_LINE 64          /* bytes per cache line (x86-64, most ARM) */
 #define CYCE_TILE 64          /* rows per tile of the short-row kernels */
 #define CYCE_SHORT_MAX 32     /* rows of at most this many classes go by tiles */
-/* Rows of at least CYCE_PREFETCH_MIN_CLASSES classes and at most
- * CYCE_PREFETCH_MAX_BYTES prefetch the next row during their exp pass, so
- * that the next row's max pass reads from cache while this row's exps keep
- * the core busy.  Shorter rows are left to the hardware prefetcher; longer
- * ones too, since a long row and the next one no longer fit in L2 together,
- * and the prefetches evict what the scaling pass is about to read.  Measured
- * (2-vCPU Xeon with AVX-512, README, Performance), in place, 1 thread:
- * 16384 x 1000 float32 13.6 ms without the prefetch, 11.2 ms with;
- * 4096 x 32000 float32 (125 KiB rows) 82 ms without, 73 ms with (and 78 ms
- * prefetching two rows ahead, 81 ms four);
- * 4096 x 32000 float64 (250 KiB rows) 220 ms without, 222 ms with;
- * 512 x 256000 float32 97 ms without, 112 ms with. */
 /* Long rows go block by block (cyce_row_blocked_exp_sum_m1): blocks of
  * CYCE_ONLINE_BLOCK_BYTES, at most CYCE_ONLINE_MAX_BLOCKS per row (longer
  * rows get longer blocks).  A block stays in L1 between its max (taken
@@ -50,6 +38,20 @@
 #define CYCE_ONLINE_BLOCK_BYTES (16 * 1024 + CYCE_LINE)
 #endif
 #define CYCE_ONLINE_MAX_BLOCKS 256
+/* Rows of at least CYCE_PREFETCH_MIN_CLASSES classes prefetch the next row
+ * while computing their exps, so that its first reads come from cache: the
+ * blocked kernel the next row's first block, during its own last block;
+ * cyce_row_exp_sum_m1 (softmax, logsumexp, soft targets, smoothing) the whole
+ * next row, if at most CYCE_PREFETCH_MAX_BYTES.  Shorter rows are left to the
+ * hardware prefetcher; longer ones too there, since a long row and the next
+ * one no longer fit in L2 together, and the prefetches evict what the scaling
+ * pass is about to read.  Measured with the three-pass kernel (2-vCPU Xeon
+ * with AVX-512), in place, 1 thread:
+ * 16384 x 1000 float32 13.6 ms without the prefetch, 11.2 ms with;
+ * 4096 x 32000 float32 (125 KiB rows) 82 ms without, 73 ms with (and 78 ms
+ * prefetching two rows ahead, 81 ms four);
+ * 4096 x 32000 float64 (250 KiB rows) 220 ms without, 222 ms with;
+ * 512 x 256000 float32 97 ms without, 112 ms with. */
 #ifndef CYCE_PREFETCH_MIN_CLASSES
 #define CYCE_PREFETCH_MIN_CLASSES 256
 #endif

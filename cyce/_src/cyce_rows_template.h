@@ -243,7 +243,14 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * cyce_row_exp_sum_m1 computes it, block by block: out (unless NULL; may be
  * x) gets exp(x[j] - block max), and factor[k] = exp(block max - max) for the
  * k-th block of cyce_online_block(n) elements (at most CYCE_ONLINE_MAX_BLOCKS
- * of them).  ahead (unless NULL) is prefetched during the last block.
+ * of them).
+ *
+ * Rows of one block chain the same way, row to row: with fuse_next, the next
+ * row (x + n, n elements; only for n <= cyce_online_block(n)) has its max
+ * taken during this row's exps, into *carried_max, and the next call gets it
+ * back with carried set instead of reading its row first.  ahead (unless
+ * NULL: the next row's first block, or with fuse_next the row after it) is
+ * prefetched during the last block.
  *
  * The sum: blocks whose max is the row's add their rest and count as in
  * cyce_row_exp_sum_m1 (so a confident row keeps its tiny sum exactly), the
@@ -251,26 +258,33 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * its exps exactly 0.  An infinite row max makes the row NaN, as in
  * cyce_row_exp_sum_m1 (for -inf, explicitly: no block computes inf - inf). */
 static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
-    const CYCE_REAL *x, CYCE_REAL *out, int64_t n, CYCE_REAL *row_max, double *factor,
-    const CYCE_REAL *ahead)
+    const CYCE_REAL *x, CYCE_REAL *out, int64_t n, CYCE_REAL *carried_max, int carried,
+    int fuse_next, CYCE_REAL *row_max, double *factor, const CYCE_REAL *ahead)
 {
     int64_t block = CYCE_FN(cyce_online_block)(n);
     int64_t n_blocks = (n + block - 1) / block;
     CYCE_REAL block_max[CYCE_ONLINE_MAX_BLOCKS];
     double rest[CYCE_ONLINE_MAX_BLOCKS], count[CYCE_ONLINE_MAX_BLOCKS];
-    CYCE_REAL next_max = CYCE_FN(cyce_row_max)(x, n < block ? n : block);
+    CYCE_REAL next_max = carried ? *carried_max : CYCE_FN(cyce_row_max)(x, n < block ? n : block);
     CYCE_REAL max = -INFINITY;
     for (int64_t k = 0; k < n_blocks; k++) {
         int64_t start = k * block;
         int64_t len = n - start < block ? n - start : block;
         int64_t next_len = n - start - len < block ? n - start - len : block;
+        int last = next_len == 0;
+        if (last && fuse_next) {
+            next_len = n;   /* the next row, as long as this one-block row */
+        }
         CYCE_REAL m = next_max;
         block_max[k] = m;
         max = m > max ? m : max;
         rest[k] = CYCE_FN(cyce_block_exp_sum)(
             x + start, out == NULL ? NULL : out + start, len, m == -INFINITY ? 0 : m,
             isfinite(m) ? m : (CYCE_REAL)NAN, x + start + len, next_len, &next_max, &count[k],
-            next_len == 0 ? ahead : NULL, n < block ? n : block);
+            last ? ahead : NULL, n < block ? n : block);
+    }
+    if (fuse_next) {
+        *carried_max = next_max;
     }
     *row_max = max;
     double total_m1 = 0.0, count_at_max = 0.0;
@@ -326,9 +340,9 @@ static inline void CYCE_FN(cyce_row_sub2)(const CYCE_REAL *x, CYCE_REAL *out, in
  *   cols[c * CYCE_TILE + r] = exp(x[r][c] - max[r])
  * Each lane computes its row alone, so a row's results do not depend on
  * which tile (or thread) it falls in. */
-static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_exp_sum_m1)(const CYCE_REAL *x, int64_t n_rows, int64_t n,
-                                                 CYCE_REAL *cols, CYCE_REAL *max,
-                                                 CYCE_REAL *sum_m1)
+static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_exp_sum_m1)(
+    const CYCE_REAL *x, int64_t n_rows, int64_t n, CYCE_REAL *cols, CYCE_REAL *max,
+    CYCE_REAL *sum_m1)
 {
     for (int64_t r = 0; r < CYCE_TILE; r++) {
         for (int64_t c = 0; c < n; c++) {
@@ -465,7 +479,9 @@ static void CYCE_FN(cyce_tile_softmax_ce_hard_plain)(
     int64_t ignore_index, double grad_scale, double *row_loss)
 {
     /* full tiles (all but the last) and the loss alone get copies of their
-     * own, with n_rows and grad constant: 20% fewer instructions */
+     * own, with n_rows and grad constant, the tile's exp pass inlined into
+     * each (65536 x 10, 1 thread, AVX-512: float32 loss 0.74 -> 0.58 ms, in
+     * place 1.15 -> 0.94; float64 loss 1.10 -> 0.89, in place 1.57 -> 1.25) */
     if (n_rows == CYCE_TILE && grad == NULL) {
         CYCE_FN(cyce_tile_softmax_ce_hard)(x, NULL, CYCE_TILE, n, labels, ignore_index, NULL,
                                            (double)n, NULL, 0.0, 0.0, grad_scale, row_loss);
