@@ -511,12 +511,12 @@ def softmax_ce_hard_rows(
 ):
     """Softmax cross entropy against integer labels, task by task
     (hard_rows_per_task rows each: CYCE_TILE short rows through the tile
-    kernel, up to CYCE_TILE rows of one block, or one long row).  task_loss[t] = the sum of task t's row losses
-    (0 for an ignored row), in row order; row_loss[i] (unless None) = row i's
-    loss; grad (may be logits, or None for the loss alone) = the gradient
-    times grad_scale.  Returns the fixed-order sum of task_loss: the tasks'
-    layout depends on the shape only, so the result is the same bits for any
-    thread count."""
+    kernel, up to CYCE_TILE rows of one block, or one long row).
+    task_loss[t] = the sum of task t's row losses (0 for an ignored row), in
+    row order; row_loss[i] (unless None) = row i's loss; grad (may be logits,
+    or None for the loss alone) = the gradient times grad_scale.  Returns
+    the fixed-order sum of task_loss: the tasks' layout depends on the shape
+    only, so the result is the same bits for any thread count."""
     cdef Py_ssize_t t
     cdef Py_ssize_t n_rows = logits.shape[0]
     cdef int64_t n = logits.shape[1]

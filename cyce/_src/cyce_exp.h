@@ -31,27 +31,40 @@
 typedef union { float f; uint32_t u; } cyce_f32_bits;
 typedef union { double f; uint64_t u; } cyce_f64_bits;
 
-/* exp(xc) for xc already clamped to [-104, 88.72...] (or NaN).  At -104 the
- * result rounds to exactly +0, so -inf needs no select of its own. */
-static inline float cyce_expf_core(float xc)
+/* The common part of the float exps: for xc already clamped to
+ * [-104, 88.72...] (or NaN), unit * exp(r) with r = xc - n ln2, and in *k the
+ * bits whose low part holds n = round(xc / ln2) (two's complement).  unit is
+ * a power of two (1, or 2**-64 for cyce_expf_nonpos): every coefficient is
+ * scaled by it exactly, so the result is unit * (the unit = 1 result), bit
+ * for bit, while it stays a normal number. */
+static inline __attribute__((always_inline)) float cyce_expf_reduced(float xc, float unit,
+                                                                    cyce_f32_bits *k)
 {
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693359375f;          /* 9 significant bits: n*ln2_hi exact */
     const float ln2_lo = -2.12194440e-4f;
     const float round_magic = 12582912.0f;      /* 1.5 * 2**23 */
-    cyce_f32_bits k;
-    k.f = xc * log2e + round_magic;             /* low bits of k.u hold n (two's complement) */
-    float n = k.f - round_magic;
+    k->f = xc * log2e + round_magic;            /* low bits of k->u hold n */
+    float n = k->f - round_magic;
     float r = xc - n * ln2_hi;
     r = r - n * ln2_lo;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    float p = unit / 5040.0f;
+    p = p * r + unit / 720.0f;
+    p = p * r + unit / 120.0f;
+    p = p * r + unit / 24.0f;
+    p = p * r + unit / 6.0f;
+    p = p * r + unit * 0.5f;
+    p = p * r + unit;
+    p = p * r + unit;
+    return p;
+}
+
+/* exp(xc) for xc already clamped to [-104, 88.72...] (or NaN).  At -104 the
+ * result rounds to exactly +0, so -inf needs no select of its own. */
+static inline float cyce_expf_core(float xc)
+{
+    cyce_f32_bits k;
+    float p = cyce_expf_reduced(xc, 1.0f, &k);
     /* n in [-150, 128]: split so each half gives a normal power of two. */
     int32_t ni = (int32_t)(k.u - 0x4B400000u);
     int32_t n1 = ni >> 1;
@@ -85,58 +98,50 @@ static inline float cyce_expf(float x)
  * about 25 fewer per vector. */
 static inline float cyce_expf_nonpos(float x)
 {
-    const float log2e = 1.44269504088896341f;
-    const float ln2_hi = 0.693359375f;
-    const float ln2_lo = -2.12194440e-4f;
-    const float round_magic = 12582912.0f;
     const float down = 5.42101086242752217e-20f;   /* 2**-64 */
-    float xc = x < CYCE_EXPF_LOWER ? CYCE_EXPF_LOWER : x;   /* NaN passes through */
-    cyce_f32_bits k;
-    k.f = xc * log2e + round_magic;
-    float n = k.f - round_magic;
-    float r = xc - n * ln2_hi;
-    r = r - n * ln2_lo;
-    float p = down / 5040.0f;
-    p = p * r + down / 720.0f;
-    p = p * r + down / 120.0f;
-    p = p * r + down / 24.0f;
-    p = p * r + down / 6.0f;
-    p = p * r + down * 0.5f;
-    p = p * r + down;
-    p = p * r + down;
+    cyce_f32_bits k, scale;
+    float p = cyce_expf_reduced(x < CYCE_EXPF_LOWER ? CYCE_EXPF_LOWER : x, down, &k);
     /* the low bits of k.u are 0x400000 + n; shifted by 23 only n + 64 + 127
      * is left, the exponent field of 2**(n + 64) */
-    cyce_f32_bits scale;
     scale.u = (k.u + (64u + 127u)) << 23;
     return p * scale.f;
 }
 
-/* exp(xc) for xc already clamped to [-746, 709.78...] (or NaN); -746 gives +0. */
-static inline double cyce_exp_core(double xc)
+/* cyce_expf_reduced in double: unit * exp(r) for xc already clamped to
+ * [-746, 709.78...] (or NaN), n in the low bits of *k. */
+static inline __attribute__((always_inline)) double cyce_exp_reduced(double xc, double unit,
+                                                                    cyce_f64_bits *k)
 {
     const double log2e = 1.4426950408889634074;
     const double ln2_hi = 6.93147180369123816490e-01;   /* low 32 bits zero: n*ln2_hi exact */
     const double ln2_lo = 1.90821492927058770002e-10;
     const double round_magic = 6755399441055744.0;      /* 1.5 * 2**52 */
-    cyce_f64_bits k;
-    k.f = xc * log2e + round_magic;
-    double n = k.f - round_magic;
+    k->f = xc * log2e + round_magic;
+    double n = k->f - round_magic;
     double r = xc - n * ln2_hi;
     r = r - n * ln2_lo;
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    double p = unit / 6227020800.0;
+    p = p * r + unit / 479001600.0;
+    p = p * r + unit / 39916800.0;
+    p = p * r + unit / 3628800.0;
+    p = p * r + unit / 362880.0;
+    p = p * r + unit / 40320.0;
+    p = p * r + unit / 5040.0;
+    p = p * r + unit / 720.0;
+    p = p * r + unit / 120.0;
+    p = p * r + unit / 24.0;
+    p = p * r + unit / 6.0;
+    p = p * r + unit * 0.5;
+    p = p * r + unit;
+    p = p * r + unit;
+    return p;
+}
+
+/* exp(xc) for xc already clamped to [-746, 709.78...] (or NaN); -746 gives +0. */
+static inline double cyce_exp_core(double xc)
+{
+    cyce_f64_bits k;
+    double p = cyce_exp_reduced(xc, 1.0, &k);
     /* n in [-1077, 1024] */
     int64_t ni = (int64_t)(k.u - 0x4338000000000000ull);
     int64_t n1 = ni >> 1;
@@ -162,32 +167,9 @@ static inline double cyce_exp(double x)
  * [-1077, 0], 2**(n + 64) normal). */
 static inline double cyce_exp_nonpos(double x)
 {
-    const double log2e = 1.4426950408889634074;
-    const double ln2_hi = 6.93147180369123816490e-01;
-    const double ln2_lo = 1.90821492927058770002e-10;
-    const double round_magic = 6755399441055744.0;
     const double down = 5.42101086242752217e-20;   /* 2**-64 */
-    double xc = x < CYCE_EXP_LOWER ? CYCE_EXP_LOWER : x;
-    cyce_f64_bits k;
-    k.f = xc * log2e + round_magic;
-    double n = k.f - round_magic;
-    double r = xc - n * ln2_hi;
-    r = r - n * ln2_lo;
-    double p = down / 6227020800.0;
-    p = p * r + down / 479001600.0;
-    p = p * r + down / 39916800.0;
-    p = p * r + down / 3628800.0;
-    p = p * r + down / 362880.0;
-    p = p * r + down / 40320.0;
-    p = p * r + down / 5040.0;
-    p = p * r + down / 720.0;
-    p = p * r + down / 120.0;
-    p = p * r + down / 24.0;
-    p = p * r + down / 6.0;
-    p = p * r + down * 0.5;
-    p = p * r + down;
-    p = p * r + down;
-    cyce_f64_bits scale;
+    cyce_f64_bits k, scale;
+    double p = cyce_exp_reduced(x < CYCE_EXP_LOWER ? CYCE_EXP_LOWER : x, down, &k);
     scale.u = (k.u + (64u + 1023u)) << 52;
     return p * scale.f;
 }

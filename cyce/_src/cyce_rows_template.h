@@ -41,6 +41,77 @@ static inline CYCE_REAL CYCE_FN(cyce_row_max)(const CYCE_REAL *x, int64_t n)
     return m2 > m0 ? m2 : m0;
 }
 
+/* One block's exps, exp(x[j] - shift) for j < len (stored in out unless out
+ * is NULL), summed the way cyce_row_exp_sum_m1 sums them: terms equal to
+ * `top` (exactly 1) counted into *count, the others summed, a CYCE_BLOCK
+ * at a time.  Meanwhile *next_max = max(next[0:next_len]), next_len <= len
+ * (0 for a row's last block, unless the next row is read too), and `ahead`
+ * (unless NULL: n_ahead elements, spread over the block) is prefetched. */
+static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
+    const CYCE_REAL *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
+    const CYCE_REAL *next, int64_t next_len, CYCE_REAL *next_max, double *count,
+    const CYCE_REAL *ahead, int64_t n_ahead)
+{
+    double rest = 0.0, counted = 0.0;
+    CYCE_REAL m = -INFINITY;
+    /* the share of `ahead` to prefetch per CYCE_BLOCK, whole cache lines */
+    const int64_t line = CYCE_LINE / (int64_t)sizeof(CYCE_REAL);
+    int64_t ahead_step = ahead == NULL ? 0
+        : (n_ahead * CYCE_BLOCK / len + line - 1) / line * line;
+    int64_t prefetched = 0;
+    for (int64_t start = 0; start < len; start += CYCE_BLOCK) {
+        int64_t stop = start + CYCE_BLOCK < len ? start + CYCE_BLOCK : len;
+        int64_t fused = next_len < start ? start : (next_len < stop ? next_len : stop);
+        if (ahead != NULL) {
+            int64_t until = prefetched + ahead_step < n_ahead ? prefetched + ahead_step : n_ahead;
+            for (; prefetched < until; prefetched += line) {
+                __builtin_prefetch(ahead + prefetched, 0, 2);
+            }
+        }
+        CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
+        if (out == NULL) {
+#pragma omp simd reduction(+:s, c) reduction(max:m)
+            for (int64_t j = start; j < fused; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - shift);
+                int is_top = x[j] == top;
+                s += is_top ? 0 : e;
+                c += is_top ? 1 : 0;
+                m = next[j] > m ? next[j] : m;
+            }
+#pragma omp simd reduction(+:s, c)
+            for (int64_t j = fused; j < stop; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - shift);
+                int is_top = x[j] == top;
+                s += is_top ? 0 : e;
+                c += is_top ? 1 : 0;
+            }
+        } else {
+#pragma omp simd reduction(+:s, c) reduction(max:m)
+            for (int64_t j = start; j < fused; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - shift);
+                int is_top = x[j] == top;
+                out[j] = e;
+                s += is_top ? 0 : e;
+                c += is_top ? 1 : 0;
+                m = next[j] > m ? next[j] : m;
+            }
+#pragma omp simd reduction(+:s, c)
+            for (int64_t j = fused; j < stop; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - shift);
+                int is_top = x[j] == top;
+                out[j] = e;
+                s += is_top ? 0 : e;
+                c += is_top ? 1 : 0;
+            }
+        }
+        rest += (double)s;
+        counted += (double)c;
+    }
+    *next_max = m;
+    *count = counted;
+    return rest;
+}
+
 /* sum_j exp(x[j] - max) - 1 for max = max(x), storing exp(x[j] - max) in
  * out unless out is NULL.  out may be x (in place: each element is read
  * before it is written, at the same index).
@@ -67,36 +138,10 @@ static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL 
     /* what "equal to the max" compares against: NaN, equal to nothing, when
      * the max is infinite */
     CYCE_REAL top = isfinite(max) ? max : (CYCE_REAL)NAN;
-    double rest = 0.0, count = 0.0;
-    for (int64_t block = 0; block < n; block += CYCE_BLOCK) {
-        int64_t end = block + CYCE_BLOCK < n ? block + CYCE_BLOCK : n;
-        if (ahead != NULL) {
-            for (int64_t j = block; j < end; j += CYCE_LINE / (int64_t)sizeof(CYCE_REAL)) {
-                __builtin_prefetch(ahead + j, 0, 2);
-            }
-        }
-        CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
-        if (out == NULL) {
-#pragma omp simd reduction(+:s, c)
-            for (int64_t j = block; j < end; j++) {
-                CYCE_REAL e = CYCE_EXP(x[j] - max);
-                int is_top = x[j] == top;
-                s += is_top ? 0 : e;
-                c += is_top ? 1 : 0;
-            }
-        } else {
-#pragma omp simd reduction(+:s, c)
-            for (int64_t j = block; j < end; j++) {
-                CYCE_REAL e = CYCE_EXP(x[j] - max);
-                int is_top = x[j] == top;
-                out[j] = e;
-                s += is_top ? 0 : e;
-                c += is_top ? 1 : 0;
-            }
-        }
-        rest += (double)s;
-        count += (double)c;
-    }
+    CYCE_REAL unused_max;
+    double count;
+    double rest = CYCE_FN(cyce_block_exp_sum)(x, out, n, max, top, NULL, 0, &unused_max, &count,
+                                              ahead, n);
     return rest + (count - 1.0);
 }
 
@@ -154,77 +199,7 @@ static inline void CYCE_FN(cyce_row_scale_sub)(CYCE_REAL *out, const double *w, 
  * next block's max is taken inside this block's exp loop: its reads from
  * memory overlap this block's exps.  Each block's terms are rescaled to the
  * row max afterwards, by factor[k] = exp(block max - row max), in the sums
- * here and in the gradient's scaling pass (cyce_row_blocked_scale_sub).
- *
- * One block's exps, exp(x[j] - shift) for j < len (stored in out unless out
- * is NULL), summed the way cyce_row_exp_sum_m1 sums them: terms equal to
- * `top` (exactly 1) counted into *count, the others summed, a CYCE_BLOCK
- * at a time.  Meanwhile *next_max = max(next[0:next_len]), next_len <= len.
- * The last block has no next one: next_len = 0 and it prefetches `ahead`
- * (unless NULL: n_ahead elements, the next row's first block) instead. */
-static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
-    const CYCE_REAL *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
-    const CYCE_REAL *next, int64_t next_len, CYCE_REAL *next_max, double *count,
-    const CYCE_REAL *ahead, int64_t n_ahead)
-{
-    double rest = 0.0, counted = 0.0;
-    CYCE_REAL m = -INFINITY;
-    /* the share of `ahead` to prefetch per CYCE_BLOCK, whole cache lines */
-    const int64_t line = CYCE_LINE / (int64_t)sizeof(CYCE_REAL);
-    int64_t ahead_step = (n_ahead * CYCE_BLOCK / len + line - 1) / line * line;
-    int64_t prefetched = 0;
-    for (int64_t start = 0; start < len; start += CYCE_BLOCK) {
-        int64_t stop = start + CYCE_BLOCK < len ? start + CYCE_BLOCK : len;
-        int64_t fused = next_len < start ? start : (next_len < stop ? next_len : stop);
-        if (ahead != NULL) {
-            int64_t until = prefetched + ahead_step < n_ahead ? prefetched + ahead_step : n_ahead;
-            for (; prefetched < until; prefetched += line) {
-                __builtin_prefetch(ahead + prefetched, 0, 2);
-            }
-        }
-        CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
-        if (out == NULL) {
-#pragma omp simd reduction(+:s, c) reduction(max:m)
-            for (int64_t j = start; j < fused; j++) {
-                CYCE_REAL e = CYCE_EXP(x[j] - shift);
-                int is_top = x[j] == top;
-                s += is_top ? 0 : e;
-                c += is_top ? 1 : 0;
-                m = next[j] > m ? next[j] : m;
-            }
-#pragma omp simd reduction(+:s, c)
-            for (int64_t j = fused; j < stop; j++) {
-                CYCE_REAL e = CYCE_EXP(x[j] - shift);
-                int is_top = x[j] == top;
-                s += is_top ? 0 : e;
-                c += is_top ? 1 : 0;
-            }
-        } else {
-#pragma omp simd reduction(+:s, c) reduction(max:m)
-            for (int64_t j = start; j < fused; j++) {
-                CYCE_REAL e = CYCE_EXP(x[j] - shift);
-                int is_top = x[j] == top;
-                out[j] = e;
-                s += is_top ? 0 : e;
-                c += is_top ? 1 : 0;
-                m = next[j] > m ? next[j] : m;
-            }
-#pragma omp simd reduction(+:s, c)
-            for (int64_t j = fused; j < stop; j++) {
-                CYCE_REAL e = CYCE_EXP(x[j] - shift);
-                int is_top = x[j] == top;
-                out[j] = e;
-                s += is_top ? 0 : e;
-                c += is_top ? 1 : 0;
-            }
-        }
-        rest += (double)s;
-        counted += (double)c;
-    }
-    *next_max = m;
-    *count = counted;
-    return rest;
-}
+ * here and in the gradient's scaling pass (cyce_row_blocked_scale_sub). */
 
 /* The block length of a row of n elements: CYCE_ONLINE_BLOCK_BYTES, or
  * longer (whole CYCE_BLOCKs) where the row would have more than
