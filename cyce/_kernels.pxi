@@ -31,11 +31,10 @@ cdef extern from "cyce_rows.h" nogil:
                                    const double *ahead)
     double cyce_row_blocked_exp_sum_m1_f32(const float *x, float *out, int64_t n,
                                            float *carried_max, int carried, int fuse_next,
-                                           float *row_max, double *factor, const float *ahead)
+                                           float *row_max, double *factor)
     double cyce_row_blocked_exp_sum_m1_f64(const double *x, double *out, int64_t n,
                                            double *carried_max, int carried, int fuse_next,
-                                           double *row_max, double *factor,
-                                           const double *ahead)
+                                           double *row_max, double *factor)
     void cyce_row_blocked_scale_sub_f32(float *out, const double *w, int64_t n,
                                         const double *factor, double a, float b)
     void cyce_row_blocked_scale_sub_f64(double *out, const double *w, int64_t n,
@@ -288,19 +287,14 @@ cdef inline double row_softmax_ce_hard(
     cdef floating m
     cdef double label_x = x[label]
     cdef int64_t block
-    # prefetched during this row's last block: the next row's first block,
-    # or the row after it when the next row is read for its max meanwhile
-    cdef const floating *ahead = NULL
-    if n >= CYCE_PREFETCH_MIN_CLASSES:
-        ahead = x + (2 * n if fuse_next else n)
     cdef double total_m1
     if floating is float:
         total_m1 = cyce_row_blocked_exp_sum_m1_f32(x, grad, n, carried_max, carried[0],
-                                                   fuse_next, &m, factor, ahead)
+                                                   fuse_next, &m, factor)
         block = cyce_online_block_f32(n)
     else:
         total_m1 = cyce_row_blocked_exp_sum_m1_f64(x, grad, n, carried_max, carried[0],
-                                                   fuse_next, &m, factor, ahead)
+                                                   fuse_next, &m, factor)
         block = cyce_online_block_f64(n)
     carried[0] = fuse_next
     cdef double label_shifted = label_x - <double>m

@@ -38,15 +38,28 @@
 #define CYCE_ONLINE_BLOCK_BYTES (16 * 1024 + CYCE_LINE)
 #endif
 #define CYCE_ONLINE_MAX_BLOCKS 256
-/* Rows of at least CYCE_PREFETCH_MIN_CLASSES classes prefetch the next row
- * while computing their exps, so that its first reads come from cache: the
- * blocked kernel the next row's first block, during its own last block;
- * cyce_row_exp_sum_m1 (softmax, logsumexp, soft targets, smoothing) the whole
- * next row, if at most CYCE_PREFETCH_MAX_BYTES.  Shorter rows are left to the
- * hardware prefetcher; longer ones too there, since a long row and the next
- * one no longer fit in L2 together, and the prefetches evict what the scaling
- * pass is about to read.  Measured with the three-pass kernel (2-vCPU Xeon
- * with AVX-512), in place, 1 thread:
+/* The blocked kernel prefetches as it goes, CYCE_PREFETCH_AHEAD_BYTES ahead
+ * of its exps (across row ends: the rows are contiguous).  The hardware
+ * prefetcher does not keep the next block's max reads fed on this VM:
+ * without it the loss alone of 4096 x 32000 float32 took 117 ms with the AVX2
+ * build (in place 94 ms), with it 65 (75).  Measured, 1 thread, float32,
+ * ms, loss alone / in place, AVX2 then AVX-512 build:
+ *   16 KiB: 4096 x 32000  65 / 75 and 52 / 62;  16384 x 1000  8.0 / 8.7 and 7.0 / 7.6
+ *   32 KiB: 4096 x 32000  67 / 76 and 52 / 62;  16384 x 1000  8.4 / 8.5 and 6.9 / 7.3
+ *   64 KiB: 4096 x 32000  67 / 76 and 52 / 62;  16384 x 1000  8.0 / 8.9 and 7.0 / 7.6
+ * 512 x 256000 (AVX-512): 51 / 65 at each distance. */
+#ifndef CYCE_PREFETCH_AHEAD_BYTES
+#define CYCE_PREFETCH_AHEAD_BYTES (16 * 1024)
+#endif
+/* cyce_row_exp_sum_m1 (softmax, logsumexp, soft targets, smoothing)
+ * prefetches the whole next row during its exps for rows of at least
+ * CYCE_PREFETCH_MIN_CLASSES classes and at most CYCE_PREFETCH_MAX_BYTES, so
+ * that the next row's max pass reads from cache while this row's exps keep
+ * the core busy.  Shorter rows are left to the hardware prefetcher; longer
+ * ones too, since a long row and the next one no longer fit in L2 together,
+ * and the prefetches evict what the scaling pass is about to read.  Measured
+ * (2-vCPU Xeon with AVX-512), in place, 1 thread, with the hard-label kernel
+ * of the time (a max pass, then this one, then the scaling):
  * 16384 x 1000 float32 13.6 ms without the prefetch, 11.2 ms with;
  * 4096 x 32000 float32 (125 KiB rows) 82 ms without, 73 ms with (and 78 ms
  * prefetching two rows ahead, 81 ms four);

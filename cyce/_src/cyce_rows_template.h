@@ -223,9 +223,10 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * Rows of one block chain the same way, row to row: with fuse_next, the next
  * row (x + n, n elements; only for n <= cyce_online_block(n)) has its max
  * taken during this row's exps, into *carried_max, and the next call gets it
- * back with carried set instead of reading its row first.  ahead (unless
- * NULL: the next row's first block, or with fuse_next the row after it) is
- * prefetched during the last block.
+ * back with carried set instead of reading its row first.  Each block
+ * prefetches the stretch CYCE_PREFETCH_AHEAD_BYTES past its own start (into
+ * the next row for the last blocks: rows are contiguous, and prefetches past
+ * the array's end do not fault).
  *
  * The sum: blocks whose max is the row's add their rest and count as in
  * cyce_row_exp_sum_m1 (so a confident row keeps its tiny sum exactly), the
@@ -234,8 +235,9 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * cyce_row_exp_sum_m1 (for -inf, explicitly: no block computes inf - inf). */
 static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
     const CYCE_REAL *x, CYCE_REAL *out, int64_t n, CYCE_REAL *carried_max, int carried,
-    int fuse_next, CYCE_REAL *row_max, double *factor, const CYCE_REAL *ahead)
+    int fuse_next, CYCE_REAL *row_max, double *factor)
 {
+    const int64_t ahead = CYCE_PREFETCH_AHEAD_BYTES / (int64_t)sizeof(CYCE_REAL);
     int64_t block = CYCE_FN(cyce_online_block)(n);
     int64_t n_blocks = (n + block - 1) / block;
     CYCE_REAL block_max[CYCE_ONLINE_MAX_BLOCKS];
@@ -256,7 +258,7 @@ static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
         rest[k] = CYCE_FN(cyce_block_exp_sum)(
             x + start, out == NULL ? NULL : out + start, len, m == -INFINITY ? 0 : m,
             isfinite(m) ? m : (CYCE_REAL)NAN, x + start + len, next_len, &next_max, &count[k],
-            last ? ahead : NULL, n < block ? n : block);
+            x + start + ahead, len);
     }
     if (fuse_next) {
         *carried_max = next_max;
