@@ -49,7 +49,7 @@
  *   64 KiB: 4096 x 32000  67 / 76 and 52 / 62;  16384 x 1000  8.0 / 8.9 and 7.0 / 7.6
  * 512 x 256000 (AVX-512): 51 / 65 at each distance. */
 #ifndef CYCE_PREFETCH_AHEAD_BYTES
-#define CYCE_PREFETCH_AHEAD_BYTES (16 * 1024)
+#define CYCE_PREFETCH_AHEAD_BYTES (16384)
 #endif
 /* cyce_row_exp_sum_m1 (softmax, logsumexp, soft targets, smoothing)
  * prefetches the whole next row during its exps for rows of at least

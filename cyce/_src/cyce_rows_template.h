@@ -138,10 +138,39 @@ static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL 
     /* what "equal to the max" compares against: NaN, equal to nothing, when
      * the max is infinite */
     CYCE_REAL top = isfinite(max) ? max : (CYCE_REAL)NAN;
-    CYCE_REAL unused_max;
-    double count;
-    double rest = CYCE_FN(cyce_block_exp_sum)(x, out, n, max, top, NULL, 0, &unused_max, &count,
-                                              ahead, n);
+    double rest = 0.0, count = 0.0;
+    /* cyce_block_exp_sum's loops without a next block (written out: through
+     * that function, with its empty fused loop, logsumexp of 16384 x 1000
+     * took 9% longer) */
+    for (int64_t block = 0; block < n; block += CYCE_BLOCK) {
+        int64_t end = block + CYCE_BLOCK < n ? block + CYCE_BLOCK : n;
+        if (ahead != NULL) {
+            for (int64_t j = block; j < end; j += CYCE_LINE / (int64_t)sizeof(CYCE_REAL)) {
+                __builtin_prefetch(ahead + j, 0, 2);
+            }
+        }
+        CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
+        if (out == NULL) {
+#pragma omp simd reduction(+:s, c)
+            for (int64_t j = block; j < end; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - max);
+                int is_top = x[j] == top;
+                s += is_top ? 0 : e;
+                c += is_top ? 1 : 0;
+            }
+        } else {
+#pragma omp simd reduction(+:s, c)
+            for (int64_t j = block; j < end; j++) {
+                CYCE_REAL e = CYCE_EXP(x[j] - max);
+                int is_top = x[j] == top;
+                out[j] = e;
+                s += is_top ? 0 : e;
+                c += is_top ? 1 : 0;
+            }
+        }
+        rest += (double)s;
+        count += (double)c;
+    }
     return rest + (count - 1.0);
 }
 
