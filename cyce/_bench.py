@@ -18,9 +18,9 @@ random int64 labels:
 The floor: per element, the larger of two limits measured on one thread in
 a fresh process for each dtype: the softmax kernels' vectorised exp (of
 x - max <= 0) over a cache-resident buffer (one exp, one load, one store per
-element), and memory: a NumPy pass
-over a 256 MiB array, reading it (``x.max()``) for the loss alone, reading
-and writing it in place (``np.multiply(x, 1, out=x)``) for the others.
+element), and memory: a NumPy pass over a 256 MiB array, reading it
+(``x.max()``) for the loss alone, reading and writing it in place
+(``np.multiply(x, 1, out=x)``) for the others.
 ``x floor`` is a contestant's time over that floor for the shape's elements,
 divided among its threads (as if two threads had twice one's bandwidth: a
 floor, not a forecast).
