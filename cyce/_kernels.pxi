@@ -31,10 +31,12 @@ cdef extern from "cyce_rows.h" nogil:
                                    const double *ahead)
     double cyce_row_blocked_exp_sum_m1_f32(const float *x, float *out, int64_t n,
                                            float *carried_max, int carried, int fuse_next,
-                                           float *row_max, double *factor)
+                                           float *row_max, double *factor, float *prev,
+                                           const double *prev_factor, double prev_a)
     double cyce_row_blocked_exp_sum_m1_f64(const double *x, double *out, int64_t n,
                                            double *carried_max, int carried, int fuse_next,
-                                           double *row_max, double *factor)
+                                           double *row_max, double *factor, double *prev,
+                                           const double *prev_factor, double prev_a)
     void cyce_row_blocked_scale_sub_f32(float *out, const double *w, int64_t n,
                                         const double *factor, double a, float b)
     void cyce_row_blocked_scale_sub_f64(double *out, const double *w, int64_t n,
@@ -84,6 +86,7 @@ cdef extern from "cyce_rows.h" nogil:
         CYCE_TILE
         CYCE_SHORT_MAX
         CYCE_ONLINE_MAX_BLOCKS
+        CYCE_DEFER_MAX_BYTES
         CYCE_ONLINE_BLOCK_BYTES
     int cyce_openmp_version()
     int cyce_default_threads()
@@ -257,11 +260,37 @@ cdef inline void row_softmax(const floating *x, floating *out, int64_t n,
         row_scale_sub(out, NULL, n, <floating>(1.0 / (1.0 + row_exp_sum_m1(x, out, n, m))), 0)
 
 
+cdef struct deferred_scale:
+    # A row's gradient whose scaling pass waits for the next row's exps
+    # (row_softmax_ce_hard): still exp(x - block max), to be multiplied by
+    # exp_scale * factor[k] block by block, then its label slot set.
+    void *grad            # NULL: no row waiting
+    const double *factor
+    double exp_scale
+    int64_t label
+    double label_grad
+
+
+cdef inline void finish_deferred(floating *grad, deferred_scale *pending,
+                                 int64_t n) noexcept nogil:
+    """The waiting row's scaling (grad is pending.grad), in a pass of its
+    own: for a task's last row, or before a row that takes no exps."""
+    if grad == NULL:
+        return
+    if floating is float:
+        cyce_row_blocked_scale_sub_f32(grad, NULL, n, pending.factor, pending.exp_scale, 0)
+    else:
+        cyce_row_blocked_scale_sub_f64(grad, NULL, n, pending.factor, pending.exp_scale, 0)
+    grad[pending.label] = <floating>pending.label_grad
+    pending.grad = NULL
+
+
 cdef inline double row_softmax_ce_hard(
     const floating *x, floating *grad, int64_t n, int64_t label,
     const double *class_weight, double weight_total, double row_weight,
     double smoothing, double z_loss, double grad_scale,
     floating *carried_max, bint *carried, bint fuse_next,
+    double *factor, deferred_scale *pending, bint defer,
 ) noexcept nogil:
     """Softmax cross entropy of one row against an integer label (the
     formulas: cyce_softmax_ce_hard_terms in cyce_rows.h).
@@ -278,24 +307,37 @@ cdef inline double row_softmax_ce_hard(
     row's max, and on return whether it holds the next row's.  Smoothing
     needs the row max before the exps (its sum of x_c - max), so it takes the
     max in a pass of its own first, and carries nothing.
+
+    The gradient's scaling pass reads the row again, from cache, with a
+    multiply per vector: alone it leaves the vector units idle.  So a row
+    waiting in *pending (the previous one, same length) is scaled during
+    this row's exps, and with defer this row's scaling waits in turn
+    (factor, CYCE_ONLINE_MAX_BLOCKS long, must then outlive the call, and
+    not be pending's).  Without smoothing the scale is a multiply only: the
+    weight term, smoothing / C, is 0.
     """
     if smoothing != 0.0:
         carried[0] = False
         return row_softmax_ce_hard_smoothed(x, grad, n, label, class_weight, weight_total,
                                             row_weight, smoothing, z_loss, grad_scale)
-    cdef double factor[CYCE_ONLINE_MAX_BLOCKS]
     cdef floating m
     cdef double label_x = x[label]
     cdef int64_t block
     cdef double total_m1
+    cdef floating *prev = <floating *>pending.grad
     if floating is float:
         total_m1 = cyce_row_blocked_exp_sum_m1_f32(x, grad, n, carried_max, carried[0],
-                                                   fuse_next, &m, factor)
+                                                   fuse_next, &m, factor, prev,
+                                                   pending.factor, pending.exp_scale)
         block = cyce_online_block_f32(n)
     else:
         total_m1 = cyce_row_blocked_exp_sum_m1_f64(x, grad, n, carried_max, carried[0],
-                                                   fuse_next, &m, factor)
+                                                   fuse_next, &m, factor, prev,
+                                                   pending.factor, pending.exp_scale)
         block = cyce_online_block_f64(n)
+    if prev != NULL:
+        prev[pending.label] = <floating>pending.label_grad
+        pending.grad = NULL
     carried[0] = fuse_next
     cdef double label_shifted = label_x - <double>m
     cdef cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
@@ -305,13 +347,13 @@ cdef inline double row_softmax_ce_hard(
         1.0 if class_weight == NULL else class_weight[label],
         weight_total, 0.0, row_weight, 0.0, z_loss, grad_scale)
     if grad != NULL:
-        if floating is float:
-            cyce_row_blocked_scale_sub_f32(grad, class_weight, n, factor, terms.exp_scale,
-                                           <float>terms.weight_scale)
-        else:
-            cyce_row_blocked_scale_sub_f64(grad, class_weight, n, factor, terms.exp_scale,
-                                           terms.weight_scale)
-        grad[label] = <floating>terms.label_grad
+        pending.grad = grad
+        pending.factor = factor
+        pending.exp_scale = terms.exp_scale
+        pending.label = label
+        pending.label_grad = terms.label_grad
+        if not defer:
+            finish_deferred(grad, pending, n)
     return terms.loss
 
 
@@ -441,16 +483,15 @@ cdef inline int64_t rows_per_task(int64_t n_classes, int64_t n_rows,
                                   int64_t itemsize) noexcept nogil:
     if n_classes <= CYCE_SHORT_MAX:
         return CYCE_TILE
-    if n_classes * itemsize <= CYCE_ONLINE_BLOCK_BYTES:
-        # rows of one block chain their maxima within a task; at least 8
-        # tasks where there are 8 rows, so that threads share the work
-        return max(1, min(<int64_t>CYCE_TILE, n_rows // 8))
-    return 1
+    # longer rows chain within a task: a row's scaling runs during the next
+    # row's exps, and rows of one block pass on their maxima too; at least
+    # 8 tasks where there are 8 rows, so that threads share the work
+    return max(1, min(<int64_t>CYCE_TILE, n_rows // 8))
 
 
 def hard_rows_per_task(int64_t n_classes, int64_t n_rows, int64_t itemsize):
-    """Rows per task of softmax_ce_hard_rows: a tile of short rows, up to a
-    tile of rows of one block (cyce_rows.h), or one long row.  It depends on
+    """Rows per task of softmax_ce_hard_rows: a tile of short rows, or up
+    to a tile of longer rows, an eighth of the rows at most.  It depends on
     the shape alone, so the tasks' sums are the same for any thread count."""
     return rows_per_task(n_classes, n_rows, itemsize)
 
@@ -462,8 +503,9 @@ cdef double task_softmax_ce_hard(
     double *row_loss,
 ) noexcept nogil:
     """One task of softmax_ce_hard_rows: n_rows consecutive rows (a tile of
-    short rows, up to a tile of one-block rows, or one long row).  Returns
-    the sum of their losses in row order (a plain float64 sum: at most
+    short rows, or up to a tile of longer rows, chained: see
+    row_softmax_ce_hard).  Returns the sum of their losses in row order (a
+    plain float64 sum: at most
     CYCE_TILE terms, so within 64 ulp; the compensated sum is the one across
     tasks); writes each row's loss to row_loss unless it is NULL, and the
     gradient to grad unless it is NULL."""
@@ -473,19 +515,29 @@ cdef double task_softmax_ce_hard(
     cdef floating carried_max = 0
     cdef bint carried = False
     cdef bint one_block = n * <int64_t>sizeof(floating) <= CYCE_ONLINE_BLOCK_BYTES
+    # the block factors of a row and of the one whose scaling waits for it
+    cdef double factors[2][CYCE_ONLINE_MAX_BLOCKS]
+    cdef deferred_scale pending
+    pending.grad = NULL
+    # float rows up to CYCE_DEFER_MAX_BYTES defer their scaling to the next
+    # row's exps (see row_softmax_ce_hard); measured on float64, every shape
+    # was slower with it (cyce_rows.h)
+    cdef bint defer = floating is float and n * <int64_t>sizeof(floating) <= CYCE_DEFER_MAX_BYTES
     if n > CYCE_SHORT_MAX:
         for r in range(n_rows):
             if labels[r] == ignore_index:
                 tile_loss[r] = 0.0
                 carried = False
                 if grad != NULL:
+                    finish_deferred(<floating *>pending.grad, &pending, n)
                     memset(grad + r * n, 0, <size_t>n * sizeof(floating))
             else:
                 tile_loss[r] = row_softmax_ce_hard(
                     x + r * n, NULL if grad == NULL else grad + r * n, n, labels[r],
                     class_weight, weight_total, 1.0 if row_weight == NULL else row_weight[r],
                     smoothing, z_loss, grad_scale, &carried_max, &carried,
-                    one_block and r + 1 < n_rows)
+                    one_block and r + 1 < n_rows, factors[r % 2], &pending,
+                    defer and r + 1 < n_rows)
     else:
         tile_softmax_ce_hard(x, grad, n_rows, n, labels, ignore_index, class_weight,
                              weight_total, row_weight, smoothing, z_loss, grad_scale,
@@ -505,7 +557,7 @@ def softmax_ce_hard_rows(
 ):
     """Softmax cross entropy against integer labels, task by task
     (hard_rows_per_task rows each: CYCE_TILE short rows through the tile
-    kernel, up to CYCE_TILE rows of one block, or one long row).
+    kernel, or up to CYCE_TILE longer rows, chained).
     task_loss[t] = the sum of task t's row losses (0 for an ignored row), in
     row order; row_loss[i] (unless None) = row i's loss; grad (may be logits,
     or None for the loss alone) = the gradient times grad_scale.  Returns

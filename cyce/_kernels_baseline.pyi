@@ -46,8 +46,8 @@ def softmax_rows(
     """out[i, :] = (log_)softmax(x[i, :]); out may be x."""
 
 def hard_rows_per_task(n_classes: int, n_rows: int, itemsize: int) -> int:
-    """Rows per task of softmax_ce_hard_rows (a tile of short rows, up to a
-    tile of one-block rows, or 1); a function of the shape alone."""
+    """Rows per task of softmax_ce_hard_rows (a tile of short rows, or up to
+    a tile of longer rows); a function of the shape alone."""
 
 def softmax_ce_hard_rows(
     logits: npt.NDArray[_Float],

@@ -519,6 +519,51 @@ def test_rows_of_one_block_pass_their_maxima_on(kernel_build, rng, dtype, option
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("option", ["plain", "weights_z_loss", "smoothing"])
+def test_rows_of_several_blocks_scale_during_the_next_row(kernel_build, rng, dtype, option):
+    """Rows of several blocks (5000 classes: 2 blocks in float32, 3 in
+    float64) go 5 per task here, each float row's gradient scaled during the
+    next row's exps, its label slot set after.  Ignored rows (which scale the
+    waiting row on their own), a NaN row and a confident row sit at the
+    first, middle and last positions of tasks, labels in every block: every
+    row matches the reference, in place and into a new array alike, and the
+    bits do not depend on the thread count."""
+    n_rows, n = 40, 5000
+    x = (rng.standard_normal((n_rows, n)) * 4).astype(dtype)
+    labels = rng.integers(0, n, n_rows)
+    labels[[1, 6, 11]] = [0, n - 1, 4200]
+    labels[[0, 4, 5, 12, 13, 39]] = -100       # ignored
+    x[7, 4444] = np.nan
+    x[8, labels[8]] = 80.0                    # confident: tiny loss
+    kwargs = {}
+    if option == "weights_z_loss":
+        kwargs.update(weight=rng.uniform(0.1, 2.0, n),
+                      sample_weight=rng.uniform(0.5, 2.0, n_rows), z_loss=1e-3)
+    elif option == "smoothing":
+        kwargs["label_smoothing"] = 0.1
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True, **kwargs)
+    with np.errstate(invalid="ignore"):
+        exp_loss, exp_grad = reference.softmax_ce(x, labels, reduction="none", **kwargs)
+    assert np.isnan(loss[7]) and np.isnan(grad[7]).all()
+    rows = np.delete(np.arange(n_rows), 7)
+    assert_close(loss[rows], exp_loss[rows], dtype, "loss")
+    assert_close(grad[rows], exp_grad[rows], dtype, "grad", 1.0)
+    assert not grad[[0, 4, 5, 12, 13, 39]].any()
+    if option == "plain":
+        assert 0 < loss[8] < 1e-25
+    inplace = x.copy()
+    cyce.softmax_ce(inplace, labels, reduction="none", inplace=True, **kwargs)
+    np.testing.assert_array_equal(inplace, grad)
+    np.testing.assert_array_equal(cyce.softmax_ce(x, labels, reduction="none", **kwargs), loss)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(
+            cyce.softmax_ce(x, labels, reduction="none", return_grad=True,
+                            num_threads=threads, **kwargs)[1], grad)
+        np.testing.assert_array_equal(
+            cyce.softmax_ce(x, labels, reduction="none", num_threads=threads, **kwargs), loss)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_rows_of_more_than_the_block_limit(kernel_build, rng, dtype):
     """A row of more than 256 blocks (1.1M classes; 1.05M fit in float32)
     is cut into 256 longer blocks: the same results as the reference."""

@@ -77,12 +77,16 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_coun
  * is NULL), summed the way cyce_row_exp_sum_m1 sums them: terms equal to
  * `top` (exactly 1) counted into *count, the others summed, a CYCE_BLOCK
  * at a time.  Meanwhile *next_max = max(next[0:next_len]), next_len <= len
- * (0 for a row's last block, unless the next row is read too), and `ahead`
- * (unless NULL: n_ahead elements, spread over the block) is prefetched. */
+ * (0 for a row's last block, unless the next row is read too), `ahead`
+ * (unless NULL: n_ahead elements, spread over the block) is prefetched, and
+ * prev[0:len] (unless NULL: the previous row's block, in cache) is scaled
+ * by prev_scale, a CYCE_BLOCK at a time ahead of the exps: its loads,
+ * stores and one multiply per vector run beside the exps' arithmetic, where
+ * a pass of its own would leave the vector units idle. */
 static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
     const CYCE_REAL *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
     const CYCE_REAL *next, int64_t next_len, CYCE_REAL *next_max, double *count,
-    const CYCE_REAL *ahead, int64_t n_ahead)
+    const CYCE_REAL *ahead, int64_t n_ahead, CYCE_REAL *prev, CYCE_REAL prev_scale)
 {
     double rest = 0.0, counted = 0.0;
     CYCE_REAL m = -INFINITY;
@@ -98,6 +102,12 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
             int64_t until = prefetched + ahead_step < n_ahead ? prefetched + ahead_step : n_ahead;
             for (; prefetched < until; prefetched += line) {
                 __builtin_prefetch(ahead + prefetched, 0, 2);
+            }
+        }
+        if (prev != NULL) {
+#pragma omp simd
+            for (int64_t j = start; j < stop; j++) {
+                prev[j] = prev[j] * prev_scale;
             }
         }
         CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
@@ -257,6 +267,12 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * the next row for the last blocks: rows are contiguous, and prefetches past
  * the array's end do not fault); a row of one block, the row after the next.
  *
+ * prev, unless NULL, is the previous row's gradient (n elements, the same
+ * blocks), still exp(x - block max): it is scaled by (CYCE_REAL)(prev_a *
+ * prev_factor[k]) block by block during this row's exps, which is what
+ * cyce_row_blocked_scale_sub(prev, NULL, n, prev_factor, prev_a, 0) does in
+ * a pass of its own (the same products, so the same bits).
+ *
  * The sum: blocks whose max is the row's add their rest and count as in
  * cyce_row_exp_sum_m1 (so a confident row keeps its tiny sum exactly), the
  * others add factor * (rest + count).  A block of -inf only is shifted by 0,
@@ -264,7 +280,8 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * cyce_row_exp_sum_m1 (for -inf, explicitly: no block computes inf - inf). */
 static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
     const CYCE_REAL *x, CYCE_REAL *out, int64_t n, CYCE_REAL *carried_max, int carried,
-    int fuse_next, CYCE_REAL *row_max, double *factor)
+    int fuse_next, CYCE_REAL *row_max, double *factor, CYCE_REAL *prev,
+    const double *prev_factor, double prev_a)
 {
     int64_t block = CYCE_FN(cyce_online_block)(n);
     /* a row of one block prefetches the row after the next one (the next one
@@ -290,7 +307,8 @@ static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
         rest[k] = CYCE_FN(cyce_block_exp_sum)(
             x + start, out == NULL ? NULL : out + start, len, m == -INFINITY ? 0 : m,
             isfinite(m) ? m : (CYCE_REAL)NAN, x + start + len, next_len, &next_max, &count[k],
-            x + start + ahead, len);
+            x + start + ahead, len, prev == NULL ? NULL : prev + start,
+            prev == NULL ? 0 : (CYCE_REAL)(prev_a * prev_factor[k]));
     }
     if (fuse_next) {
         *carried_max = next_max;
