@@ -27,8 +27,11 @@ def _runnable():
         if supported[level]:
             try:
                 builds[level] = importlib.import_module(f"cyce._kernels_{level}")
-            except ImportError:  # not an x86-64 build, or the compiler lacked the flags
+            except ModuleNotFoundError:  # not an x86-64 build, or the compiler lacked the flags
                 pass
+            # any other ImportError (a build present that does not load, say an
+            # undefined symbol) propagates: silently running the narrower build
+            # would hide a broken install behind slower results
     return builds
 
 
