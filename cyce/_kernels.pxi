@@ -41,6 +41,10 @@ cdef extern from "cyce_rows.h" nogil:
                                         const double *factor, double a, float b)
     void cyce_row_blocked_scale_sub_f64(double *out, const double *w, int64_t n,
                                         const double *factor, double a, double b)
+    void cyce_span_exp_sum_count_f32(const float *x, float *out, int64_t start, int64_t stop,
+                                     float shift, float top, float *sum, float *count)
+    void cyce_span_exp_sum_count_f64(const double *x, double *out, int64_t start, int64_t stop,
+                                     double shift, double top, double *sum, double *count)
     int64_t cyce_online_block_f32(int64_t n)
     int64_t cyce_online_block_f64(int64_t n)
     double cyce_row_sum_shifted_f32(const float *x, const double *w, int64_t n, float shift)
@@ -651,6 +655,26 @@ def exp_nonpos_values(const floating[::1] x, floating[::1] out):
                 out[j] = cyce_expf_nonpos(x[j])
             else:
                 out[j] = cyce_exp_nonpos(x[j])
+
+
+def span_exp_sum_count(const floating[::1] x, floating[::1] out, floating shift,
+                       floating top):
+    """The softmax rows' exp-and-sum loop (cyce_span_exp_sum_count; in the
+    AVX-512 build, by hand in cyce_avx512.h) over x: out (unless None) =
+    exp(x - shift), and returns (the sum of the terms where x != top, in the
+    dtype, and how many x == top), for its tests."""
+    cdef floating total = 0, count = 0
+    cdef floating *out_ptr = NULL
+    if out is not None:
+        assert out.shape[0] == x.shape[0]
+        out_ptr = &out[0] if out.shape[0] else NULL
+    cdef const floating *x_ptr = &x[0] if x.shape[0] else NULL
+    with nogil:
+        if floating is float:
+            cyce_span_exp_sum_count_f32(x_ptr, out_ptr, 0, x.shape[0], shift, top, &total, &count)
+        else:
+            cyce_span_exp_sum_count_f64(x_ptr, out_ptr, 0, x.shape[0], shift, top, &total, &count)
+    return total, count
 
 
 def log1p_values(const double[::1] s, double[::1] out):

@@ -134,6 +134,12 @@ def exp_values(x: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None:
 def exp_nonpos_values(x: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None:
     """out = cyce's exp(x) for x <= 0 (or NaN), the softmax kernels' variant."""
 
+def span_exp_sum_count(
+    x: npt.NDArray[_Float], out: npt.NDArray[_Float] | None, shift: float, top: float
+) -> tuple[float, float]:
+    """out = exp(x - shift) through the softmax rows' exp-and-sum loop; returns
+    (the sum of the terms where x != top, how many x == top)."""
+
 def log1p_values(s: npt.NDArray[np.float64], out: npt.NDArray[np.float64]) -> None:
     """out = cyce's vectorisable log1p(s) for s >= 0, elementwise over 1-D arrays."""
 

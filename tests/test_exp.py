@@ -73,6 +73,38 @@ def test_nonpositive_exp_matches_the_general_one(build, dtype):
 
 
 @pytest.mark.parametrize("build", sorted(BUILDS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_rows_exp_loop_is_the_nonpositive_exp(build, dtype):
+    """The loop the softmax rows take their exps and sums in (by hand with
+    vscalef in the AVX-512 build) gives exactly the non-positive exp's
+    values, for every length of a last partial vector; the sum of the terms
+    where x != top matches a float64 sum, and the count of x == top is
+    exact, with or without storing the exps."""
+    rng = np.random.default_rng(12)
+    lowest = -104.0 if dtype == np.float32 else -746.0
+    shift = dtype(3.5)
+    for n in [*range(0, 40), 1000, 4097]:
+        x = (rng.uniform(lowest - 3, 0.0, n) + shift).astype(dtype)
+        x[rng.random(n) < 0.2] = shift                    # ties at the top
+        x[rng.random(n) < 0.05] = -np.inf
+        out = np.full(n, 7.0, dtype)
+        total, count = BUILDS[build].span_exp_sum_count(x, out, shift, shift)
+        expected = np.empty_like(x)
+        BUILDS[build].exp_nonpos_values((x - shift).astype(dtype), expected)
+        np.testing.assert_array_equal(out, expected)
+        top = x == shift
+        assert count == top.sum()
+        exact = expected[~top].astype(np.float64).sum()
+        np.testing.assert_allclose(total, exact, rtol=1e-5 if dtype == np.float32 else 1e-13,
+                                   atol=1e-300)
+        assert BUILDS[build].span_exp_sum_count(x, None, shift, shift) == (total, count)
+    x = np.array([1.0, np.nan, 2.0], dtype)              # NaN reaches the sum
+    out = np.empty_like(x)
+    total, count = BUILDS[build].span_exp_sum_count(x, out, dtype(2.0), dtype(2.0))
+    assert np.isnan(total) and count == 1 and np.isnan(out[1])
+
+
+@pytest.mark.parametrize("build", sorted(BUILDS))
 def test_log1p_within_four_ulp(build):
     """The losses' log1p(sum - 1), for sums from 1 + 1e-300 to far beyond any
     class count, against mpmath on a sample and libm's log1p (itself checked

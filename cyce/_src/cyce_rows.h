@@ -13,6 +13,11 @@
 #include <stdint.h>
 #include <math.h>
 #include "cyce_exp.h"
+/* the AVX-512 build's exp-and-sum loops by hand (cyce_avx512.h) */
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include "cyce_avx512.h"
+#define CYCE_AVX512_SPANS 1
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>

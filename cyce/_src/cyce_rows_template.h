@@ -50,6 +50,9 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_coun
     const CYCE_REAL *x, CYCE_REAL *out, int64_t start, int64_t stop, CYCE_REAL shift,
     CYCE_REAL top, CYCE_REAL *sum, CYCE_REAL *count)
 {
+#ifdef CYCE_AVX512_SPANS
+    CYCE_FN(cyce_span_avx512)(x, out, start, stop, shift, top, NULL, sum, count, NULL);
+#else
     CYCE_REAL s = *sum, c = *count;
     if (out == NULL) {
 #pragma omp simd reduction(+:s, c)
@@ -71,6 +74,7 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_coun
     }
     *sum = s;
     *count = c;
+#endif
 }
 
 /* One block's exps, exp(x[j] - shift) for j < len (stored in out unless out
@@ -111,6 +115,9 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
             }
         }
         CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
+#ifdef CYCE_AVX512_SPANS
+        CYCE_FN(cyce_span_avx512)(x, out, start, fused, shift, top, next, &s, &c, &m);
+#else
         if (out == NULL) {
 #pragma omp simd reduction(+:s, c) reduction(max:m)
             for (int64_t j = start; j < fused; j++) {
@@ -131,6 +138,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
                 m = next[j] > m ? next[j] : m;
             }
         }
+#endif
         CYCE_FN(cyce_span_exp_sum_count)(x, out, fused, stop, shift, top, &s, &c);
         rest += (double)s;
         counted += (double)c;

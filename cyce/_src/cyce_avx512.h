@@ -1,0 +1,109 @@
+/*
+ * cyce_avx512.h -- the exp-and-sum loops of the softmax rows in AVX-512
+ * intrinsics, for the module built with -mavx512f (cyce_rows.h includes it
+ * only there; the other builds keep the loops GCC vectorises).
+ *
+ * Why by hand: those loops are bound by the vector units (two vector
+ * instructions per cycle), and written in C, GCC spends 22 to 24 of them
+ * per vector.  Here:
+ *   - 2**n is applied by vscalef, one instruction for the add, shift and
+ *     multiply of cyce_expf_nonpos (the same value, rounded once: the same
+ *     bits, subnormal results included);
+ *   - the terms equal to the top are left out of the sum and the others
+ *     counted with one compare and two masked adds, where GCC made five
+ *     instructions of the compare, two selects and two adds.
+ * That is 17 to 18 per vector with the next block's max: the loss alone of
+ * 4096 x 32000 float32 (1 thread, from memory) went from 48.6 to 42.3 ms in
+ * a scratch harness, 0.311 to 0.255 ns per element from cache.
+ */
+#ifndef CYCE_AVX512_H
+#define CYCE_AVX512_H
+
+#include <immintrin.h>
+#include <stdint.h>
+
+/* exp(d) for d <= 0 or NaN, 16 floats: cyce_expf_nonpos bit for bit (the
+ * same clamp, reduction and polynomial; p * 2**n rounded once). */
+static inline __attribute__((always_inline)) __m512 cyce_v16_expf_nonpos(__m512 d)
+{
+    /* max(lower, d) returns d where d is NaN (vmaxps returns its second
+     * operand when either is NaN), as the C clamp does */
+    __m512 dc = _mm512_max_ps(_mm512_set1_ps(-104.0f), d);
+    __m512 k = _mm512_fmadd_ps(dc, _mm512_set1_ps(1.44269504088896341f),
+                               _mm512_set1_ps(12582912.0f));
+    __m512 n = _mm512_sub_ps(k, _mm512_set1_ps(12582912.0f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), dc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 5040.0f), r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* exp(d) for d <= 0 or NaN, 8 doubles: cyce_exp_nonpos bit for bit. */
+static inline __attribute__((always_inline)) __m512d cyce_v8_exp_nonpos(__m512d d)
+{
+    __m512d dc = _mm512_max_pd(_mm512_set1_pd(-746.0), d);
+    __m512d k = _mm512_fmadd_pd(dc, _mm512_set1_pd(1.4426950408889634074),
+                                _mm512_set1_pd(6755399441055744.0));
+    __m512d n = _mm512_sub_pd(k, _mm512_set1_pd(6755399441055744.0));
+    __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(6.93147180369123816490e-01), dc);
+    r = _mm512_fnmadd_pd(n, _mm512_set1_pd(1.90821492927058770002e-10), r);
+    __m512d p = _mm512_fmadd_pd(_mm512_set1_pd(1.0 / 6227020800.0), r,
+                                _mm512_set1_pd(1.0 / 479001600.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 39916800.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 3628800.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 362880.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 40320.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 5040.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 720.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 120.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 24.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 6.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(0.5));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
+    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
+    return _mm512_scalef_pd(p, n);
+}
+
+#define CYCE_REAL float
+#define CYCE_SUFFIX f32
+#define CYCE_LANES 16
+#define CYCE_MASK __mmask16
+#define CYCE_V __m512
+#define CYCE_VOP(op) _mm512_##op##_ps
+#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
+#define CYCE_VEXP cyce_v16_expf_nonpos
+#include "cyce_avx512_template.h"
+#undef CYCE_REAL
+#undef CYCE_SUFFIX
+#undef CYCE_LANES
+#undef CYCE_MASK
+#undef CYCE_V
+#undef CYCE_VOP
+#undef CYCE_VCMP_MASK
+#undef CYCE_VEXP
+
+#define CYCE_REAL double
+#define CYCE_SUFFIX f64
+#define CYCE_LANES 8
+#define CYCE_MASK __mmask8
+#define CYCE_V __m512d
+#define CYCE_VOP(op) _mm512_##op##_pd
+#define CYCE_VCMP_MASK _mm512_mask_cmp_pd_mask
+#define CYCE_VEXP cyce_v8_exp_nonpos
+#include "cyce_avx512_template.h"
+#undef CYCE_REAL
+#undef CYCE_SUFFIX
+#undef CYCE_LANES
+#undef CYCE_MASK
+#undef CYCE_V
+#undef CYCE_VOP
+#undef CYCE_VCMP_MASK
+#undef CYCE_VEXP
+
+#endif
