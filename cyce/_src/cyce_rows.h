@@ -68,6 +68,15 @@
 #ifndef CYCE_PREFETCH_AHEAD_BYTES
 #define CYCE_PREFETCH_AHEAD_BYTES (16384)
 #endif
+/* Into which cache those prefetches go: L1 (3) for float, L2 (2) for
+ * double.  Measured with the AVX-512 loops of cyce_avx512.h, 1 thread, ms,
+ * loss alone / in place, L1 then L2, two runs each:
+ *   float32 4096 x 32000  42.0-42.6 / 49.9-50.9  and  44.0-45.2 / 51.5-52.2;
+ *   float32 512 x 256000  38.8-39.0 / 55.1-57.2  and  42.4-42.5 / 57.8-59.4;
+ *   float64 4096 x 32000  93.6-98.5 / 120-124  and  96.4-96.5 / 115-117.
+ * Farther ahead, 24 to 64 KiB, was 10 to 20% slower for float32; 8 KiB
+ * within the noise of 16. */
+#define CYCE_PREFETCH_LOCALITY (sizeof(CYCE_REAL) == 4 ? 3 : 2)
 /* cyce_row_exp_sum_m1 (softmax, logsumexp, soft targets, smoothing)
  * prefetches the whole next row during its exps for rows of at least
  * CYCE_PREFETCH_MIN_CLASSES classes and at most CYCE_PREFETCH_MAX_BYTES, so

@@ -105,7 +105,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
         if (ahead != NULL) {
             int64_t until = prefetched + ahead_step < n_ahead ? prefetched + ahead_step : n_ahead;
             for (; prefetched < until; prefetched += line) {
-                __builtin_prefetch(ahead + prefetched, 0, 2);
+                __builtin_prefetch(ahead + prefetched, 0, CYCE_PREFETCH_LOCALITY);
             }
         }
         if (prev != NULL) {
