@@ -12,15 +12,18 @@
  * x[start:stop]: exp(x[j] - shift) into out[j] unless out is NULL; the terms
  * not equal to `top` summed onto *sum, those equal counted onto *count; and
  * unless next is NULL, *next_max = max(*next_max, next[start:stop]), NaN
- * skipped as in the C loop.  The last partial vector goes through masks.
+ * skipped as in the C loop; unless prev is NULL, prev[start:stop] *=
+ * prev_scale (the previous row's deferred scaling, cyce_block_exp_sum).
+ * The last partial vector goes through masks.
  * The lanes are reduced at the end in a fixed order: the result depends on
  * start and stop only. */
 static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
     const CYCE_REAL *x, CYCE_REAL *out, int64_t start, int64_t stop, CYCE_REAL shift,
     CYCE_REAL top, const CYCE_REAL *next, CYCE_REAL *sum, CYCE_REAL *count,
-    CYCE_REAL *next_max)
+    CYCE_REAL *next_max, CYCE_REAL *prev, CYCE_REAL prev_scale)
 {
     const CYCE_V vshift = CYCE_VOP(set1)(shift), vtop = CYCE_VOP(set1)(top);
+    const CYCE_V vscale = CYCE_VOP(set1)(prev_scale);
     const CYCE_V one = CYCE_VOP(set1)(1);
     CYCE_V rest = CYCE_VOP(setzero)(), others = CYCE_VOP(setzero)();
     CYCE_V vmax = CYCE_VOP(set1)(next == NULL ? 0 : *next_max);
@@ -35,6 +38,10 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
         others = CYCE_VOP(mask_add)(others, other, others, one);                    \
         if (next != NULL) {                                                         \
             vmax = CYCE_VOP(mask_max)(vmax, lanes, CYCE_VOP(maskz_loadu)(lanes, next + j), vmax); \
+        }                                                                           \
+        if (prev != NULL) {                                                         \
+            CYCE_VOP(mask_storeu)(prev + j, lanes, CYCE_VOP(mul)(                   \
+                CYCE_VOP(maskz_loadu)(lanes, prev + j), vscale));                   \
         }                                                                           \
         STORE;                                                                      \
     } while (0)

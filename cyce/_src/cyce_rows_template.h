@@ -51,7 +51,7 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_coun
     CYCE_REAL top, CYCE_REAL *sum, CYCE_REAL *count)
 {
 #ifdef CYCE_AVX512_SPANS
-    CYCE_FN(cyce_span_avx512)(x, out, start, stop, shift, top, NULL, sum, count, NULL);
+    CYCE_FN(cyce_span_avx512)(x, out, start, stop, shift, top, NULL, sum, count, NULL, NULL, 0);
 #else
     CYCE_REAL s = *sum, c = *count;
     if (out == NULL) {
@@ -108,16 +108,20 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
                 __builtin_prefetch(ahead + prefetched, 0, CYCE_PREFETCH_LOCALITY);
             }
         }
+        CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
+#ifdef CYCE_AVX512_SPANS
+        /* prev scaled in the same vector loop */
+        CYCE_FN(cyce_span_avx512)(x, out, start, fused, shift, top, next, &s, &c, &m,
+                                  prev, prev_scale);
+        CYCE_FN(cyce_span_avx512)(x, out, fused, stop, shift, top, NULL, &s, &c, NULL,
+                                  prev, prev_scale);
+#else
         if (prev != NULL) {
 #pragma omp simd
             for (int64_t j = start; j < stop; j++) {
                 prev[j] = prev[j] * prev_scale;
             }
         }
-        CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
-#ifdef CYCE_AVX512_SPANS
-        CYCE_FN(cyce_span_avx512)(x, out, start, fused, shift, top, next, &s, &c, &m);
-#else
         if (out == NULL) {
 #pragma omp simd reduction(+:s, c) reduction(max:m)
             for (int64_t j = start; j < fused; j++) {
@@ -138,8 +142,8 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
                 m = next[j] > m ? next[j] : m;
             }
         }
-#endif
         CYCE_FN(cyce_span_exp_sum_count)(x, out, fused, stop, shift, top, &s, &c);
+#endif
         rest += (double)s;
         counted += (double)c;
     }
