@@ -45,6 +45,8 @@ cdef extern from "cyce_rows.h" nogil:
                                      float shift, float top, float *sum, float *count)
     void cyce_span_exp_sum_count_f64(const double *x, double *out, int64_t start, int64_t stop,
                                      double shift, double top, double *sum, double *count)
+    void cyce_exp_nonpos_values_f32(const float *x, float *out, int64_t n)
+    void cyce_exp_nonpos_values_f64(const double *x, double *out, int64_t n)
     int64_t cyce_online_block_f32(int64_t n)
     int64_t cyce_online_block_f64(int64_t n)
     double cyce_row_sum_shifted_f32(const float *x, const double *w, int64_t n, float shift)
@@ -55,8 +57,6 @@ cdef extern from "cyce_rows.h" nogil:
     void cyce_row_sub2_f64(const double *x, double *out, int64_t n, double shift, double log_sum)
     float cyce_expf(float x)
     double cyce_exp(double x)
-    float cyce_expf_nonpos(float x)
-    double cyce_exp_nonpos(double x)
     ctypedef struct cyce_hard_terms:
         double loss
         double exp_scale
@@ -647,14 +647,16 @@ def exp_values(const floating[::1] x, floating[::1] out):
 
 def exp_nonpos_values(const floating[::1] x, floating[::1] out):
     """cyce's exp for x <= 0, the softmax kernels' (for its accuracy tests and
-    the benchmark's exp floor)."""
-    cdef Py_ssize_t j
+    the benchmark's exp floor): cyce_exp_nonpos_values, by hand in the
+    AVX-512 build."""
+    assert out.shape[0] == x.shape[0]
+    if x.shape[0] == 0:
+        return
     with nogil:
-        for j in range(x.shape[0]):
-            if floating is float:
-                out[j] = cyce_expf_nonpos(x[j])
-            else:
-                out[j] = cyce_exp_nonpos(x[j])
+        if floating is float:
+            cyce_exp_nonpos_values_f32(&x[0], &out[0], x.shape[0])
+        else:
+            cyce_exp_nonpos_values_f64(&x[0], &out[0], x.shape[0])
 
 
 def span_exp_sum_count(const floating[::1] x, floating[::1] out, floating shift,

@@ -69,3 +69,17 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
         *next_max = CYCE_VOP(reduce_max)(vmax);
     }
 }
+
+/* out[j] = exp(x[j]) for x[j] <= 0 (or NaN), j < n: the exp above alone
+ * (for its tests and the benchmark's exp floor). */
+static inline void CYCE_FN(cyce_exp_nonpos_avx512)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n)
+{
+    int64_t j = 0;
+    for (; j + CYCE_LANES <= n; j += CYCE_LANES) {
+        CYCE_VOP(storeu)(out + j, CYCE_VEXP(CYCE_VOP(loadu)(x + j)));
+    }
+    if (j < n) {
+        CYCE_MASK tail = (CYCE_MASK)((1u << (n - j)) - 1u);
+        CYCE_VOP(mask_storeu)(out + j, tail, CYCE_VEXP(CYCE_VOP(maskz_loadu)(tail, x + j)));
+    }
+}

@@ -41,6 +41,20 @@ static inline CYCE_REAL CYCE_FN(cyce_row_max)(const CYCE_REAL *x, int64_t n)
     return m2 > m0 ? m2 : m0;
 }
 
+/* out[j] = exp(x[j]) for x[j] <= 0 (or NaN), j < n, with the exp the
+ * softmax loops use (in the AVX-512 build, cyce_avx512.h's). */
+static inline void CYCE_FN(cyce_exp_nonpos_values)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n)
+{
+#ifdef CYCE_AVX512_SPANS
+    CYCE_FN(cyce_exp_nonpos_avx512)(x, out, n);
+#else
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+        out[j] = CYCE_EXP(x[j]);
+    }
+#endif
+}
+
 /* exp(x[j] - shift) for start <= j < stop, stored in out unless out is
  * NULL; the terms equal to `top` (exactly 1) are counted into *count, the
  * others summed into *sum (both in the row's dtype, carried on from the
