@@ -509,10 +509,9 @@ cdef double task_softmax_ce_hard(
     """One task of softmax_ce_hard_rows: n_rows consecutive rows (a tile of
     short rows, or up to a tile of longer rows, chained: see
     row_softmax_ce_hard).  Returns the sum of their losses in row order (a
-    plain float64 sum: at most
-    CYCE_TILE terms, so within 64 ulp; the compensated sum is the one across
-    tasks); writes each row's loss to row_loss unless it is NULL, and the
-    gradient to grad unless it is NULL."""
+    plain float64 sum: at most CYCE_TILE terms, so within 64 ulp; the
+    compensated sum is the one across tasks); writes each row's loss to
+    row_loss unless it is NULL, and the gradient to grad unless it is NULL."""
     cdef double tile_loss[CYCE_TILE]
     cdef double total = 0.0
     cdef int64_t r

@@ -12,9 +12,12 @@
  *   - the terms equal to the top are left out of the sum and the others
  *     counted with one compare and two masked adds, where GCC made five
  *     instructions of the compare, two selects and two adds.
- * That is 17 to 18 per vector with the next block's max: the loss alone of
- * 4096 x 32000 float32 (1 thread, from memory) went from 48.6 to 42.3 ms in
- * a scratch harness, 0.311 to 0.255 ns per element from cache.
+ * That is 17 vector instructions per vector, 18 with the next block's max
+ * and 19 with the previous row's scaling.  Measured (2-vCPU Xeon, 1 thread,
+ * best of 9): the loss alone of 4096 x 32000 float32 52.8 -> 45.2 ms, in
+ * place 58.4 -> 50.8 ms, 16384 x 1000 4.4 ms from 6.8 (loss); the blocked
+ * loop over a row in cache 0.311 -> 0.202 ns per element (a scratch
+ * harness).  float64 is bound by memory and barely moved.
  */
 #ifndef CYCE_AVX512_H
 #define CYCE_AVX512_H

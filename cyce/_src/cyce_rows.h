@@ -47,7 +47,8 @@
  * next row's exps, where the vector units are the bottleneck and the loads
  * and stores go beside them (row_softmax_ce_hard in _kernels.pxi), for
  * float rows of at most CYCE_DEFER_MAX_BYTES.  Measured (2-vCPU Xeon,
- * AVX-512 build, best of 9, ms, in place, 1 thread, before / after):
+ * AVX-512 build with GCC's loops, before cyce_avx512.h, best of 9, ms, in
+ * place, 1 thread, before / after):
  * float32 4096 x 32000  62.3 / 58.0,  512 x 256000 (1 MB rows)  67.2 / 63.6,
  *   2048 x 4000  3.07 / 3.00,  16384 x 1000  7.5 / 7.5;
  * float64 4096 x 32000  120 / 128,  512 x 256000 (2 MB rows)  137 / 163,

@@ -6,6 +6,8 @@
  * `omp simd reduction(...)`, which lets GCC reassociate just that loop (we do
  * not use -ffast-math).  The order of those partial sums is fixed by the
  * vector width of the build, so a result never depends on the thread count.
+ * In the AVX-512 build the exp-and-sum loops are cyce_avx512.h's instead
+ * (CYCE_AVX512_SPANS), written with intrinsics.
  *
  * Sums of exp are accumulated in blocks of CYCE_BLOCK elements in the row's
  * dtype, and the block totals in double: the float32 error of a sum then
