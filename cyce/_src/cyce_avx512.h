@@ -82,14 +82,6 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_nonpos(__m512d 
 #define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
 #define CYCE_VEXP cyce_v16_expf_nonpos
 #include "cyce_avx512_template.h"
-#undef CYCE_REAL
-#undef CYCE_SUFFIX
-#undef CYCE_LANES
-#undef CYCE_MASK
-#undef CYCE_V
-#undef CYCE_VOP
-#undef CYCE_VCMP_MASK
-#undef CYCE_VEXP
 
 #define CYCE_REAL double
 #define CYCE_SUFFIX f64
@@ -100,13 +92,5 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_nonpos(__m512d 
 #define CYCE_VCMP_MASK _mm512_mask_cmp_pd_mask
 #define CYCE_VEXP cyce_v8_exp_nonpos
 #include "cyce_avx512_template.h"
-#undef CYCE_REAL
-#undef CYCE_SUFFIX
-#undef CYCE_LANES
-#undef CYCE_MASK
-#undef CYCE_V
-#undef CYCE_VOP
-#undef CYCE_VCMP_MASK
-#undef CYCE_VEXP
 
 #endif

@@ -2,7 +2,7 @@
  * The AVX-512 exp-and-sum span of cyce_avx512.h, written once for float
  * and double: cyce_avx512.h includes it twice, with CYCE_REAL, CYCE_LANES,
  * CYCE_MASK, CYCE_V, CYCE_VOP (the intrinsic of an operation), CYCE_VCMP_MASK
- * and CYCE_VEXP.
+ * and CYCE_VEXP, which it undefines at its end.
  */
 #define CYCE_CAT_(a, b) a##_##b
 #define CYCE_CAT(a, b) CYCE_CAT_(a, b)
@@ -83,3 +83,12 @@ static inline void CYCE_FN(cyce_exp_nonpos_avx512)(const CYCE_REAL *x, CYCE_REAL
         CYCE_VOP(mask_storeu)(out + j, tail, CYCE_VEXP(CYCE_VOP(maskz_loadu)(tail, x + j)));
     }
 }
+
+#undef CYCE_REAL
+#undef CYCE_SUFFIX
+#undef CYCE_LANES
+#undef CYCE_MASK
+#undef CYCE_V
+#undef CYCE_VOP
+#undef CYCE_VCMP_MASK
+#undef CYCE_VEXP
