@@ -46,15 +46,19 @@
 /* A row's scaling pass (a multiply per vector, from cache) runs during the
  * next row's exps, where the vector units are the bottleneck and the loads
  * and stores go beside them (row_softmax_ce_hard in _kernels.pxi), for
- * float rows of at most CYCE_DEFER_MAX_BYTES.  Measured (2-vCPU Xeon,
- * AVX-512 build with GCC's loops, before cyce_avx512.h, best of 9, ms, in
- * place, 1 thread, before / after):
- * float32 4096 x 32000  62.3 / 58.0,  512 x 256000 (1 MB rows)  67.2 / 63.6,
- *   2048 x 4000  3.07 / 3.00,  16384 x 1000  7.5 / 7.5;
- * float64 4096 x 32000  120 / 128,  512 x 256000 (2 MB rows)  137 / 163,
- *   16384 x 1000  14.7 / 15.8: not for double. */
+ * float rows of at most CYCE_DEFER_MAX_BYTES.  Longer rows scale in a pass
+ * of their own: with two long rows in play at once the deferred scaling
+ * costs more than it hides.  Measured (2-vCPU Xeon, AVX-512 loops, 1 thread,
+ * in place, float32, per 131M elements, deferred / not, best of 7 alternating
+ * in one process, ms), by row length:
+ *   125 KiB 46.3 / 52.7,  141 KiB 47.4 / 53.9,  156 KiB 51.5 / 53.5,
+ *   160 KiB 56.0 / 54.7,  164 KiB 56.7 / 54.5,  172 KiB 60.0 / 53.3,
+ *   188 KiB 59.8 / 55.5,  250 KiB 62.6 / 54.3,  500 KiB 66.7 / 61.7,
+ *   750 KiB 63.3 / 59.3,  1000 KiB 54 to 59 / 57.2,  1500 KiB 57.7 / 57.7.
+ * Earlier, with GCC's loops: float64 was slower deferred at every shape
+ * (4096 x 32000 120 / 128, 16384 x 1000 14.7 / 15.8 ms): not for double. */
 #ifndef CYCE_DEFER_MAX_BYTES
-#define CYCE_DEFER_MAX_BYTES (1024 * 1024)
+#define CYCE_DEFER_MAX_BYTES (144 * 1024)
 #endif
 /* The blocked kernel prefetches as it goes, CYCE_PREFETCH_AHEAD_BYTES ahead
  * of its exps (across row ends: the rows are contiguous).  The hardware
