@@ -306,9 +306,10 @@ cdef inline double row_softmax_ce_hard(
 
     Without smoothing the row goes block by block, the next block's max taken
     during this block's exps (cyce_row_blocked_exp_sum_m1): one pass over
-    memory.  A row of one block can take the next row's max as well
-    (fuse_next): *carried says, on entry, whether *carried_max holds this
-    row's max, and on return whether it holds the next row's.  Smoothing
+    memory.  The last block takes the max of the next row's first block as
+    well (fuse_next): *carried says, on entry, whether *carried_max holds the
+    max of this row's first block, and on return whether it holds the next
+    row's.  Smoothing
     needs the row max before the exps (its sum of x_c - max), so it takes the
     max in a pass of its own first, and carries nothing.
 
@@ -487,8 +488,9 @@ cdef inline int64_t rows_per_task(int64_t n_classes, int64_t n_rows,
                                   int64_t itemsize) noexcept nogil:
     if n_classes <= CYCE_SHORT_MAX:
         return CYCE_TILE
-    # longer rows chain within a task: a row's scaling runs during the next
-    # row's exps, and rows of one block pass on their maxima too; at least
+    # longer rows chain within a task: a row takes the max of the next row's
+    # first block, and a short enough row's scaling runs during the next
+    # row's exps; at least
     # 8 tasks where there are 8 rows, so that threads share the work
     return max(1, min(<int64_t>CYCE_TILE, n_rows // 8))
 
@@ -517,7 +519,6 @@ cdef double task_softmax_ce_hard(
     cdef int64_t r
     cdef floating carried_max = 0
     cdef bint carried = False
-    cdef bint one_block = n * <int64_t>sizeof(floating) <= CYCE_ONLINE_BLOCK_BYTES
     # the block factors of a row and of the one whose scaling waits for it
     cdef double factors[2][CYCE_ONLINE_MAX_BLOCKS]
     cdef deferred_scale pending
@@ -539,7 +540,7 @@ cdef double task_softmax_ce_hard(
                     x + r * n, NULL if grad == NULL else grad + r * n, n, labels[r],
                     class_weight, weight_total, 1.0 if row_weight == NULL else row_weight[r],
                     smoothing, z_loss, grad_scale, &carried_max, &carried,
-                    one_block and r + 1 < n_rows, factors[r % 2], &pending,
+                    r + 1 < n_rows, factors[r % 2], &pending,
                     defer and r + 1 < n_rows)
     else:
         tile_softmax_ce_hard(x, grad, n_rows, n, labels, ignore_index, class_weight,

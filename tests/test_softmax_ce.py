@@ -491,17 +491,25 @@ def test_blocks_of_very_different_maxima(kernel_build, rng, dtype, option):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("option", ["plain", "ignore_index", "smoothing", "everything"])
-def test_rows_of_one_block_pass_their_maxima_on(kernel_build, rng, dtype, option):
-    """Rows of one block (500 classes) go up to 64 per task, each row taking
-    the next one's max during its exps.  Rows that break the chain (ignored,
-    NaN, +inf, all -inf, a confident row, smoothing that takes its own max)
-    sit at every position of a task, the first and last included: every row
+@pytest.mark.parametrize("n_classes", [500, 5000])
+def test_rows_pass_their_maxima_on(kernel_build, rng, dtype, option, n_classes):
+    """Rows go up to 64 per task, each row taking the max of the next one's
+    first block during its last block's exps: rows of one block (500
+    classes), and rows of several blocks (5000 classes) whose last block
+    (888 classes) is shorter than the next row's first, so that the rest of
+    that first block is read after the exps.  Rows that break the chain
+    (ignored, NaN, +inf, all -inf, a confident row, smoothing that takes its
+    own max) sit at every position of a task, the first and last included,
+    with their NaN, inf or max in the part read after the exps too: every row
     matches the reference, and the loss alone and in place agree."""
-    x, labels, kwargs = make_case(rng, (300, 500), dtype, option)
+    # where the NaN, the +inf and the confident max go: within the first
+    # block, for 5000 classes past the 888 read during the exps
+    nan_at, inf_at, top_at = (7, 499, 250) if n_classes == 500 else (1500, 2000, 1000)
+    x, labels, kwargs = make_case(rng, (300, n_classes), dtype, option)
     x[[0, 37, 63, 64, 150]] = -np.inf       # all -inf: NaN rows
-    x[[1, 65, 299], 7] = np.nan
-    x[[2, 127, 128], 499] = np.inf
-    x[[3, 200, 255], 250] = 60.0              # confident rows
+    x[[1, 65, 299], nan_at] = np.nan
+    x[[2, 127, 128], inf_at] = np.inf
+    x[[3, 200, 255], top_at] = 800.0          # confident rows (exp(800) overflows)
     loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True, **kwargs)
     with np.errstate(invalid="ignore"):
         exp_loss, exp_grad = reference.softmax_ce(x, labels, reduction="none", **kwargs)
