@@ -309,9 +309,9 @@ cdef inline double row_softmax_ce_hard(
     memory.  The last block takes the max of the next row's first block as
     well (fuse_next): *carried says, on entry, whether *carried_max holds the
     max of this row's first block, and on return whether it holds the next
-    row's.  Smoothing
-    needs the row max before the exps (its sum of x_c - max), so it takes the
-    max in a pass of its own first, and carries nothing.
+    row's.  Smoothing needs the row max before the exps (its sum of
+    x_c - max), so it takes the max in a pass of its own first, and carries
+    nothing.
 
     The gradient's scaling pass reads the row again, from cache, with a
     multiply per vector: alone it leaves the vector units idle.  So a row
@@ -490,8 +490,8 @@ cdef inline int64_t rows_per_task(int64_t n_classes, int64_t n_rows,
         return CYCE_TILE
     # longer rows chain within a task: a row takes the max of the next row's
     # first block, and a short enough row's scaling runs during the next
-    # row's exps; at least
-    # 8 tasks where there are 8 rows, so that threads share the work
+    # row's exps; at least 8 tasks where there are 8 rows, so that threads
+    # share the work
     return max(1, min(<int64_t>CYCE_TILE, n_rows // 8))
 
 

@@ -298,10 +298,11 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * block (at x + n, the same length as this row's first) has its max taken
  * during this row's last block's exps, into *carried_max, and the next call
  * gets it back with carried set instead of reading that block first (a pass
- * with no exps to hide it: 4096 x 32000 float32 loss alone 41.5 -> 39.5 ms).  Each block
- * prefetches the stretch CYCE_PREFETCH_AHEAD_BYTES past its own start (into
- * the next row for the last blocks: rows are contiguous, and prefetches past
- * the array's end do not fault); a row of one block, the row after the next.
+ * with no exps to hide it: 4096 x 32000 float32 loss alone 41.5 -> 39.5 ms).
+ * Each block prefetches the stretch CYCE_PREFETCH_AHEAD_BYTES past its own
+ * start (into the next row for the last blocks: rows are contiguous, and
+ * prefetches past the array's end do not fault); a row of one block, the row
+ * after the next.
  *
  * prev, unless NULL, is the previous row's gradient (n elements, the same
  * blocks), still exp(x - block max): it is scaled by (CYCE_REAL)(prev_a *
