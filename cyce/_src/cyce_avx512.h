@@ -24,19 +24,21 @@
 
 #include <immintrin.h>
 #include <stdint.h>
+#include "cyce_exp.h"
 
 /* exp(d) for d <= 0 or NaN, 16 floats: cyce_expf_nonpos bit for bit (the
- * same clamp, reduction and polynomial; p * 2**n rounded once). */
+ * same clamp and reduction, with cyce_exp.h's constants, and the polynomial
+ * of cyce_expf_reduced; p * 2**n rounded once). */
 static inline __attribute__((always_inline)) __m512 cyce_v16_expf_nonpos(__m512 d)
 {
     /* max(lower, d) returns d where d is NaN (vmaxps returns its second
      * operand when either is NaN), as the C clamp does */
-    __m512 dc = _mm512_max_ps(_mm512_set1_ps(-104.0f), d);
-    __m512 k = _mm512_fmadd_ps(dc, _mm512_set1_ps(1.44269504088896341f),
-                               _mm512_set1_ps(12582912.0f));
-    __m512 n = _mm512_sub_ps(k, _mm512_set1_ps(12582912.0f));
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), dc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 dc = _mm512_max_ps(_mm512_set1_ps(CYCE_EXPF_LOWER), d);
+    __m512 k = _mm512_fmadd_ps(dc, _mm512_set1_ps(CYCE_EXPF_LOG2E),
+                               _mm512_set1_ps(CYCE_EXPF_ROUND));
+    __m512 n = _mm512_sub_ps(k, _mm512_set1_ps(CYCE_EXPF_ROUND));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(CYCE_EXPF_LN2_HI), dc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(CYCE_EXPF_LN2_LO), r);
     __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 5040.0f), r, _mm512_set1_ps(1.0f / 720.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
@@ -47,15 +49,16 @@ static inline __attribute__((always_inline)) __m512 cyce_v16_expf_nonpos(__m512 
     return _mm512_scalef_ps(p, n);
 }
 
-/* exp(d) for d <= 0 or NaN, 8 doubles: cyce_exp_nonpos bit for bit. */
+/* exp(d) for d <= 0 or NaN, 8 doubles: cyce_exp_nonpos bit for bit (the
+ * polynomial of cyce_exp_reduced). */
 static inline __attribute__((always_inline)) __m512d cyce_v8_exp_nonpos(__m512d d)
 {
-    __m512d dc = _mm512_max_pd(_mm512_set1_pd(-746.0), d);
-    __m512d k = _mm512_fmadd_pd(dc, _mm512_set1_pd(1.4426950408889634074),
-                                _mm512_set1_pd(6755399441055744.0));
-    __m512d n = _mm512_sub_pd(k, _mm512_set1_pd(6755399441055744.0));
-    __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(6.93147180369123816490e-01), dc);
-    r = _mm512_fnmadd_pd(n, _mm512_set1_pd(1.90821492927058770002e-10), r);
+    __m512d dc = _mm512_max_pd(_mm512_set1_pd(CYCE_EXP_LOWER), d);
+    __m512d k = _mm512_fmadd_pd(dc, _mm512_set1_pd(CYCE_EXP_LOG2E),
+                                _mm512_set1_pd(CYCE_EXP_ROUND));
+    __m512d n = _mm512_sub_pd(k, _mm512_set1_pd(CYCE_EXP_ROUND));
+    __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(CYCE_EXP_LN2_HI), dc);
+    r = _mm512_fnmadd_pd(n, _mm512_set1_pd(CYCE_EXP_LN2_LO), r);
     __m512d p = _mm512_fmadd_pd(_mm512_set1_pd(1.0 / 6227020800.0), r,
                                 _mm512_set1_pd(1.0 / 479001600.0));
     p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 39916800.0));

@@ -31,6 +31,22 @@
 typedef union { float f; uint32_t u; } cyce_f32_bits;
 typedef union { double f; uint64_t u; } cyce_f64_bits;
 
+/* The range reduction's constants, shared with cyce_avx512.h's vector
+ * exps (which must give the same bits) and, ln2 in double, with
+ * cyce_log1p_nonneg. */
+#define CYCE_EXPF_LOG2E 1.44269504088896341f
+#define CYCE_EXPF_LN2_HI 0.693359375f           /* 9 significant bits: n*ln2_hi exact */
+#define CYCE_EXPF_LN2_LO (-2.12194440e-4f)
+#define CYCE_EXPF_ROUND 12582912.0f             /* 1.5 * 2**23 */
+#define CYCE_EXP_LOG2E 1.4426950408889634074
+#define CYCE_EXP_LN2_HI 6.93147180369123816490e-01  /* low 32 bits zero: n*ln2_hi exact */
+#define CYCE_EXP_LN2_LO 1.90821492927058770002e-10
+#define CYCE_EXP_ROUND 6755399441055744.0             /* 1.5 * 2**52 */
+#define CYCE_EXPF_LOWER (-104.0f)               /* exp(-104) < min subnormal / 2 */
+#define CYCE_EXPF_UPPER 88.72283935546875f      /* largest x with exp(x) finite */
+#define CYCE_EXP_LOWER (-746.0)                 /* exp(-746) < min subnormal / 2 */
+#define CYCE_EXP_UPPER 709.782712893383973096   /* largest x with exp(x) finite */
+
 /* The common part of the float exps: for xc already clamped to
  * [-104, 88.72...] (or NaN), unit * exp(r) with r = xc - n ln2, and in *k the
  * bits whose low part holds n = round(xc / ln2) (two's complement).  unit is
@@ -40,14 +56,10 @@ typedef union { double f; uint64_t u; } cyce_f64_bits;
 static inline __attribute__((always_inline)) float cyce_expf_reduced(float xc, float unit,
                                                                     cyce_f32_bits *k)
 {
-    const float log2e = 1.44269504088896341f;
-    const float ln2_hi = 0.693359375f;          /* 9 significant bits: n*ln2_hi exact */
-    const float ln2_lo = -2.12194440e-4f;
-    const float round_magic = 12582912.0f;      /* 1.5 * 2**23 */
-    k->f = xc * log2e + round_magic;            /* low bits of k->u hold n */
-    float n = k->f - round_magic;
-    float r = xc - n * ln2_hi;
-    r = r - n * ln2_lo;
+    k->f = xc * CYCE_EXPF_LOG2E + CYCE_EXPF_ROUND;   /* low bits of k->u hold n */
+    float n = k->f - CYCE_EXPF_ROUND;
+    float r = xc - n * CYCE_EXPF_LN2_HI;
+    r = r - n * CYCE_EXPF_LN2_LO;
     float p = unit / 5040.0f;
     p = p * r + unit / 720.0f;
     p = p * r + unit / 120.0f;
@@ -74,9 +86,6 @@ static inline float cyce_expf_core(float xc)
     s2.u = (uint32_t)(n2 + 127) << 23;
     return (p * s1.f) * s2.f;
 }
-
-#define CYCE_EXPF_LOWER (-104.0f)               /* exp(-104) < min subnormal / 2 */
-#define CYCE_EXPF_UPPER 88.72283935546875f      /* largest x with exp(x) finite */
 
 /* exp(x) for any x. */
 static inline float cyce_expf(float x)
@@ -112,14 +121,10 @@ static inline float cyce_expf_nonpos(float x)
 static inline __attribute__((always_inline)) double cyce_exp_reduced(double xc, double unit,
                                                                     cyce_f64_bits *k)
 {
-    const double log2e = 1.4426950408889634074;
-    const double ln2_hi = 6.93147180369123816490e-01;   /* low 32 bits zero: n*ln2_hi exact */
-    const double ln2_lo = 1.90821492927058770002e-10;
-    const double round_magic = 6755399441055744.0;      /* 1.5 * 2**52 */
-    k->f = xc * log2e + round_magic;
-    double n = k->f - round_magic;
-    double r = xc - n * ln2_hi;
-    r = r - n * ln2_lo;
+    k->f = xc * CYCE_EXP_LOG2E + CYCE_EXP_ROUND;
+    double n = k->f - CYCE_EXP_ROUND;
+    double r = xc - n * CYCE_EXP_LN2_HI;
+    r = r - n * CYCE_EXP_LN2_LO;
     double p = unit / 6227020800.0;
     p = p * r + unit / 479001600.0;
     p = p * r + unit / 39916800.0;
@@ -152,9 +157,6 @@ static inline double cyce_exp_core(double xc)
     return (p * s1.f) * s2.f;
 }
 
-#define CYCE_EXP_LOWER (-746.0)                        /* exp(-746) < min subnormal / 2 */
-#define CYCE_EXP_UPPER 709.782712893383973096          /* largest x with exp(x) finite */
-
 static inline double cyce_exp(double x)
 {
     double xc = x < CYCE_EXP_LOWER ? CYCE_EXP_LOWER : x;
@@ -184,13 +186,11 @@ static inline double cyce_exp_nonpos(double x)
  * u = 2**k * f with f in [sqrt(1/2), sqrt(2)) from the exponent bits; then
  * log(f) = 2 atanh(z), z = (f - 1) / (f + 1), |z| < 0.172, by its series to
  * z**23 (truncation < 2e-19 relative), and log(u) = k ln2 + log(f) with ln2
- * split so k * LN2_HI is exact.  Within 4 ulp of double over [0, 2**1000]
- * (tests/test_exp.py checks it against mpmath); s = 0 gives exactly 0, +inf
- * gives +inf, NaN gives NaN. */
+ * split as in the exp (CYCE_EXP_LN2_HI, _LO), so k * ln2_hi is exact.
+ * Within 4 ulp of double over [0, 2**1000] (tests/test_exp.py checks it
+ * against mpmath); s = 0 gives exactly 0, +inf gives +inf, NaN gives NaN. */
 static inline double cyce_log1p_nonneg(double s)
 {
-    const double ln2_hi = 6.93147180369123816490e-01;
-    const double ln2_lo = 1.90821492927058770002e-10;
     double u = 1.0 + s;
     double correction = (s - (u - 1.0)) / u;
     cyce_f64_bits bits;
@@ -219,7 +219,7 @@ static inline double cyce_log1p_nonneg(double s)
     p = p * z2 + 1.0 / 5.0;
     p = p * z2 + 1.0 / 3.0;
     double log_f = 2.0 * z + 2.0 * z * z2 * p;
-    double result = kd * ln2_hi + ((log_f + correction) + kd * ln2_lo);
+    double result = kd * CYCE_EXP_LN2_HI + ((log_f + correction) + kd * CYCE_EXP_LN2_LO);
     result = s == INFINITY ? s : result;
     return s != s ? s : result;
 }
