@@ -170,6 +170,50 @@ def test_categorical_ce(build, rng, shape, dtype, kind, reduction):
     assert_same_bits(in_place)
 
 
+def placed(x, offset):
+    """A copy of x starting `offset` bytes past a 64-byte cache line."""
+    buffer = np.empty(x.nbytes + 128, np.uint8)
+    start = (-buffer.ctypes.data) % 64 + offset
+    copy = buffer[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    copy[...] = x
+    return copy
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n_classes", [300, 5000, 20011])
+def test_the_bits_do_not_depend_on_where_the_array_sits(build, rng, dtype, n_classes):
+    """The vector loops start on the cache lines of the array they write, so
+    the lanes hold other elements for every placement of the array: the
+    same logits at each element offset within a cache line give the same
+    bits (the loss alone, into a new gradient, into a gradient placed
+    differently, in place).  Rows of one block, of two blocks (5000 classes)
+    and of several with a short last one (20011), with ties at the max, a
+    confident row, a NaN row and an ignored row."""
+    x = (rng.standard_normal((9, n_classes)) * 4).astype(dtype)
+    labels = rng.integers(0, n_classes, 9)
+    x[1, ::7] = x[1].max()                  # ties at the max
+    x[2, labels[2]] = 90.0                  # confident: a tiny sum
+    x[3, n_classes // 2] = np.nan
+    labels[4] = -100
+    itemsize = np.dtype(dtype).itemsize
+    first = None
+    for offset in range(0, 64, itemsize):
+        loss_alone = cyce.softmax_ce(placed(x, offset), labels, reduction="none")
+        loss, grad = cyce.softmax_ce(placed(x, offset), labels, reduction="none",
+                                     return_grad=True)
+        into = placed(np.zeros_like(x), (offset + 2 * itemsize) % 64)
+        cyce.softmax_ce(placed(x, offset), labels, reduction="none", grad_out=into)
+        logits = placed(x, offset)
+        cyce.softmax_ce(logits, labels, reduction="none", inplace=True)
+        got = [loss_alone.tobytes(), loss.tobytes(), grad.tobytes()]
+        assert into.tobytes() == grad.tobytes(), f"offset {offset}: grad_out"
+        assert logits.tobytes() == grad.tobytes(), f"offset {offset}: in place"
+        if first is None:
+            first = got
+            assert np.isnan(loss[3]) and loss[4] == 0 and np.isfinite(np.delete(loss, 3)).all()
+        assert got == first, f"offset {offset} differs from offset 0"
+
+
 def test_default_thread_count_gives_the_same_bits(rng):
     """num_threads=None (OpenMP's default, 2 on the CI machine) is one more
     thread count: the same bits as one thread, above the serial threshold."""

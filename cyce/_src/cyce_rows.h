@@ -13,11 +13,6 @@
 #include <stdint.h>
 #include <math.h>
 #include "cyce_exp.h"
-/* the AVX-512 build's exp-and-sum loops by hand (cyce_avx512.h) */
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-#include "cyce_avx512.h"
-#define CYCE_AVX512_SPANS 1
-#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -167,6 +162,23 @@ static inline double cyce_label_exp_m1(double label_shifted, double label_exp)
 {
     return label_shifted == 0.0 ? 0.0 : label_exp - 1.0;
 }
+
+/* How many elements of `size` bytes lie between p and the next cache line:
+ * 0 when p starts one, or is not a multiple of size (never on a line).
+ * NumPy's large arrays start 16 bytes past a line, and a vector split over
+ * two lines costs the loads and stores of both; the vector loops that write
+ * take these elements first, then go on whole lines. */
+static inline int64_t cyce_line_head(const void *p, size_t size)
+{
+    uintptr_t past = (uintptr_t)p % CYCE_LINE;
+    return past == 0 || past % size != 0 ? 0 : (int64_t)((CYCE_LINE - past) / size);
+}
+
+/* the AVX-512 build's exp-and-sum loops by hand (cyce_avx512.h) */
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include "cyce_avx512.h"
+#define CYCE_AVX512_SPANS 1
+#endif
 
 #define CYCE_REAL float
 #define CYCE_SUFFIX f32

@@ -67,7 +67,7 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_coun
     CYCE_REAL top, CYCE_REAL *sum, CYCE_REAL *count)
 {
 #ifdef CYCE_AVX512_SPANS
-    CYCE_FN(cyce_span_avx512)(x, out, start, stop, shift, top, NULL, sum, count, NULL, NULL, 0);
+    CYCE_FN(cyce_span_avx512)(x, out, start, stop, shift, top, sum, count);
 #else
     CYCE_REAL s = *sum, c = *count;
     if (out == NULL) {
@@ -109,6 +109,12 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
     const CYCE_REAL *next, int64_t next_len, CYCE_REAL *next_max, double *count,
     const CYCE_REAL *ahead, int64_t n_ahead, CYCE_REAL *prev, CYCE_REAL prev_scale)
 {
+#ifdef CYCE_AVX512_SPANS
+    CYCE_REAL m;
+    double rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
+                                                     &m, count, ahead, prev, prev_scale);
+    (void)n_ahead;   /* ahead + j is prefetched with each vector j < len */
+#else
     double rest = 0.0, counted = 0.0;
     CYCE_REAL m = -INFINITY;
     /* the share of `ahead` to prefetch per CYCE_BLOCK, whole cache lines */
@@ -126,13 +132,6 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
             }
         }
         CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
-#ifdef CYCE_AVX512_SPANS
-        /* prev scaled in the same vector loop */
-        CYCE_FN(cyce_span_avx512)(x, out, start, fused, shift, top, next, &s, &c, &m,
-                                  prev, prev_scale);
-        CYCE_FN(cyce_span_avx512)(x, out, fused, stop, shift, top, NULL, &s, &c, NULL,
-                                  prev, prev_scale);
-#else
         if (prev != NULL) {
 #pragma omp simd
             for (int64_t j = start; j < stop; j++) {
@@ -160,10 +159,11 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
             }
         }
         CYCE_FN(cyce_span_exp_sum_count)(x, out, fused, stop, shift, top, &s, &c);
-#endif
         rest += (double)s;
         counted += (double)c;
     }
+    *count = counted;
+#endif
     if (next_len > len) {
         /* the next row's first block, longer than this row's last one:
          * the part the exps did not read */
@@ -171,7 +171,6 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
         m = m_rest > m ? m_rest : m;
     }
     *next_max = m;
-    *count = counted;
     return rest;
 }
 
@@ -245,23 +244,37 @@ static inline double CYCE_FN(cyce_row_sum_shifted)(const CYCE_REAL *x, const dou
     return total;
 }
 
-/* out[j] = out[j] * a - b * w[j]  (w == NULL: all ones).  Turns the stored
- * exp(x - max) into the gradient: a = scale * total target weight / sum exp,
- * b = scale * smoothing / C. */
-static inline void CYCE_FN(cyce_row_scale_sub)(CYCE_REAL *out, const double *w, int64_t n,
-                                              CYCE_REAL a, CYCE_REAL b)
+/* out[j] = out[j] * a - b * w[j] for start <= j < stop (w == NULL: all ones) */
+static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_scale_sub)(
+    CYCE_REAL *out, const double *w, int64_t start, int64_t stop, CYCE_REAL a, CYCE_REAL b)
 {
     if (w == NULL) {
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) {
+        for (int64_t j = start; j < stop; j++) {
             out[j] = out[j] * a - b;
         }
     } else {
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) {
+        for (int64_t j = start; j < stop; j++) {
             out[j] = out[j] * a - (CYCE_REAL)(b * w[j]);
         }
     }
+}
+
+/* out[j] = out[j] * a - b * w[j]  (w == NULL: all ones).  Turns the stored
+ * exp(x - max) into the gradient: a = scale * total target weight / sum exp,
+ * b = scale * smoothing / C.  The elements before out's first cache line go
+ * first (cyce_line_head), so that the vectors of the rest do not split over
+ * two lines; each element is computed on its own, so the bits are the same.
+ * 512 x 256000 float32, whose rows scale in a pass of their own: part of the
+ * gain cyce_avx512_template.h's block loop reports. */
+static inline void CYCE_FN(cyce_row_scale_sub)(CYCE_REAL *out, const double *w, int64_t n,
+                                              CYCE_REAL a, CYCE_REAL b)
+{
+    int64_t head = cyce_line_head(out, sizeof(CYCE_REAL));
+    head = head < n ? head : n;
+    CYCE_FN(cyce_span_scale_sub)(out, w, 0, head, a, b);
+    CYCE_FN(cyce_span_scale_sub)(out, w, head, n, a, b);
 }
 
 /* Long rows, block by block, in one pass over memory.
