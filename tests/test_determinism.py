@@ -180,31 +180,37 @@ def placed(x, offset):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("n_classes", [300, 5000, 20011])
-def test_the_bits_do_not_depend_on_where_the_array_sits(build, rng, dtype, n_classes):
+@pytest.mark.parametrize("n_classes", [300, 5000, 20011, 70001])
+@pytest.mark.parametrize("option", ["plain", "weights_smoothing"])
+def test_the_bits_do_not_depend_on_where_the_array_sits(build, rng, dtype, n_classes, option):
     """The vector loops start on the cache lines of the array they write, so
     the lanes hold other elements for every placement of the array: the
     same logits at each element offset within a cache line give the same
     bits (the loss alone, into a new gradient, into a gradient placed
     differently, in place).  Rows of one block, of two blocks (5000 classes)
-    and of several with a short last one (20011), with ties at the max, a
-    confident row, a NaN row and an ignored row."""
+    and of several with a short last one (20011; 70001, past the length
+    whose scaling prefetches), with ties at the max, a confident row, a NaN
+    row and an ignored row; with class weights and smoothing, the scaling
+    subtracts a term per element too."""
     x = (rng.standard_normal((9, n_classes)) * 4).astype(dtype)
     labels = rng.integers(0, n_classes, 9)
     x[1, ::7] = x[1].max()                  # ties at the max
     x[2, labels[2]] = 90.0                  # confident: a tiny sum
     x[3, n_classes // 2] = np.nan
     labels[4] = -100
+    kwargs = {}
+    if option == "weights_smoothing":
+        kwargs = {"weight": rng.uniform(0.5, 2.0, n_classes), "label_smoothing": 0.1}
     itemsize = np.dtype(dtype).itemsize
     first = None
     for offset in range(0, 64, itemsize):
-        loss_alone = cyce.softmax_ce(placed(x, offset), labels, reduction="none")
+        loss_alone = cyce.softmax_ce(placed(x, offset), labels, reduction="none", **kwargs)
         loss, grad = cyce.softmax_ce(placed(x, offset), labels, reduction="none",
-                                     return_grad=True)
+                                     return_grad=True, **kwargs)
         into = placed(np.zeros_like(x), (offset + 2 * itemsize) % 64)
-        cyce.softmax_ce(placed(x, offset), labels, reduction="none", grad_out=into)
+        cyce.softmax_ce(placed(x, offset), labels, reduction="none", grad_out=into, **kwargs)
         logits = placed(x, offset)
-        cyce.softmax_ce(logits, labels, reduction="none", inplace=True)
+        cyce.softmax_ce(logits, labels, reduction="none", inplace=True, **kwargs)
         got = [loss_alone.tobytes(), loss.tobytes(), grad.tobytes()]
         assert into.tobytes() == grad.tobytes(), f"offset {offset}: grad_out"
         assert logits.tobytes() == grad.tobytes(), f"offset {offset}: in place"
