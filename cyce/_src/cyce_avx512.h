@@ -26,39 +26,23 @@
 #include <stdint.h>
 #include "cyce_exp.h"
 
-/* exp(d) for d <= 0 or NaN, 16 floats: cyce_expf_nonpos bit for bit (the
- * same clamp and reduction, with cyce_exp.h's constants, and the polynomial
- * of cyce_expf_reduced; p * 2**n rounded once). */
-static inline __attribute__((always_inline)) __m512 cyce_v16_expf_nonpos(__m512 d)
+/* The polynomial of cyce_expf_reduced (unit 1), 16 floats: exp(r) for
+ * |r| <= ln2 / 2.  The vector exps around it are written once, for float
+ * and double, in cyce_avx512_template.h (cyce_vexp_nonpos). */
+static inline __attribute__((always_inline)) __m512 cyce_v16_expf_poly(__m512 r)
 {
-    /* max(lower, d) returns d where d is NaN (vmaxps returns its second
-     * operand when either is NaN), as the C clamp does */
-    __m512 dc = _mm512_max_ps(_mm512_set1_ps(CYCE_EXPF_LOWER), d);
-    __m512 k = _mm512_fmadd_ps(dc, _mm512_set1_ps(CYCE_EXPF_LOG2E),
-                               _mm512_set1_ps(CYCE_EXPF_ROUND));
-    __m512 n = _mm512_sub_ps(k, _mm512_set1_ps(CYCE_EXPF_ROUND));
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(CYCE_EXPF_LN2_HI), dc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(CYCE_EXPF_LN2_LO), r);
     __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 5040.0f), r, _mm512_set1_ps(1.0f / 720.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
 }
 
-/* exp(d) for d <= 0 or NaN, 8 doubles: cyce_exp_nonpos bit for bit (the
- * polynomial of cyce_exp_reduced). */
-static inline __attribute__((always_inline)) __m512d cyce_v8_exp_nonpos(__m512d d)
+/* The polynomial of cyce_exp_reduced (unit 1), 8 doubles. */
+static inline __attribute__((always_inline)) __m512d cyce_v8_exp_poly(__m512d r)
 {
-    __m512d dc = _mm512_max_pd(_mm512_set1_pd(CYCE_EXP_LOWER), d);
-    __m512d k = _mm512_fmadd_pd(dc, _mm512_set1_pd(CYCE_EXP_LOG2E),
-                                _mm512_set1_pd(CYCE_EXP_ROUND));
-    __m512d n = _mm512_sub_pd(k, _mm512_set1_pd(CYCE_EXP_ROUND));
-    __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(CYCE_EXP_LN2_HI), dc);
-    r = _mm512_fnmadd_pd(n, _mm512_set1_pd(CYCE_EXP_LN2_LO), r);
     __m512d p = _mm512_fmadd_pd(_mm512_set1_pd(1.0 / 6227020800.0), r,
                                 _mm512_set1_pd(1.0 / 479001600.0));
     p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 39916800.0));
@@ -72,8 +56,7 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_nonpos(__m512d 
     p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 6.0));
     p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(0.5));
     p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
-    return _mm512_scalef_pd(p, n);
+    return _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
 }
 
 #define CYCE_REAL float
@@ -83,7 +66,8 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_nonpos(__m512d 
 #define CYCE_V __m512
 #define CYCE_VOP(op) _mm512_##op##_ps
 #define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
-#define CYCE_VEXP cyce_v16_expf_nonpos
+#define CYCE_VPOLY cyce_v16_expf_poly
+#define CYCE_VCONST(name) CYCE_EXPF_##name
 #include "cyce_avx512_template.h"
 
 #define CYCE_REAL double
@@ -93,7 +77,8 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_nonpos(__m512d 
 #define CYCE_V __m512d
 #define CYCE_VOP(op) _mm512_##op##_pd
 #define CYCE_VCMP_MASK _mm512_mask_cmp_pd_mask
-#define CYCE_VEXP cyce_v8_exp_nonpos
+#define CYCE_VPOLY cyce_v8_exp_poly
+#define CYCE_VCONST(name) CYCE_EXP_##name
 #include "cyce_avx512_template.h"
 
 #endif

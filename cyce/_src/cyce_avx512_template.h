@@ -1,12 +1,31 @@
 /*
  * The AVX-512 exp-and-sum span of cyce_avx512.h, written once for float
  * and double: cyce_avx512.h includes it twice, with CYCE_REAL, CYCE_LANES,
- * CYCE_MASK, CYCE_V, CYCE_VOP (the intrinsic of an operation), CYCE_VCMP_MASK
- * and CYCE_VEXP, which it undefines at its end.
+ * CYCE_MASK, CYCE_V, CYCE_VOP (the intrinsic of an operation),
+ * CYCE_VCMP_MASK, CYCE_VPOLY (the exp's polynomial) and CYCE_VCONST (the
+ * exp's constants in cyce_exp.h), which it undefines at its end.
  */
 #define CYCE_CAT_(a, b) a##_##b
 #define CYCE_CAT(a, b) CYCE_CAT_(a, b)
 #define CYCE_FN(name) CYCE_CAT(name, CYCE_SUFFIX)
+
+/* exp(d) for d <= 0 or NaN, one vector: cyce_exp.h's cyce_expf_nonpos /
+ * cyce_exp_nonpos bit for bit (the same clamp, reduction and polynomial;
+ * p * 2**n rounded once by vscalef, where the C exp's multiplies round the
+ * same value once too, subnormal results included). */
+static inline __attribute__((always_inline)) CYCE_V CYCE_FN(cyce_vexp_nonpos)(CYCE_V d)
+{
+    /* max(lower, d) returns d where d is NaN (vmaxps returns its second
+     * operand when either is NaN), as the C clamp does */
+    CYCE_V dc = CYCE_VOP(max)(CYCE_VOP(set1)(CYCE_VCONST(LOWER)), d);
+    CYCE_V k = CYCE_VOP(fmadd)(dc, CYCE_VOP(set1)(CYCE_VCONST(LOG2E)),
+                               CYCE_VOP(set1)(CYCE_VCONST(ROUND)));
+    CYCE_V n = CYCE_VOP(sub)(k, CYCE_VOP(set1)(CYCE_VCONST(ROUND)));
+    CYCE_V r = CYCE_VOP(fnmadd)(n, CYCE_VOP(set1)(CYCE_VCONST(LN2_HI)), dc);
+    r = CYCE_VOP(fnmadd)(n, CYCE_VOP(set1)(CYCE_VCONST(LN2_LO)), r);
+    return CYCE_VOP(scalef)(CYCE_VPOLY(r), n);
+}
+#define CYCE_VEXP CYCE_FN(cyce_vexp_nonpos)
 
 /* cyce_span_exp_sum_count (cyce_rows_template.h) for the vectors of
  * x[start:stop]: exp(x[j] - shift) into out[j] unless out is NULL; the terms
@@ -197,3 +216,5 @@ static inline void CYCE_FN(cyce_exp_nonpos_avx512)(const CYCE_REAL *x, CYCE_REAL
 #undef CYCE_VOP
 #undef CYCE_VCMP_MASK
 #undef CYCE_VEXP
+#undef CYCE_VPOLY
+#undef CYCE_VCONST
