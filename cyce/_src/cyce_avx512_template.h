@@ -114,6 +114,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
     CYCE_V rest = CYCE_VOP(setzero)(), others = CYCE_VOP(setzero)();
     CYCE_V vmax = CYCE_VOP(set1)(-INFINITY);
     const int64_t fused = next_len < len ? next_len : len;
+    const int64_t far = CYCE_PREFETCH_FAR_BYTES / (int64_t)sizeof(CYCE_REAL);
     /* a vector is a cache line: the lanes before the first line */
     const int64_t line_head = sizeof(CYCE_REAL) == 4
         ? cyce_line_head(out != NULL ? out : x, sizeof(CYCE_REAL)) : 0;
@@ -135,6 +136,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
         }                                                                           \
         if (ahead != NULL) {                                                        \
             __builtin_prefetch(ahead + j, 0, CYCE_PREFETCH_LOCALITY);               \
+            __builtin_prefetch(ahead + j + far, 0, 2);                              \
         }                                                                           \
         if (out != NULL) {                                                          \
             CYCE_VOP(mask_storeu)(out + j, lanes, e);                               \

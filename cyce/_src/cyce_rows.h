@@ -77,6 +77,23 @@
  * Farther ahead, 24 to 64 KiB, was 10 to 20% slower for float32; 8 KiB
  * within the noise of 16. */
 #define CYCE_PREFETCH_LOCALITY (sizeof(CYCE_REAL) == 4 ? 3 : 2)
+/* The AVX-512 block loop prefetches each line a second time,
+ * CYCE_PREFETCH_FAR_BYTES past the first, into L2.  The first, a block
+ * ahead, is the line the next block's max is about to load anyway: alone,
+ * it kept about as many misses in flight as L1 holds, and one core read
+ * DRAM at about 14 GB/s.  Asked for a block earlier, the L2 has the lines
+ * ready and the loop reads at the core's limit (a plain loop of AVX-512
+ * loads over the same 500 MiB: 15.5 GB/s, 33.7 ms).  Measured in the
+ * benchmark's worker (1 thread, median of 15, ms, in place / loss alone):
+ * float32 512 x 256000 55.8 / 39.5 -> 47.8 / 35.3, 4096 x 32000 50.1 / 40.1
+ * -> 41.6 / 37.1 (with cyce_block_exp_sum's unswitched calls: 44.0 / 33.6
+ * and 39.5 / 35.3); 8 and 16 KiB past the first the same, 32 and 48 KiB
+ * 1 to 10% slower at 4096 x 32000; a scratch harness: 176 KiB slower than
+ * none.  Not in the AVX2 build's C loop: its exps are the bottleneck, and
+ * the extra prefetch made the loss alone 2 to 3% slower there. */
+#ifndef CYCE_PREFETCH_FAR_BYTES
+#define CYCE_PREFETCH_FAR_BYTES (16384)
+#endif
 /* cyce_row_exp_sum_m1 (softmax, logsumexp, soft targets, smoothing)
  * prefetches the whole next row during its exps for rows of at least
  * CYCE_PREFETCH_MIN_CLASSES classes and at most CYCE_PREFETCH_MAX_BYTES, so
