@@ -135,6 +135,33 @@ cdef inline double row_exp_sum_m1(const floating *x, floating *out, int64_t n,
         return cyce_row_exp_sum_m1_f64(x, out, n, m, ahead)
 
 
+cdef inline double row_blocked_exp_sum_m1(const floating *x, floating *out, int64_t n,
+                                          floating *m, double *factor) noexcept nogil:
+    """sum(exp(x - max)) - 1, and max(x) into m, in one pass over a row on
+    its own, block by block (cyce_row_blocked_exp_sum_m1, without the
+    chaining of rows or a deferred scaling): out, unless NULL (it may be x),
+    gets exp(x - block max), and factor (CYCE_ONLINE_MAX_BLOCKS long) each
+    block's rescaling to the row max, for row_blocked_scale.  An infinite
+    max makes the sum NaN."""
+    cdef floating carried_max = 0
+    if floating is float:
+        return cyce_row_blocked_exp_sum_m1_f32(x, out, n, &carried_max, 0, 0, m, factor,
+                                               NULL, NULL, 0.0)
+    else:
+        return cyce_row_blocked_exp_sum_m1_f64(x, out, n, &carried_max, 0, 0, m, factor,
+                                               NULL, NULL, 0.0)
+
+
+cdef inline void row_blocked_scale(floating *out, int64_t n, const double *factor,
+                                   double a) noexcept nogil:
+    """out[j] *= a times its block's factor: row_blocked_exp_sum_m1's exps
+    to exp(x - max) * a."""
+    if floating is float:
+        cyce_row_blocked_scale_sub_f32(out, NULL, n, factor, a, 0)
+    else:
+        cyce_row_blocked_scale_sub_f64(out, NULL, n, factor, a, 0)
+
+
 cdef inline double row_sum_shifted(const floating *x, const double *w, int64_t n,
                                    floating shift) noexcept nogil:
     if floating is float:
@@ -236,32 +263,43 @@ def label_weight_sum(const int64_t[::1] labels, int64_t ignore_index,
 # row kernels
 
 cdef inline double row_logsumexp(const floating *x, int64_t n) noexcept nogil:
-    """log(sum(exp(x))) with the max subtracted first so nothing overflows.
+    """log(sum(exp(x))) with the max subtracted first so nothing overflows,
+    in one pass over the row (the max of each block is taken during the
+    previous block's exps: row_blocked_exp_sum_m1).
 
     An infinite max is returned as it is (subtracting it would give
     inf - inf = NaN): a row holding +inf gives +inf and an all -inf row -inf,
-    as in PyTorch; but a NaN anywhere gives NaN (the max reduction may have
-    skipped it, so such rows are searched for one).
+    as in PyTorch; but a NaN anywhere gives NaN (the max skips NaN, so such
+    rows are searched for one).
     """
-    cdef floating m = row_max(x, n)
+    cdef double factor[CYCE_ONLINE_MAX_BLOCKS]
+    cdef floating m
+    cdef double total_m1 = row_blocked_exp_sum_m1(x, <floating *>NULL, n, &m, factor)
     cdef int64_t j
     if not isfinite(m):
         for j in range(n):
             if x[j] != x[j]:
                 return x[j]
         return m
-    return <double>m + log1p(row_exp_sum_m1(x, <floating *>NULL, n, m))
+    return <double>m + log1p(total_m1)
 
 
 cdef inline void row_softmax(const floating *x, floating *out, int64_t n,
                              bint log_space) noexcept nogil:
-    """softmax or log_softmax of one row; out may be x.  A row holding NaN or
-    +inf, or only -inf, gives NaN throughout (as PyTorch does)."""
-    cdef floating m = row_max(x, n)
+    """softmax or log_softmax of one row; out may be x.  The max and the sum
+    of exps come from one pass over the row (row_blocked_exp_sum_m1), which
+    for softmax also stores the exps in out; a second pass writes the
+    result.  A row holding NaN or +inf, or only -inf, gives NaN throughout
+    (as PyTorch does): its sum is NaN."""
+    cdef double factor[CYCE_ONLINE_MAX_BLOCKS]
+    cdef floating m
+    cdef double total_m1
     if log_space:
-        row_sub2(x, out, n, m, <floating>log1p(row_exp_sum_m1(x, <floating *>NULL, n, m)))
+        total_m1 = row_blocked_exp_sum_m1(x, <floating *>NULL, n, &m, factor)
+        row_sub2(x, out, n, m, <floating>log1p(total_m1))
     else:
-        row_scale_sub(out, NULL, n, <floating>(1.0 / (1.0 + row_exp_sum_m1(x, out, n, m))), 0)
+        total_m1 = row_blocked_exp_sum_m1(x, out, n, &m, factor)
+        row_blocked_scale(out, n, factor, 1.0 / (1.0 + total_m1))
 
 
 cdef struct deferred_scale:

@@ -220,6 +220,45 @@ def test_the_bits_do_not_depend_on_where_the_array_sits(build, rng, dtype, n_cla
         assert got == first, f"offset {offset} differs from offset 0"
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n_classes", [300, 5000, 20011, 70001])
+def test_softmax_and_logsumexp_bits_do_not_depend_on_where_the_array_sits(
+        build, rng, dtype, n_classes):
+    """logsumexp, softmax and log_softmax run the same block loop (max and
+    exps in one pass): the same logits at each element offset within a cache
+    line give the same bits, into new outputs, into outputs placed
+    differently, and in place.  With ties at the max, a confident row, a NaN
+    row, a +inf row and an all -inf row."""
+    x = (rng.standard_normal((7, n_classes)) * 4).astype(dtype)
+    x[1, ::7] = x[1].max()                  # ties at the max
+    x[2, n_classes // 3] = 90.0             # confident: a tiny sum
+    x[3, n_classes // 2] = np.nan
+    x[4, n_classes - 1] = np.inf
+    x[5] = -np.inf
+    itemsize = np.dtype(dtype).itemsize
+    first = None
+    for offset in range(0, 64, itemsize):
+        got = []
+        lse_into = placed(np.zeros(7, dtype), (offset + itemsize) % 64)
+        cyce.logsumexp(placed(x, offset), out=lse_into)
+        got.append(lse_into.tobytes())
+        for fn in (cyce.softmax, cyce.log_softmax):
+            new = fn(placed(x, offset))
+            into = placed(np.zeros_like(x), (offset + 2 * itemsize) % 64)
+            fn(placed(x, offset), out=into)
+            logits = placed(x, offset)
+            fn(logits, out=logits)
+            assert into.tobytes() == new.tobytes(), f"offset {offset}: {fn.__name__} out"
+            assert logits.tobytes() == new.tobytes(), f"offset {offset}: {fn.__name__} in place"
+            got.append(new.tobytes())
+        if first is None:
+            first = got
+            lse = np.frombuffer(got[0], dtype)
+            assert np.isnan(lse[3]) and lse[4] == np.inf and lse[5] == -np.inf
+            assert np.isfinite(np.delete(lse, [3, 4, 5])).all()
+        assert got == first, f"offset {offset} differs from offset 0"
+
+
 def test_default_thread_count_gives_the_same_bits(rng):
     """num_threads=None (OpenMP's default, 2 on the CI machine) is one more
     thread count: the same bits as one thread, above the serial threshold."""
