@@ -94,7 +94,7 @@
 #ifndef CYCE_PREFETCH_FAR_BYTES
 #define CYCE_PREFETCH_FAR_BYTES (16384)
 #endif
-/* cyce_row_exp_sum_m1 (softmax, logsumexp, soft targets, smoothing)
+/* cyce_row_exp_sum_m1 (soft targets, label smoothing)
  * prefetches the whole next row during its exps for rows of at least
  * CYCE_PREFETCH_MIN_CLASSES classes and at most CYCE_PREFETCH_MAX_BYTES, so
  * that the next row's max pass reads from cache while this row's exps keep
