@@ -319,10 +319,7 @@ cdef inline void finish_deferred(floating *grad, deferred_scale *pending,
     own: for a task's last row, or before a row that takes no exps."""
     if grad == NULL:
         return
-    if floating is float:
-        cyce_row_blocked_scale_sub_f32(grad, NULL, n, pending.factor, pending.exp_scale, 0)
-    else:
-        cyce_row_blocked_scale_sub_f64(grad, NULL, n, pending.factor, pending.exp_scale, 0)
+    row_blocked_scale(grad, n, pending.factor, pending.exp_scale)
     grad[pending.label] = <floating>pending.label_grad
     pending.grad = NULL
 
