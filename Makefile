@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Rebuild the extension when any of these change.
-SOURCES := setup.py pyproject.toml $(wildcard cyce/*.pyx cyce/*.pxi cyce/_src/*.h)
+SOURCES := setup.py pyproject.toml $(wildcard cyce/*.pyx cyce/_src/*.h cyce/_src/*.c)
 
 .PHONY: venv install test bench clean
 

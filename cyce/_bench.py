@@ -257,7 +257,7 @@ def measure_exp_floor(dtype, repeats=200):
     thread, over a cache-resident buffer: the least a softmax (one exp per
     element) can cost.
     The best of `repeats` passes, so that a busy machine disturbs it least."""
-    from cyce._dispatch import kernels
+    from cyce import _core as kernels
 
     x = np.linspace(-20.0, 0.0, FLOOR_ELEMENTS, dtype=np.dtype(dtype))
     out = np.empty_like(x)

@@ -15,7 +15,7 @@ import operator
 
 import numpy as np
 
-from ._dispatch import kernels
+from . import _core
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 REDUCTIONS = ("mean", "sum", "none")
@@ -129,7 +129,7 @@ def class_labels(labels, batch_shape, n_classes, ignore_index, name="labels"):
         first = int(np.argmax(flat > 2**63 - 1))  # uint64 that would wrap to negative int64
     else:
         as_int64 = np.ascontiguousarray(flat, dtype=np.int64)  # no copy if it already is
-        first = kernels.first_bad_label(as_int64, n_classes, ignore_index)
+        first = _core.first_bad_label(as_int64, n_classes, ignore_index)
     if first >= 0:
         raise IndexError(
             f"{name}{position(batch_shape, first)} = {flat[first].item()} is out of range: class "
