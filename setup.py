@@ -45,7 +45,12 @@ AVX2_FLAGS = ["-mavx2", "-mfma"]
 # 512-bit vectors: GCC otherwise keeps 256-bit ones even where AVX-512 exists
 AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
                              "-mprefer-vector-width=512"]
-OPENMP_FLAG = "-fopenmp"
+# (compile flags, link flags) that give OpenMP: GCC's and clang's -fopenmp,
+# then Apple clang's, with LLVM's libomp found through CPPFLAGS / LDFLAGS
+# (the macOS wheels: pyproject.toml's [tool.cibuildwheel.macos])
+OPENMP_CANDIDATES = [(["-fopenmp"], ["-fopenmp"]), (["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+# no debug sections in the module (GNU ld, and Apple's ld)
+STRIP_CANDIDATES = [["-Wl,--strip-debug"], ["-Wl,-S"]]
 
 DIRECTIVES = {
     "language_level": 3,
@@ -68,7 +73,9 @@ def compiler_accepts(flags, source="int main(void) { return 0; }\n", link=True):
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write(source)
-        cmd = compiler_command() + flags + [src, "-o", os.path.join(tmp, "probe")]
+        env_flags = [flag for name in ("CPPFLAGS", "CFLAGS") + (("LDFLAGS",) if link else ())
+                     for flag in os.environ.get(name, "").split()]
+        cmd = compiler_command() + env_flags + flags + [src, "-o", os.path.join(tmp, "probe")]
         if not link:
             cmd.insert(-2, "-c")
         try:
@@ -90,8 +97,10 @@ int main(void) {
 
 
 def want_openmp():
-    if compiler_accepts([OPENMP_FLAG], OPENMP_PROBE):
-        return True
+    """(compile flags, link flags) for OpenMP, or ([], []) for a serial build."""
+    for compile_flags, link_flags in OPENMP_CANDIDATES:
+        if compiler_accepts(compile_flags + link_flags, OPENMP_PROBE):
+            return compile_flags, link_flags
     message = (
         "cyce: the C compiler does not accept -fopenmp; building the kernels "
         "serial (same results, one thread)."
@@ -99,7 +108,7 @@ def want_openmp():
     if os.environ.get("CYCE_REQUIRE_OPENMP", "") not in ("", "0"):
         sys.exit(message + " CYCE_REQUIRE_OPENMP is set, so this is an error.")
     print("WARNING: " + message, file=sys.stderr)
-    return False
+    return [], []
 
 
 def want_simd(flags):
@@ -138,8 +147,8 @@ class BuildKernels(build_ext):
 
 
 def extensions():
-    openmp = want_openmp()
-    base = BASE_FLAGS + ([OPENMP_FLAG] if openmp else [])
+    openmp_compile, openmp_link = want_openmp()
+    base = BASE_FLAGS + openmp_compile
     if compiler_accepts(LOOP_ALIGN_FLAGS + ["-c"], link=False):
         base = base + LOOP_ALIGN_FLAGS
     levels = [("baseline", base)]
@@ -154,7 +163,8 @@ def extensions():
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")]
         + [("CYCE_HAVE_" + level.upper(), "1") for level, _ in levels[1:]],
         extra_compile_args=base,
-        extra_link_args=([OPENMP_FLAG] if openmp else []) + ["-Wl,--strip-debug"],
+        extra_link_args=openmp_link + next(
+            (flags for flags in STRIP_CANDIDATES if compiler_accepts(flags)), []),
         depends=[KERNEL_SOURCE] + HEADERS,
     )
     (core,) = cythonize([core], compiler_directives=DIRECTIVES)
