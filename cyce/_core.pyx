@@ -13,7 +13,8 @@
 # of its own; the tasks' layout depends on the shape alone, and the batch sum
 # runs after the prange in task order.  So the bits are the same for any
 # thread count and any schedule, and a dynamic schedule lets a thread that
-# was preempted (a busy machine) leave its share to the others.
+# was preempted (a busy machine) leave its share to the others
+# (docs/performance.md#threads).
 
 cimport numpy as cnp
 from cython.parallel cimport prange
@@ -63,10 +64,8 @@ cdef extern from "cyce_kernels.h" nogil:
                                 int64_t first, int64_t stop) noexcept nogil
         double (*binary)(const cyce_elements *elements, int kind, int64_t start,
                          int64_t stop) noexcept nogil
-        void (*categorical_ce_label)(const cyce_rows *rows, const cyce_ce_opts *opts,
-                                     double eps, int64_t first, int64_t stop) noexcept nogil
-        void (*categorical_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts,
-                                    double eps, int64_t first, int64_t stop) noexcept nogil
+        void (*categorical_ce)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                               double eps, int64_t first, int64_t stop) noexcept nogil
         void (*exp_values)(const void *x, void *out, int64_t n) noexcept nogil
         void (*exp_nonpos_values)(const void *x, void *out, int64_t n) noexcept nogil
         void (*span_exp_sum_count)(const void *x, void *out, int64_t n, double shift,
@@ -216,6 +215,15 @@ cdef inline Py_ssize_t n_tasks_of(int64_t n, int64_t per_task) noexcept nogil:
     return <Py_ssize_t>((n + per_task - 1) // per_task)
 
 
+cdef double *new_task_sums(Py_ssize_t n_tasks) except NULL:
+    """One float64 per task, for the losses' sums (to free() after the prange):
+    the loss alone allocates nothing per row."""
+    cdef double *sums = <double *>malloc(max(n_tasks, 1) * sizeof(double))
+    if sums == NULL:
+        raise MemoryError()
+    return sums
+
+
 # ---------------------------------------------------------------------------
 # the softmax family
 
@@ -261,10 +269,7 @@ def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_l
     cdef int64_t per_task = cyce_hard_rows_per_task(rows.n_rows, rows.n_classes)
     cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
     cdef int64_t first
-    # one float64 per task: the loss alone allocates nothing per row
-    cdef double *task_loss = <double *>malloc(max(n_tasks, 1) * sizeof(double))
-    if task_loss == NULL:
-        raise MemoryError()
+    cdef double *task_loss = new_task_sums(n_tasks)
     cdef double total
     with nogil:
         for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
@@ -337,9 +342,7 @@ def binary_elements(int kind, cnp.ndarray values, object targets, object weight,
     elements.grad_scale = grad_scale
     cdef Py_ssize_t b, n_blocks = n_tasks_of(elements.n_elements, CYCE_BINARY_BLOCK)
     cdef int64_t start
-    cdef double *block_loss = <double *>malloc(max(n_blocks, 1) * sizeof(double))
-    if block_loss == NULL:
-        raise MemoryError()
+    cdef double *block_loss = new_task_sums(n_blocks)
     cdef double total
     with nogil:
         for b in prange(n_blocks, schedule="dynamic", num_threads=n_threads,
@@ -364,8 +367,7 @@ def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object ro
     indices or float targets of probs' shape (labels' dtype says which)."""
     cdef const cyce_dtype_kernels *k = kernels_of(probs)
     cdef cyce_rows rows = rows_of(probs, grad, row_loss)
-    cdef bint soft = cnp.PyArray_TYPE(<cnp.ndarray?>labels) != cnp.NPY_INT64
-    if soft:
+    if cnp.PyArray_TYPE(<cnp.ndarray?>labels) != cnp.NPY_INT64:
         set_targets(&rows, labels)
     else:
         rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
@@ -377,12 +379,7 @@ def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object ro
         for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
                         use_threads_if=n_threads > 1):
             first = <int64_t>t * CYCE_ROWS_PER_TASK
-            if soft:
-                k.categorical_ce_soft(&rows, &opts, eps, first,
-                                      min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
-            else:
-                k.categorical_ce_label(&rows, &opts, eps, first,
-                                       min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
+            k.categorical_ce(&rows, &opts, eps, first, min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
     return fixed_order_sum(rows.row_loss, rows.n_rows)
 
 

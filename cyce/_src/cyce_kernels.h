@@ -61,7 +61,8 @@ typedef struct {
 enum { CYCE_SIGMOID_BCE = 0, CYCE_PROBABILITY_BCE = 1 };
 
 /* Rows of at most CYCE_SHORT_MAX classes go through the tile kernel,
- * CYCE_TILE at a time, one row per SIMD lane. */
+ * CYCE_TILE at a time, one row per SIMD lane: the row loops' set-up costs
+ * more than a short row's exps (docs/performance.md#short-rows). */
 #define CYCE_TILE 64
 #define CYCE_SHORT_MAX 32
 /* Elements per task of the binary losses. */
@@ -80,10 +81,8 @@ typedef struct {
     void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts,
                             int64_t first, int64_t stop);
     double (*binary)(const cyce_elements *elements, int kind, int64_t start, int64_t stop);
-    void (*categorical_ce_label)(const cyce_rows *rows, const cyce_ce_opts *opts, double eps,
-                                 int64_t first, int64_t stop);
-    void (*categorical_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts, double eps,
-                                int64_t first, int64_t stop);
+    void (*categorical_ce)(const cyce_rows *rows, const cyce_ce_opts *opts, double eps,
+                           int64_t first, int64_t stop);
     /* the exps and the exp-and-sum loop the kernels use, for their tests */
     void (*exp_values)(const void *x, void *out, int64_t n);
     void (*exp_nonpos_values)(const void *x, void *out, int64_t n);
@@ -100,10 +99,10 @@ typedef struct {
 } cyce_kernel_table;
 
 /* Rows per task of softmax_ce_hard: a tile of short rows, or up to a tile
- * of longer rows chained (each row takes the next one's first block max),
- * at least 8 tasks where there are 8 rows so that threads share the work.
- * It depends on the shape alone, so the tasks' sums have the same bits for
- * any thread count. */
+ * of longer rows chained (each row takes the next one's first block max:
+ * docs/performance.md#row-chaining), at least 8 tasks where there are 8 rows
+ * so that threads share the work.  It depends on the shape alone, so the
+ * tasks' sums have the same bits for any thread count and any schedule. */
 static inline int64_t cyce_hard_rows_per_task(int64_t n_rows, int64_t n_classes)
 {
     if (n_classes <= CYCE_SHORT_MAX) {

@@ -353,35 +353,24 @@ static double CYCE_FN(binary_task)(const cyce_elements *el, int kind, int64_t st
 
 /* ---- categorical cross entropy on probabilities ---- */
 
-/* -w log(max(p_y, eps)) per row; gradient -w / p_y at the label where
- * p_y >= eps (0 where clipped: the clip's derivative), 0 elsewhere. */
-static void CYCE_FN(categorical_ce_label_task)(const cyce_rows *rows, const cyce_ce_opts *opts,
-                                               double eps, int64_t first, int64_t stop)
+/* -w log(max(p_y, eps)) for a row against class index y; gradient -w / p_y
+ * at the label where p_y >= eps (0 where clipped: the clip's derivative),
+ * 0 elsewhere. */
+static inline double CYCE_FN(row_categorical_ce_label)(const CYCE_REAL *probs, CYCE_REAL *grad,
+                                                       int64_t n, int64_t label, double weight,
+                                                       double eps, double grad_scale)
 {
-    const int64_t n = rows->n_classes;
-    for (int64_t i = first; i < stop; i++) {
-        const CYCE_REAL *probs = (const CYCE_REAL *)rows->x + i * n;
-        CYCE_REAL *grad = rows->grad == NULL ? NULL : (CYCE_REAL *)rows->grad + i * n;
-        int64_t label = rows->labels[i];
-        if (label == opts->ignore_index) {
-            rows->row_loss[i] = 0.0;
-            if (grad != NULL) {
-                memset(grad, 0, (size_t)n * sizeof(CYCE_REAL));
-            }
-            continue;
-        }
-        double weight = opts->class_weight == NULL ? 1.0 : opts->class_weight[label];
-        double p = probs[label];
-        if (grad != NULL) {
-            memset(grad, 0, (size_t)n * sizeof(CYCE_REAL));
-            grad[label] = (CYCE_REAL)(p >= eps ? -weight / p * opts->grad_scale : 0.0);
-        }
-        rows->row_loss[i] = -weight * log(fmax(p, eps));
+    double p = probs[label];
+    if (grad != NULL) {
+        memset(grad, 0, (size_t)n * sizeof(CYCE_REAL));
+        grad[label] = (CYCE_REAL)(p >= eps ? -weight / p * grad_scale : 0.0);
     }
+    return -weight * log(fmax(p, eps));
 }
 
-/* -sum_c w_c y_c log(max(p_c, eps)) per row; a class with y_c = 0 adds 0
- * (also where p_c = 0).  Gradient -w_c y_c / p_c where p_c >= eps, else 0. */
+/* -sum_c w_c y_c log(max(p_c, eps)) for a row against targets y; a class
+ * with y_c = 0 adds 0 (also where p_c = 0).  Gradient -w_c y_c / p_c where
+ * p_c >= eps, else 0. */
 static inline __attribute__((always_inline)) double CYCE_FN(row_categorical_ce_soft)(
     const CYCE_REAL *probs, CYCE_REAL *grad, int64_t n, const void *target, int target_f64,
     const double *class_weight, double eps, double grad_scale)
@@ -401,18 +390,36 @@ static inline __attribute__((always_inline)) double CYCE_FN(row_categorical_ce_s
     return loss;
 }
 
-static void CYCE_FN(categorical_ce_soft_task)(const cyce_rows *rows, const cyce_ce_opts *opts,
-                                              double eps, int64_t first, int64_t stop)
+/* Categorical cross entropy of rows first..stop against class indices
+ * (rows->labels) or probabilities (rows->targets); an ignored row costs 0
+ * and gets a zero gradient. */
+static void CYCE_FN(categorical_ce_task)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                                         double eps, int64_t first, int64_t stop)
 {
     const int64_t n = rows->n_classes;
+    const double *class_weight = opts->class_weight;
     for (int64_t i = first; i < stop; i++) {
         const CYCE_REAL *probs = (const CYCE_REAL *)rows->x + i * n;
         CYCE_REAL *grad = rows->grad == NULL ? NULL : (CYCE_REAL *)rows->grad + i * n;
-        rows->row_loss[i] = rows->targets_f64
-            ? CYCE_FN(row_categorical_ce_soft)(probs, grad, n, (const double *)rows->targets + i * n,
-                                               1, opts->class_weight, eps, opts->grad_scale)
-            : CYCE_FN(row_categorical_ce_soft)(probs, grad, n, (const float *)rows->targets + i * n,
-                                               0, opts->class_weight, eps, opts->grad_scale);
+        double loss;
+        if (rows->labels == NULL) {
+            loss = rows->targets_f64
+                ? CYCE_FN(row_categorical_ce_soft)(probs, grad, n, (const double *)rows->targets + i * n,
+                                                   1, class_weight, eps, opts->grad_scale)
+                : CYCE_FN(row_categorical_ce_soft)(probs, grad, n, (const float *)rows->targets + i * n,
+                                                   0, class_weight, eps, opts->grad_scale);
+        } else if (rows->labels[i] == opts->ignore_index) {
+            loss = 0.0;
+            if (grad != NULL) {
+                memset(grad, 0, (size_t)n * sizeof(CYCE_REAL));
+            }
+        } else {
+            int64_t label = rows->labels[i];
+            loss = CYCE_FN(row_categorical_ce_label)(
+                probs, grad, n, label, class_weight == NULL ? 1.0 : class_weight[label], eps,
+                opts->grad_scale);
+        }
+        rows->row_loss[i] = loss;
     }
 }
 
@@ -446,8 +453,7 @@ static const cyce_dtype_kernels CYCE_FN(cyce_kernels) = {
     CYCE_FN(softmax_ce_hard_task),
     CYCE_FN(softmax_ce_soft_task),
     CYCE_FN(binary_task),
-    CYCE_FN(categorical_ce_label_task),
-    CYCE_FN(categorical_ce_soft_task),
+    CYCE_FN(categorical_ce_task),
     CYCE_FN(exp_values),
     CYCE_FN(exp_nonpos_values),
     CYCE_FN(span_exp_sum_count),
