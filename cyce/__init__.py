@@ -1,8 +1,8 @@
 """cyce: fast, exact cross-entropy losses and gradients for NumPy arrays."""
 
 from ._version import __version__
-from ._binary import binary_ce, categorical_ce, sigmoid_bce
-from ._softmax import log_softmax, logsumexp, softmax, softmax_ce
+from ._binary import binary_ce, sigmoid_bce
+from ._softmax import categorical_ce, log_softmax, logsumexp, softmax, softmax_ce
 from ._info import show_config
 
 __all__ = [

@@ -1,13 +1,13 @@
-"""The binary and probability-space losses: sigmoid_bce, binary_ce and
-categorical_ce.
+"""The binary losses, element by element: sigmoid_bce and binary_ce.
 
 The seed's pairing of tasks and losses:
   binary classification       sigmoid + binary CE          sigmoid_bce(logits, y)
   multi-class, single label   softmax + categorical CE     softmax_ce(logits, labels)
   multi-label                 sigmoid per class + BCE sum  sigmoid_bce(logits, Y, reduction="batchmean")
 and, for models that already output probabilities, binary_ce and
-categorical_ce.  Thin wrappers, as in cyce._softmax: validate everything,
-then one kernel call, then a fixed-order float64 reduction.
+categorical_ce (a row loss: cyce._softmax).  Thin wrappers, as in
+cyce._softmax: validate everything, then one kernel call, then a
+fixed-order float64 reduction.
 """
 
 import math
@@ -148,61 +148,3 @@ def binary_ce(probs, targets, *, weight=None, reduction="mean", return_grad=Fals
     check.probabilities("probs", p, p.shape)
     return _elementwise(PROBABILITY_BCE, "probs", p, probs, targets, weight, None,
                         reduction, return_grad, inplace, grad_out, num_threads)
-
-
-def categorical_ce(probs, labels, *, eps=None, weight=None, ignore_index=-100,
-                   reduction="mean", return_grad=False, inplace=False, grad_out=None,
-                   num_threads=None):
-    """Categorical cross entropy on probabilities (the seed's formula):
-    ``l_i = -sum_c w_c y_ic log(clip(p_ic, eps, 1))``.
-
-    ``probs`` (..., C) must be in [0, 1]; rows need not sum to 1 and are
-    **not** renormalised (scikit-learn's ``log_loss`` renormalises).  ``eps``
-    defaults to the dtype's machine epsilon, as ``log_loss`` does.  ``labels``
-    are class indices of shape (...) (rows equal to ``ignore_index`` count 0)
-    or one-hot / soft targets of shape (..., C) in [0, 1].
-
-    ``reduction="mean"`` divides by the number of rows (not ignored), or by
-    ``sum_i w[y_i]`` with class weights and class indices (PyTorch's NLLLoss
-    rule); ``"sum"``; ``"none"`` gives one loss per row.  The gradient is
-    ``-w_c y_ic / p_ic`` where ``p_ic >= eps`` and 0 where the clip is active,
-    times the reduction's scale.
-    """
-    p = check.float_array("probs", probs)
-    reduction = check.option_in("reduction", reduction, check.REDUCTIONS)
-    return_grad = check.flag("return_grad", return_grad)
-    inplace = check.flag("inplace", inplace)
-    n_threads = check.num_threads(num_threads)
-    ignore_index = check.integer("ignore_index", ignore_index)
-    eps = np.finfo(p.dtype).eps if eps is None else check.real_in("eps", eps, 0.0, 1.0)
-    check.probabilities("probs", p, p.shape)
-    n_classes = p.shape[-1]
-    batch_shape = p.shape[:-1]
-    soft, y = check.labels_or_probabilities("labels", labels, p, ignore_index)
-    class_weight = None
-    if weight is not None:
-        class_weight = check.weights("weight", weight, (n_classes,), "one weight per class")
-    grad, want_grad = check.gradient_destination(
-        "probs", p, probs, inplace, grad_out, return_grad, [("labels", y)] if soft else [])
-
-    # ---- compute: nothing has been written before this line ----
-    n_rows = math.prod(batch_shape)
-    denominator = reduce.class_mean_denominator(soft, y, ignore_index, n_rows, class_weight, None)
-    grad_scale = reduce.gradient_scale(reduction, denominator)
-    rows = p.reshape(-1, n_classes) if grad is p else np.ascontiguousarray(p).reshape(-1, n_classes)
-    if want_grad and grad is None:
-        grad = np.empty(p.shape, dtype=p.dtype)
-    grad_rows = None if grad is None else grad.reshape(-1, n_classes)
-    if not soft and grad is not None and np.may_share_memory(y, grad):
-        y = y.copy()  # the caller's int64 labels (see check.class_labels): never written
-    row_loss = np.empty(n_rows, dtype=np.float64)
-    threads = threads_for(n_threads, n_rows, rows.size)
-    targets = np.ascontiguousarray(y).reshape(-1, n_classes) if soft else y
-    loss_sum = _core.categorical_ce_rows(
-        rows, grad_rows, targets, row_loss, class_weight=class_weight,
-        ignore_index=ignore_index, eps=eps, grad_scale=grad_scale, n_threads=threads)
-    if reduction == "none":
-        loss = reduce.per_row_losses(row_loss, p.dtype, batch_shape)
-    else:
-        loss = reduce.total(loss_sum, reduction, denominator, p.dtype)
-    return (loss, grad) if want_grad else loss

@@ -1,4 +1,6 @@
-"""The softmax family: logsumexp, log_softmax, softmax and softmax_ce.
+"""The row losses and functions: logsumexp, log_softmax, softmax, softmax_ce
+and categorical_ce (cross entropy on probabilities, a row loss like
+softmax_ce, sharing its driver).
 
 Thin wrappers: validate everything with cyce._validation, allocate the
 outputs once, call one kernel of cyce._core, shape the result.  The kernel
@@ -132,57 +134,118 @@ def softmax_ce(
     reduction = check.option_in("reduction", reduction, check.REDUCTIONS)
     smoothing = check.real_in("label_smoothing", label_smoothing, 0.0, 1.0)
     z_loss = check.real_in("z_loss", z_loss, 0.0)
-    return_grad = check.flag("return_grad", return_grad)
-    inplace = check.flag("inplace", inplace)
-    n_threads = check.num_threads(num_threads)
-    ignore_index = check.integer("ignore_index", ignore_index)
-    n_classes = x.shape[-1]
-    batch_shape = x.shape[:-1]
-    soft, y = check.labels_or_probabilities("labels", labels, x, ignore_index)
-    class_weight = None
-    if weight is not None:
-        class_weight = check.weights("weight", weight, (n_classes,), "one weight per class")
-    row_weight = None
-    if sample_weight is not None:
-        row_weight = check.weights(
-            "sample_weight", sample_weight, batch_shape, "one weight per sample"
-        ).reshape(-1)
-    # (weights are private copies; integer labels are the caller's own int64
-    # array when it is one, and only read: copied below if a gradient
-    # destination shares their memory, so that no write can reach them first)
-    grad, want_grad = check.gradient_destination(
-        "logits", x, logits, inplace, grad_out, return_grad, [("labels", y)] if soft else [])
+    call = _RowLoss("logits", x, logits, labels, weight, sample_weight, ignore_index,
+                    return_grad, inplace, grad_out, num_threads)
 
     # ---- compute: nothing has been written before this line ----
-    n_rows = math.prod(batch_shape)
-    denom = reduce.class_mean_denominator(soft, y, ignore_index, n_rows, class_weight, row_weight)
-    grad_scale = reduce.gradient_scale(reduction, denom)
-    rows = x.reshape(-1, n_classes) if grad is x else _rows(x)
-    if want_grad and grad is None:
-        grad = np.empty(x.shape, dtype=x.dtype)
-    grad_rows = None if grad is None else grad.reshape(-1, n_classes)
-    threads = threads_for(n_threads, n_rows, rows.size)
-    if soft:
-        row_loss = np.empty(n_rows, dtype=np.float64)
-        targets = np.ascontiguousarray(y).reshape(-1, n_classes)
+    if call.soft:
+        row_loss = call.new_row_loss()
         loss_sum = _core.softmax_ce_soft_rows(
-            rows, grad_rows, targets, row_loss, class_weight=class_weight,
-            sample_weight=row_weight, label_smoothing=smoothing, z_loss=z_loss,
-            grad_scale=grad_scale, n_threads=threads)
+            call.rows, call.grad_rows, call.targets, row_loss, class_weight=call.class_weight,
+            sample_weight=call.row_weight, label_smoothing=smoothing, z_loss=z_loss,
+            grad_scale=call.grad_scale(reduction), n_threads=call.threads)
     else:
-        if grad is not None and np.may_share_memory(y, grad):
-            y = y.copy()
         # per-row losses only when they are the result: the loss alone or in
         # place allocates nothing per row
-        row_loss = np.empty(n_rows, dtype=np.float64) if reduction == "none" else None
+        row_loss = call.new_row_loss() if reduction == "none" else None
         loss_sum = _core.softmax_ce_hard_rows(
-            rows, grad_rows, y, row_loss, class_weight=class_weight,
-            sample_weight=row_weight, ignore_index=ignore_index, label_smoothing=smoothing,
-            z_loss=z_loss, grad_scale=grad_scale, n_threads=threads)
+            call.rows, call.grad_rows, call.targets, row_loss, class_weight=call.class_weight,
+            sample_weight=call.row_weight, ignore_index=call.ignore_index,
+            label_smoothing=smoothing, z_loss=z_loss, grad_scale=call.grad_scale(reduction),
+            n_threads=call.threads)
+    return call.result(reduction, loss_sum, row_loss)
 
-    if reduction == "none":
-        loss = reduce.per_row_losses(row_loss, x.dtype, batch_shape)
-    else:
-        loss = reduce.total(loss_sum, reduction, denom, x.dtype)
-    # grad is the caller's own array when it received the gradient (inplace, grad_out)
-    return (loss, grad) if want_grad else loss
+
+def categorical_ce(probs, labels, *, eps=None, weight=None, ignore_index=-100,
+                   reduction="mean", return_grad=False, inplace=False, grad_out=None,
+                   num_threads=None):
+    """Categorical cross entropy on probabilities (the seed's formula):
+    ``l_i = -sum_c w_c y_ic log(clip(p_ic, eps, 1))``.
+
+    ``probs`` (..., C) must be in [0, 1]; rows need not sum to 1 and are
+    **not** renormalised (scikit-learn's ``log_loss`` renormalises).  ``eps``
+    defaults to the dtype's machine epsilon, as ``log_loss`` does.  ``labels``
+    are class indices of shape (...) (rows equal to ``ignore_index`` count 0)
+    or one-hot / soft targets of shape (..., C) in [0, 1].
+
+    ``reduction="mean"`` divides by the number of rows (not ignored), or by
+    ``sum_i w[y_i]`` with class weights and class indices (PyTorch's NLLLoss
+    rule); ``"sum"``; ``"none"`` gives one loss per row.  The gradient is
+    ``-w_c y_ic / p_ic`` where ``p_ic >= eps`` and 0 where the clip is active,
+    times the reduction's scale.
+    """
+    p = check.float_array("probs", probs)
+    reduction = check.option_in("reduction", reduction, check.REDUCTIONS)
+    eps = np.finfo(p.dtype).eps if eps is None else check.real_in("eps", eps, 0.0, 1.0)
+    check.probabilities("probs", p, p.shape)
+    call = _RowLoss("probs", p, probs, labels, weight, None, ignore_index,
+                    return_grad, inplace, grad_out, num_threads)
+
+    # ---- compute: nothing has been written before this line ----
+    row_loss = call.new_row_loss()
+    loss_sum = _core.categorical_ce_rows(
+        call.rows, call.grad_rows, call.targets, row_loss, class_weight=call.class_weight,
+        ignore_index=call.ignore_index, eps=eps, grad_scale=call.grad_scale(reduction),
+        n_threads=call.threads)
+    return call.result(reduction, loss_sum, row_loss)
+
+
+class _RowLoss:
+    """What softmax_ce and categorical_ce share: the checks of the labels,
+    weights and gradient destination (the caller checked its values and
+    options), the rows the kernel reads, and the result's reduction."""
+
+    def __init__(self, name, x, original, labels, weight, sample_weight, ignore_index,
+                 return_grad, inplace, grad_out, num_threads):
+        return_grad = check.flag("return_grad", return_grad)
+        inplace = check.flag("inplace", inplace)
+        n_threads = check.num_threads(num_threads)
+        self.ignore_index = check.integer("ignore_index", ignore_index)
+        n_classes = x.shape[-1]
+        self.x, self.batch_shape = x, x.shape[:-1]
+        self.soft, y = check.labels_or_probabilities("labels", labels, x, self.ignore_index)
+        self.class_weight = None
+        if weight is not None:
+            self.class_weight = check.weights("weight", weight, (n_classes,), "one weight per class")
+        self.row_weight = None
+        if sample_weight is not None:
+            self.row_weight = check.weights(
+                "sample_weight", sample_weight, self.batch_shape, "one weight per sample"
+            ).reshape(-1)
+        # (weights are private copies; integer labels are the caller's own
+        # int64 array when it is one, and only read: copied below if a
+        # gradient destination shares their memory, so that no write can
+        # reach them first)
+        grad, self.want_grad = check.gradient_destination(
+            name, x, original, inplace, grad_out, return_grad, [("labels", y)] if self.soft else [])
+
+        # ---- from here on nothing is checked: the caller computes next ----
+        self.n_rows = math.prod(self.batch_shape)
+        self.denom = reduce.class_mean_denominator(
+            self.soft, y, self.ignore_index, self.n_rows, self.class_weight, self.row_weight)
+        self.rows = x.reshape(-1, n_classes) if grad is x else _rows(x)
+        if self.want_grad and grad is None:
+            grad = np.empty(x.shape, dtype=x.dtype)
+        self.grad = grad
+        self.grad_rows = None if grad is None else grad.reshape(-1, n_classes)
+        if self.soft:
+            y = np.ascontiguousarray(y).reshape(-1, n_classes)
+        elif grad is not None and np.may_share_memory(y, grad):
+            y = y.copy()
+        self.targets = y
+        self.threads = threads_for(n_threads, self.n_rows, self.rows.size)
+
+    def grad_scale(self, reduction):
+        return reduce.gradient_scale(reduction, self.denom)
+
+    def new_row_loss(self):
+        return np.empty(self.n_rows, dtype=np.float64)
+
+    def result(self, reduction, loss_sum, row_loss):
+        """The loss (and the gradient, when asked for) of the reduction."""
+        if reduction == "none":
+            loss = reduce.per_row_losses(row_loss, self.x.dtype, self.batch_shape)
+        else:
+            loss = reduce.total(loss_sum, reduction, self.denom, self.x.dtype)
+        # grad is the caller's own array when it received the gradient (inplace, grad_out)
+        return (loss, self.grad) if self.want_grad else loss

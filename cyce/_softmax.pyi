@@ -1,6 +1,6 @@
-# Type stub for cyce._softmax: the public logsumexp, log_softmax, softmax and
-# softmax_ce (their docstrings, in cyce/_softmax.py, give the formulas; so does
-# docs/api.md).  tests/test_packaging.py checks that every signature here
+# Type stub for cyce._softmax: the public logsumexp, log_softmax, softmax,
+# softmax_ce and categorical_ce (their docstrings, in cyce/_softmax.py, give
+# the formulas; so does docs/api.md).  tests/test_packaging.py checks that every signature here
 # matches the runtime function's parameters and defaults, and runs
 # `mypy --strict` on tests/typing_example.py, which uses them.
 #
@@ -195,6 +195,139 @@ def softmax_ce(
     reduction: _Reduction = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    return_grad: bool = False,
+    inplace: bool = False,
+    grad_out: _FloatArray | None = None,
+    num_threads: int | None = None,
+) -> _Loss | _FloatArray | tuple[_Loss | _FloatArray, _FloatArray]: ...
+
+# categorical_ce: cross entropy on probabilities, per row
+# the loss alone: a NumPy scalar ...
+@overload
+def categorical_ce(
+    probs: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    eps: float | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _MeanOrSum = "mean",
+    return_grad: Literal[False] = False,
+    inplace: Literal[False] = False,
+    grad_out: None = None,
+    num_threads: int | None = None,
+) -> _Loss: ...
+# ... or an array for reduction="none"
+@overload
+def categorical_ce(
+    probs: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    eps: float | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Literal["none"],
+    return_grad: Literal[False] = False,
+    inplace: Literal[False] = False,
+    grad_out: None = None,
+    num_threads: int | None = None,
+) -> _FloatArray: ...
+# (loss, grad): return_grad=True, inplace=True or grad_out=...
+@overload
+def categorical_ce(
+    probs: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    eps: float | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _MeanOrSum = "mean",
+    return_grad: Literal[True],
+    inplace: bool = False,
+    grad_out: _FloatArray | None = None,
+    num_threads: int | None = None,
+) -> tuple[_Loss, _FloatArray]: ...
+@overload
+def categorical_ce(
+    probs: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    eps: float | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _MeanOrSum = "mean",
+    return_grad: bool = False,
+    inplace: Literal[True],
+    grad_out: _FloatArray | None = None,
+    num_threads: int | None = None,
+) -> tuple[_Loss, _FloatArray]: ...
+@overload
+def categorical_ce(
+    probs: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    eps: float | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _MeanOrSum = "mean",
+    return_grad: bool = False,
+    inplace: bool = False,
+    grad_out: _FloatArray,
+    num_threads: int | None = None,
+) -> tuple[_Loss, _FloatArray]: ...
+# the same for reduction="none"
+@overload
+def categorical_ce(
+    probs: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    eps: float | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Literal["none"],
+    return_grad: Literal[True],
+    inplace: bool = False,
+    grad_out: _FloatArray | None = None,
+    num_threads: int | None = None,
+) -> tuple[_FloatArray, _FloatArray]: ...
+@overload
+def categorical_ce(
+    probs: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    eps: float | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Literal["none"],
+    return_grad: bool = False,
+    inplace: Literal[True],
+    grad_out: _FloatArray | None = None,
+    num_threads: int | None = None,
+) -> tuple[_FloatArray, _FloatArray]: ...
+@overload
+def categorical_ce(
+    probs: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    eps: float | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Literal["none"],
+    return_grad: bool = False,
+    inplace: bool = False,
+    grad_out: _FloatArray,
+    num_threads: int | None = None,
+) -> tuple[_FloatArray, _FloatArray]: ...
+# options only known at run time
+@overload
+def categorical_ce(
+    probs: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    eps: float | None = None,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Reduction = "mean",
     return_grad: bool = False,
     inplace: bool = False,
     grad_out: _FloatArray | None = None,
