@@ -1,8 +1,9 @@
 """How the reliability tests (test_properties.py, fuzz_worker.py) compare
 cyce with the float64 reference of tests/reference.py at the edges of the
 number range, where the reference's own roundings or the result's dtype
-matter.  The tolerances are conftest.assert_close's (DESIGN.md's: float32
-1e-5, float64 1e-12 relative); this module only decides what to compare.
+matter.  The tolerances are conftest.assert_close's (README.md's
+"Accuracy": float32 1e-5, float64 1e-12 relative); this module only decides
+what to compare.
 """
 
 import numpy as np

@@ -34,7 +34,7 @@ def rng():
 
 
 def tolerance(dtype):
-    """(rtol, atol factor) of DESIGN.md: float32 1e-5, float64 1e-12."""
+    """(rtol, atol factor): README.md's "Accuracy", float32 1e-5, float64 1e-12."""
     return (1e-5, 1e-6) if np.dtype(dtype) == np.float32 else (1e-12, 1e-13)
 
 

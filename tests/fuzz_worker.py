@@ -23,7 +23,7 @@ Every call must then
     NumPy (GENERIC);
   - if not: return a result of the documented type, shape and dtype, in the
     caller's buffer when one was given, equal to the float64 reference
-    (tests/reference.py) within DESIGN.md's tolerances;
+    (tests/reference.py) within conftest.tolerance (README.md's "Accuracy");
 and, either way, leave every array the caller passed bit-for-bit as it was,
 except, on success, the buffer the result was asked to go to.
 

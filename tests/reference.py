@@ -1,6 +1,6 @@
 """A plain NumPy float64 reference for the softmax family.
 
-Written from the definitions (DESIGN.md, PyTorch's documentation), not from
+Written from the definitions (docs/api.md, PyTorch's documentation), not from
 cyce's kernels: it builds the full target distribution T (N, C) and the
 log-probabilities explicitly, which the kernels never do.  Inputs are cast
 to float64 first, so a float32 call is compared against the exact result for

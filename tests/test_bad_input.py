@@ -1,4 +1,4 @@
-"""Every bad input of DESIGN.md raises a clear error and changes nothing."""
+"""Every bad input (docs/api.md, "Errors") raises a clear error and changes nothing."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Arrays over 2**31 elements (DESIGN.md: index arithmetic in 64 bits).
+"""Arrays over 2**31 elements: every index and offset is computed in 64 bits.
 
 Marked slow (deselected by default; `make test-slow` or `pytest -m slow`
 runs them): each allocates one float32 array of 65537 x 32768 =

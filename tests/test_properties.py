@@ -6,7 +6,7 @@ logits anywhere in [-1e30, 1e30] (Hypothesis favours the edges: +-1e30, 0,
 
 - the losses are >= 0 and finite (``"mean"`` with nothing to average is NaN,
   as documented), and agree with the float64 reference (tests/reference.py)
-  within DESIGN.md's tolerances: float32 1e-5, float64 1e-12 relative, with
+  within README.md's "Accuracy" tolerances: float32 1e-5, float64 1e-12 relative, with
   conftest.assert_close's absolute floor (tests/agreement.py says where the
   reference itself is rounded to the result's dtype or made more accurate);
 - the gradient rows of the unweighted, unsmoothed softmax CE sum to 0;

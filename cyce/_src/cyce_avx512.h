@@ -1,23 +1,18 @@
 /*
  * cyce_avx512.h -- the exp-and-sum loops of the softmax rows in AVX-512
- * intrinsics, for the module built with -mavx512f (cyce_rows.h includes it
- * only there; the other builds keep the loops GCC vectorises).
+ * intrinsics, for the avx512 object of cyce_kernels.c (cyce_rows.h includes
+ * it only where __AVX512F__ and __AVX512DQ__ are defined; the other objects
+ * keep the loops GCC vectorises).
  *
- * Why by hand: those loops are bound by the vector units (two vector
- * instructions per cycle), and written in C, GCC spends 22 to 24 of them
- * per vector.  Here:
+ * Why by hand: those loops are bound by the vector units, and GCC's version
+ * spends more vector instructions per vector than these:
  *   - 2**n is applied by vscalef, one instruction for the add, shift and
  *     multiply of cyce_expf_nonpos (the same value, rounded once: the same
  *     bits, subnormal results included);
  *   - the terms equal to the top are left out of the sum and the others
  *     counted with one compare and two masked adds, where GCC made five
  *     instructions of the compare, two selects and two adds.
- * That is 17 vector instructions per vector, 18 with the next block's max
- * and 19 with the previous row's scaling.  Measured (2-vCPU Xeon, 1 thread,
- * best of 9): the loss alone of 4096 x 32000 float32 52.8 -> 45.2 ms, in
- * place 58.4 -> 50.8 ms, 16384 x 1000 4.4 ms from 6.8 (loss); the blocked
- * loop over a row in cache 0.311 -> 0.202 ns per element (a scratch
- * harness).  float64 is bound by memory and barely moved.
+ * (docs/performance.md#avx-512-exp-loops)
  */
 #ifndef CYCE_AVX512_H
 #define CYCE_AVX512_H

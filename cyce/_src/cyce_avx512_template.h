@@ -95,14 +95,9 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
  * in the same pairs, so the bits are those of a block on a line, wherever
  * the arrays sit (tested at every offset).  The max and the count are exact
  * anyway.  One loop over the block also reduces the max and the count once
- * per block rather than per CYCE_BLOCK: float64 16384 x 1000 in place
- * 14.5 -> 12.1 ms.
- * Measured (1 thread, in place, median of 12 in fresh processes, NumPy's
- * placement): 4096 x 32000 float32 47.5-49.8 -> 46.1-46.6 ms, 512 x 256000
- * 58.2-59.5 -> 56.9-57.7 ms (with cyce_row_scale_sub's start on a line);
- * the same arrays on a line, before: 43.2-44.6 and 55.3 ms.  Not for
- * double: float64 4096 x 32000 in place took 131-135 ms on lines against
- * 122-124 split (its loops wait on memory rather than on the splits). */
+ * per block rather than per CYCE_BLOCK.  Not for double rows, whose loops
+ * wait on memory rather than on the splits
+ * (docs/performance.md#cache-line-alignment). */
 static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_avx512)(
     const CYCE_REAL *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
     const CYCE_REAL *next, int64_t next_len, CYCE_REAL *next_max, double *count,
@@ -155,8 +150,8 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
         /* the elements before the first line, in lanes 0 to head - 1, then
          * moved up to the lanes they hold on lines.  Their share of the next
          * block's max waits for the end: that line is not in cache yet, and
-         * a masked load missing it stalled the loop (4096 x 32000 float32
-         * loss alone 40 -> 48 ms) */
+         * a masked load missing it stalled the loop
+         * (docs/performance.md#cache-line-alignment) */
         CYCE_BLOCK_VECTOR(CYCE_FIRST_LANES(head), (void)0,
                           rest = CYCE_VOP(mask_add)(rest, other, rest, e));
         rest = CYCE_VOP(maskz_expand)((CYCE_MASK)~CYCE_FIRST_LANES(CYCE_LANES - head), rest);

@@ -4,7 +4,8 @@
  *
  * Why not libm: without -ffast-math (which would break the inf/nan semantics
  * cyce promises) GCC calls expf/exp one element at a time.  These functions
- * are plain arithmetic and selects, so a loop that calls them becomes SIMD.
+ * are plain arithmetic and selects, so a loop that calls them becomes SIMD
+ * (docs/performance.md#compiler-flags).
  *
  * Method (the classic one):
  *   exp(x) = 2**n * exp(r),  n = round(x / ln2),  r = x - n*ln2 in [-ln2/2, ln2/2]

@@ -5,8 +5,9 @@
  * Every loop is branch-free so GCC vectorises it; reductions carry
  * `omp simd reduction(...)`, which lets GCC reassociate just that loop (we do
  * not use -ffast-math).  The order of those partial sums is fixed by the
- * vector width of the build, so a result never depends on the thread count.
- * In the AVX-512 build the exp-and-sum loops are cyce_avx512.h's instead
+ * vector width of the instruction set, so a result never depends on the
+ * thread count.
+ * In the avx512 object the exp-and-sum loops are cyce_avx512.h's instead
  * (CYCE_AVX512_SPANS), written with intrinsics.
  *
  * Sums of exp are accumulated in blocks of CYCE_BLOCK elements in the row's
@@ -20,9 +21,9 @@
 /* The largest element (-inf for an all -inf row).  A NaN may or may not win;
  * callers rely on the NaN reaching the sum of exp instead.  Four quarters of
  * the row are scanned side by side: one running max is a chain of dependent
- * max instructions (4 cycles each), four chains keep the core's two vector
- * ports busy (a 32000-element row in L2: 0.064 -> 0.02 ns per element with
- * AVX-512).  The max is exact, so the order changes nothing. */
+ * max instructions, four chains keep the vector ports busy
+ * (docs/performance.md#row-max).  The max is exact, so the order changes
+ * nothing. */
 static inline CYCE_REAL CYCE_FN(cyce_row_max)(const CYCE_REAL *x, int64_t n)
 {
     int64_t quarter = n / 4;
@@ -44,7 +45,7 @@ static inline CYCE_REAL CYCE_FN(cyce_row_max)(const CYCE_REAL *x, int64_t n)
 }
 
 /* out[j] = exp(x[j]) for x[j] <= 0 (or NaN), j < n, with the exp the
- * softmax loops use (in the AVX-512 build, cyce_avx512.h's). */
+ * softmax loops use (in the avx512 object, cyce_avx512.h's). */
 static inline void CYCE_FN(cyce_exp_nonpos_values)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n)
 {
 #ifdef CYCE_AVX512_SPANS
@@ -113,9 +114,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
     CYCE_REAL m;
     /* one copy of the loop per case, out and prev known in each: tested
      * inside the loop, with the constants spilled around the tests, the
-     * loop read memory slower (512 x 256000 float32, 1 thread, in place
-     * 47.8 -> 44.0 ms, loss alone 35.3 -> 33.6; float64 4096 x 32000 in
-     * place 125 -> 104, with the far prefetch of cyce_rows.h) */
+     * loop read memory slower (docs/performance.md#unswitched-block-loop) */
     double rest;
     if (prev != NULL) {
         rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
@@ -216,8 +215,8 @@ static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL 
     CYCE_REAL top = isfinite(max) ? max : (CYCE_REAL)NAN;
     double rest = 0.0, count = 0.0;
     /* the max is known here (smoothing needs it first), so this is not
-     * cyce_block_exp_sum with nothing to fuse: logsumexp, when it still took
-     * its max first, ran 9% longer that way at 16384 x 1000 */
+     * cyce_block_exp_sum with nothing to fuse, which measured slower
+     * (docs/performance.md#next-row-prefetch) */
     for (int64_t block = 0; block < n; block += CYCE_BLOCK) {
         int64_t end = block + CYCE_BLOCK < n ? block + CYCE_BLOCK : n;
         if (ahead != NULL) {
@@ -280,11 +279,8 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_scale_sub)(
  * time, the lines CYCE_PREFETCH_AHEAD_BYTES ahead are prefetched into L2 for
  * writing.  A row longer than CYCE_DEFER_MAX_BYTES is no longer all in L2
  * when its scaling pass comes, and the hardware prefetcher alone left the
- * pass waiting on memory: 512 x 256000 float32 in place 59.2-59.5 -> 54.6
- * ms (the benchmark's worker, 1 thread, median of 15; a scratch harness:
- * 1024 x 128000 61.7 -> 53.6).  Rows up to CYCE_DEFER_MAX_BYTES are in L2
- * and scale during the next row's exps; prefetching for them as well took
- * 1% longer at 4096 x 32000. */
+ * pass waiting on memory; shorter rows are in L2 and go without
+ * (docs/performance.md#scaling-pass-prefetch). */
 static inline void CYCE_FN(cyce_lines_scale_sub)(CYCE_REAL *out, const double *w, int64_t n,
                                                 CYCE_REAL a, CYCE_REAL b, int far)
 {
@@ -354,7 +350,7 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * block (at x + n, the same length as this row's first) has its max taken
  * during this row's last block's exps, into *carried_max, and the next call
  * gets it back with carried set instead of reading that block first (a pass
- * with no exps to hide it: 4096 x 32000 float32 loss alone 41.5 -> 39.5 ms).
+ * with no exps to hide it: docs/performance.md#row-chaining).
  * Each block prefetches the stretch CYCE_PREFETCH_AHEAD_BYTES past its own
  * start (into the next row for the last blocks: rows are contiguous, and
  * prefetches past the array's end do not fault); a row of one block, the row
@@ -378,7 +374,7 @@ static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
 {
     int64_t block = CYCE_FN(cyce_online_block)(n);
     /* a row of one block prefetches the row after the next one (the next one
-     * it reads for its max), as measured best for 1000 classes */
+     * it reads for its max; docs/performance.md#prefetch-distance) */
     const int64_t ahead = n < block ? 2 * n
         : CYCE_PREFETCH_AHEAD_BYTES / (int64_t)sizeof(CYCE_REAL);
     int64_t n_blocks = (n + block - 1) / block;
@@ -594,15 +590,14 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_softmax_ce_h
 
 /* cyce_tile_softmax_ce_hard without class or sample weights, smoothing or
  * z-loss (the common call), compiled apart so that those zeros are constants
- * and their arithmetic folds away: 20% of a 10-class tile's time. */
+ * and their arithmetic folds away (docs/performance.md#short-rows). */
 static void CYCE_FN(cyce_tile_softmax_ce_hard_plain)(
     const CYCE_REAL *x, CYCE_REAL *grad, int64_t n_rows, int64_t n, const int64_t *labels,
     int64_t ignore_index, double grad_scale, double *row_loss)
 {
     /* full tiles (all but the last) and the loss alone get copies of their
      * own, with n_rows and grad constant, the tile's exp pass inlined into
-     * each (65536 x 10, 1 thread, AVX-512: float32 loss 0.74 -> 0.58 ms, in
-     * place 1.15 -> 0.94; float64 loss 1.10 -> 0.89, in place 1.57 -> 1.25) */
+     * each (docs/performance.md#short-rows) */
     if (n_rows == CYCE_TILE && grad == NULL) {
         CYCE_FN(cyce_tile_softmax_ce_hard)(x, NULL, CYCE_TILE, n, labels, ignore_index, NULL,
                                            (double)n, NULL, 0.0, 0.0, grad_scale, row_loss);
