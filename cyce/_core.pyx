@@ -78,8 +78,7 @@ cdef extern from "cyce_kernels.h" nogil:
         void (*log1p_values)(const double *s, double *out, int64_t n) noexcept nogil
     enum:
         CYCE_BINARY_BLOCK
-        CYCE_ROWS_PER_TASK
-    int64_t cyce_hard_rows_per_task(int64_t n_rows, int64_t n_classes)
+    int64_t cyce_rows_per_task(int64_t n_rows, int64_t n_classes)
     const cyce_kernel_table *cyce_kernels_for_level(int level)
     int cyce_level_built(int level)
     int cyce_openmp_version()
@@ -232,26 +231,28 @@ def logsumexp_rows(cnp.ndarray x, cnp.ndarray out, int n_threads):
     cdef const cyce_dtype_kernels *k = kernels_of(x)
     cdef cyce_rows rows = rows_of(x, None, None)
     cdef void *out_data = data_of(out, cnp.PyArray_TYPE(x))
-    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, CYCE_ROWS_PER_TASK)
+    cdef int64_t per_task = cyce_rows_per_task(rows.n_rows, rows.n_classes)
+    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
-                        use_threads_if=n_threads > 1):
-            first = <int64_t>t * CYCE_ROWS_PER_TASK
-            k.logsumexp(&rows, out_data, first, min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
+        for t in prange(n_tasks, schedule="dynamic", num_threads=min(n_threads, n_tasks),
+                        use_threads_if=n_threads > 1 and n_tasks > 1):
+            first = <int64_t>t * per_task
+            k.logsumexp(&rows, out_data, first, min(first + per_task, rows.n_rows))
 
 
 def softmax_rows(cnp.ndarray x, cnp.ndarray out, bint log_space, int n_threads):
     """out = softmax(x) or log_softmax(x) row by row; out may be x."""
     cdef const cyce_dtype_kernels *k = kernels_of(x)
     cdef cyce_rows rows = rows_of(x, out, None)
-    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, CYCE_ROWS_PER_TASK)
+    cdef int64_t per_task = cyce_rows_per_task(rows.n_rows, rows.n_classes)
+    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
-                        use_threads_if=n_threads > 1):
-            first = <int64_t>t * CYCE_ROWS_PER_TASK
-            k.softmax(&rows, log_space, first, min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
+        for t in prange(n_tasks, schedule="dynamic", num_threads=min(n_threads, n_tasks),
+                        use_threads_if=n_threads > 1 and n_tasks > 1):
+            first = <int64_t>t * per_task
+            k.softmax(&rows, log_space, first, min(first + per_task, rows.n_rows))
 
 
 def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_loss, *,
@@ -266,14 +267,14 @@ def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_l
     rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, ignore_index,
                                      label_smoothing, z_loss, grad_scale)
-    cdef int64_t per_task = cyce_hard_rows_per_task(rows.n_rows, rows.n_classes)
+    cdef int64_t per_task = cyce_rows_per_task(rows.n_rows, rows.n_classes)
     cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
     cdef int64_t first
     cdef double *task_loss = new_task_sums(n_tasks)
     cdef double total
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
-                        use_threads_if=n_threads > 1):
+        for t in prange(n_tasks, schedule="dynamic", num_threads=min(n_threads, n_tasks),
+                        use_threads_if=n_threads > 1 and n_tasks > 1):
             first = <int64_t>t * per_task
             task_loss[t] = k.softmax_ce_hard(&rows, &opts, first,
                                              min(first + per_task, rows.n_rows))
@@ -292,13 +293,14 @@ def softmax_ce_soft_rows(cnp.ndarray x, object grad, object targets, object row_
     set_targets(&rows, targets)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, 0,
                                      label_smoothing, z_loss, grad_scale)
-    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, CYCE_ROWS_PER_TASK)
+    cdef int64_t per_task = cyce_rows_per_task(rows.n_rows, rows.n_classes)
+    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
-                        use_threads_if=n_threads > 1):
-            first = <int64_t>t * CYCE_ROWS_PER_TASK
-            k.softmax_ce_soft(&rows, &opts, first, min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
+        for t in prange(n_tasks, schedule="dynamic", num_threads=min(n_threads, n_tasks),
+                        use_threads_if=n_threads > 1 and n_tasks > 1):
+            first = <int64_t>t * per_task
+            k.softmax_ce_soft(&rows, &opts, first, min(first + per_task, rows.n_rows))
     return fixed_order_sum(rows.row_loss, rows.n_rows)
 
 
@@ -345,8 +347,8 @@ def binary_elements(int kind, cnp.ndarray values, object targets, object weight,
     cdef double *block_loss = new_task_sums(n_blocks)
     cdef double total
     with nogil:
-        for b in prange(n_blocks, schedule="dynamic", num_threads=n_threads,
-                        use_threads_if=n_threads > 1):
+        for b in prange(n_blocks, schedule="dynamic", num_threads=min(n_threads, n_blocks),
+                        use_threads_if=n_threads > 1 and n_blocks > 1):
             start = <int64_t>b * CYCE_BINARY_BLOCK
             block_loss[b] = k.binary(&elements, kind, start,
                                      min(start + CYCE_BINARY_BLOCK, elements.n_elements))
@@ -373,13 +375,14 @@ def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object ro
         rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, None, ignore_index, 0.0,
                                      0.0, grad_scale)
-    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, CYCE_ROWS_PER_TASK)
+    cdef int64_t per_task = cyce_rows_per_task(rows.n_rows, rows.n_classes)
+    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
-                        use_threads_if=n_threads > 1):
-            first = <int64_t>t * CYCE_ROWS_PER_TASK
-            k.categorical_ce(&rows, &opts, eps, first, min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
+        for t in prange(n_tasks, schedule="dynamic", num_threads=min(n_threads, n_tasks),
+                        use_threads_if=n_threads > 1 and n_tasks > 1):
+            first = <int64_t>t * per_task
+            k.categorical_ce(&rows, &opts, eps, first, min(first + per_task, rows.n_rows))
     return fixed_order_sum(rows.row_loss, rows.n_rows)
 
 

@@ -44,11 +44,12 @@ SERIAL_BELOW = 1 << 15
 MAX_THREADS = 256
 
 
-def threads_for(num_threads, n_tasks, n_elements):
+def threads_for(num_threads, n_rows, n_elements):
     """Threads for one call: num_threads (validated) or OpenMP's default,
-    never more than there are tasks, and one for small inputs."""
+    never more than there are rows (the kernels start no more than they have
+    tasks), and one for small inputs."""
     if n_elements < SERIAL_BELOW:
         return 1
     if num_threads is None:
         num_threads = _core.default_threads()
-    return max(1, min(num_threads, n_tasks, MAX_THREADS))
+    return max(1, min(num_threads, n_rows, MAX_THREADS))

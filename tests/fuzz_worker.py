@@ -233,10 +233,12 @@ def draw_base(data, fn):
 
     # ---- the second argument and the options of the losses
     if fn in CLASS_LOSSES:
-        ignore_index = draw_ignore_index(data, n_classes)
+        soft = data.draw(st.booleans(), label="soft labels")
+        # (an ignore_index with probabilities is bad input: bad_option's cases)
+        ignore_index = None if soft else draw_ignore_index(data, n_classes)
         if ignore_index is not None:
             call.kwargs["ignore_index"] = ignore_index
-        if data.draw(st.booleans(), label="soft labels"):
+        if soft:
             t = rng.random(shape)
             if data.draw(st.booleans(), label="normalised"):
                 t /= t.sum(axis=-1, keepdims=True)
@@ -729,6 +731,19 @@ bad_option("eps", [-0.1, 1.5, np.nan, -np.inf, "x", True, 2], ("categorical_ce",
 bad_option("ignore_index", [1.5, "x", True, np.float64(3.0), np.bool_(False)], CLASS_LOSSES)
 bad_option("return_grad", ["yes", 1, 0, np.int64(1), 1.0], LOSSES)
 bad_option("inplace", ["yes", 1, np.int64(0), 0.0], LOSSES)
+
+
+
+@mutation(*CLASS_LOSSES)
+def ignore_index_with_probabilities(data, rng, call):
+    """An ignore_index other than -100 names a class index: with probability
+    targets it is an error (PyTorch raises too)."""
+    if np.asarray(call.second).dtype.kind != "f":
+        return False
+    value = data.draw(st.sampled_from([0, 1, -1, -101, 2**40]), label="ignore_index")
+    call.kwargs["ignore_index"] = value
+    call.mutate(f"ignore_index={value!r} with probabilities", {"ignore_index"}, {ValueError})
+    return True
 
 # Inputs of bugs the fuzzer found (now fixed; see test_fuzz.py).
 bad_option("z_loss", [float("inf")], ("softmax_ce",), key="found_z_loss_inf")

@@ -67,8 +67,6 @@ enum { CYCE_SIGMOID_BCE = 0, CYCE_PROBABILITY_BCE = 1 };
 #define CYCE_SHORT_MAX 32
 /* Elements per task of the binary losses. */
 #define CYCE_BINARY_BLOCK 4096
-/* Rows per task of the softmax family's row-independent kernels. */
-#define CYCE_ROWS_PER_TASK 64
 
 /* The kernels of one storage dtype.  A task is a range of rows (or, for
  * the binary losses, of CYCE_BINARY_BLOCK elements); a task returning a
@@ -98,12 +96,13 @@ typedef struct {
     void (*log1p_values)(const double *s, double *out, int64_t n);
 } cyce_kernel_table;
 
-/* Rows per task of softmax_ce_hard: a tile of short rows, or up to a tile
- * of longer rows chained (each row takes the next one's first block max:
- * docs/performance.md#row-chaining), at least 8 tasks where there are 8 rows
- * so that threads share the work.  It depends on the shape alone, so the
- * tasks' sums have the same bits for any thread count and any schedule. */
-static inline int64_t cyce_hard_rows_per_task(int64_t n_rows, int64_t n_classes)
+/* Rows per task of every row kernel: a tile of short rows, or up to a tile
+ * of longer rows (softmax_ce_hard chains them: each row takes the next one's
+ * first block max, docs/performance.md#row-chaining), at least 8 tasks where
+ * there are 8 rows so that threads share the work.  It depends on the shape
+ * alone, so the tasks' sums have the same bits for any thread count and any
+ * schedule. */
+static inline int64_t cyce_rows_per_task(int64_t n_rows, int64_t n_classes)
 {
     if (n_classes <= CYCE_SHORT_MAX) {
         return CYCE_TILE;

@@ -112,12 +112,11 @@ static inline double CYCE_FN(row_softmax_ce_hard_smoothed)(
     double smooth_shifted = CYCE_FN(cyce_row_sum_shifted)(x, opts.class_weight, n, m);
     double label_shifted = (double)x[label] - (double)m;
     double total_m1 = CYCE_FN(row_exp_sum_m1)(x, grad, n, m);
-    cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
-        n, m, total_m1, label_shifted,
-        grad == NULL ? 0.0 : cyce_label_exp_m1(label_shifted, grad[label]),
-        opts.class_weight == NULL ? 1.0 : opts.class_weight[label],
-        opts.weight_total, smooth_shifted, row_weight, opts.label_smoothing, opts.z_loss,
-        opts.grad_scale);
+    cyce_hard_row row = {m, total_m1, label_shifted,
+                         grad == NULL ? 0.0 : cyce_label_exp_m1(label_shifted, grad[label]),
+                         opts.class_weight == NULL ? 1.0 : opts.class_weight[label],
+                         smooth_shifted, row_weight};
+    cyce_hard_terms terms = cyce_softmax_ce_hard_terms(n, row, opts);
     if (grad != NULL) {
         CYCE_FN(cyce_row_scale_sub)(grad, opts.class_weight, n, (CYCE_REAL)terms.exp_scale,
                                     (CYCE_REAL)terms.weight_scale);
@@ -137,7 +136,8 @@ static inline double CYCE_FN(row_softmax_ce_hard_smoothed)(
  * block max on entry, the next row's on return).  The gradient's scaling
  * pass (a multiply per vector) leaves the vector units idle, so the row
  * waiting in *pending is scaled during this row's exps, and with defer this
- * row's scaling waits in turn (factor must then outlive the call). */
+ * row's scaling waits in turn (factor must then outlive the call, and not be
+ * pending's). */
 static inline double CYCE_FN(row_softmax_ce_hard)(
     const CYCE_REAL *x, CYCE_REAL *grad, int64_t n, int64_t label, double row_weight,
     cyce_ce_opts opts, CYCE_REAL *carried_max, int *carried, int fuse_next,
@@ -160,12 +160,12 @@ static inline double CYCE_FN(row_softmax_ce_hard)(
     }
     *carried = fuse_next;
     double label_shifted = label_x - (double)m;
-    cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
-        n, m, total_m1, label_shifted,
-        grad == NULL ? 0.0 : cyce_label_exp_m1(
-            label_shifted, (double)grad[label] * factor[label / block]),
-        opts.class_weight == NULL ? 1.0 : opts.class_weight[label],
-        opts.weight_total, 0.0, row_weight, 0.0, opts.z_loss, opts.grad_scale);
+    cyce_hard_row row = {m, total_m1, label_shifted,
+                         grad == NULL ? 0.0 : cyce_label_exp_m1(
+                             label_shifted, (double)grad[label] * factor[label / block]),
+                         opts.class_weight == NULL ? 1.0 : opts.class_weight[label],
+                         0.0, row_weight};
+    cyce_hard_terms terms = cyce_softmax_ce_hard_terms(n, row, opts);
     if (grad != NULL) {
         pending->grad = grad;
         pending->factor = factor;
@@ -223,10 +223,8 @@ static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce
         CYCE_FN(cyce_tile_softmax_ce_hard_plain)(x, grad, n_rows, n, labels, opts.ignore_index,
                                                  opts.grad_scale, tile_loss);
     } else {
-        CYCE_FN(cyce_tile_softmax_ce_hard_general)(
-            x, grad, n_rows, n, labels, opts.ignore_index, opts.class_weight,
-            opts.weight_total, row_weight, opts.label_smoothing, opts.z_loss,
-            opts.grad_scale, tile_loss);
+        CYCE_FN(cyce_tile_softmax_ce_hard_general)(x, grad, n_rows, n, labels, row_weight,
+                                                   &opts, tile_loss);
     }
     double total = 0.0;
     for (int64_t r = 0; r < n_rows; r++) {

@@ -92,17 +92,31 @@
  * (label_exp_m1 - total_m1) / sum in double it keeps full precision.
  * Everything is times row_weight (the loss) or row_weight * grad_scale. */
 typedef struct {
+    double max;
+    double total_m1;
+    double label_shifted;
+    double label_exp_m1;
+    double label_weight;  /* w_y */
+    double smooth_shifted;
+    double row_weight;    /* its sample weight (0 for a row to leave out) */
+} cyce_hard_row;
+
+typedef struct {
     double loss;          /* the row's loss, times its sample weight */
     double exp_scale;     /* grad[c] = exp_scale * exp(x_c - max) - weight_scale * w[c], */
     double weight_scale;
     double label_grad;    /* except grad[label] */
 } cyce_hard_terms;
 
-static inline cyce_hard_terms cyce_softmax_ce_hard_terms(
-    int64_t n, double max, double total_m1, double label_shifted, double label_exp_m1,
-    double label_weight, double weight_total, double smooth_shifted, double row_weight,
-    double smoothing, double z_loss, double grad_scale)
+/* The options by value: the callers' copies, whose known zeros fold away. */
+static inline cyce_hard_terms cyce_softmax_ce_hard_terms(int64_t n, cyce_hard_row row,
+                                                         cyce_ce_opts opts)
 {
+    const double max = row.max, total_m1 = row.total_m1, label_shifted = row.label_shifted;
+    const double label_exp_m1 = row.label_exp_m1, label_weight = row.label_weight;
+    const double smooth_shifted = row.smooth_shifted, row_weight = row.row_weight;
+    const double weight_total = opts.weight_total, smoothing = opts.label_smoothing;
+    const double z_loss = opts.z_loss, grad_scale = opts.grad_scale;
     cyce_hard_terms terms;
     double total = 1.0 + total_m1;
     double inv_total = 1.0 / total;

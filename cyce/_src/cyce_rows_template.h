@@ -537,10 +537,11 @@ static inline void CYCE_FN(cyce_tile_scale_sub_store)(CYCE_REAL *cols, int64_t n
  * be x + r*n: every read of x happens before the first write. */
 static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_softmax_ce_hard)(
     const CYCE_REAL *x, CYCE_REAL *grad, int64_t n_rows, int64_t n, const int64_t *labels,
-    int64_t ignore_index, const double *class_weight, double weight_total,
-    const double *row_weight, double smoothing, double z_loss, double grad_scale,
-    double *row_loss)
+    const double *row_weight, cyce_ce_opts opts, double *row_loss)
 {
+    const int64_t ignore_index = opts.ignore_index;
+    const double *class_weight = opts.class_weight;
+    const double smoothing = opts.label_smoothing;
     CYCE_REAL cols[CYCE_TILE * CYCE_SHORT_MAX];
     CYCE_REAL max[CYCE_TILE], sum_m1[CYCE_TILE], exp_scale[CYCE_TILE];
     double label_shifted[CYCE_TILE], label_exp_m1[CYCE_TILE], label_weight[CYCE_TILE];
@@ -561,10 +562,9 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_softmax_ce_h
     }
 #pragma omp simd
     for (int64_t r = 0; r < CYCE_TILE; r++) {
-        cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
-            n, (double)max[r], (double)sum_m1[r], label_shifted[r], label_exp_m1[r],
-            label_weight[r], weight_total, smooth_shifted[r], weight[r],
-            smoothing, z_loss, grad_scale);
+        cyce_hard_row row = {(double)max[r], (double)sum_m1[r], label_shifted[r],
+                             label_exp_m1[r], label_weight[r], smooth_shifted[r], weight[r]};
+        cyce_hard_terms terms = cyce_softmax_ce_hard_terms(n, row, opts);
         loss[r] = terms.loss;
         exp_scale[r] = (CYCE_REAL)terms.exp_scale;
         weight_scale[r] = terms.weight_scale;
@@ -595,31 +595,25 @@ static void CYCE_FN(cyce_tile_softmax_ce_hard_plain)(
     const CYCE_REAL *x, CYCE_REAL *grad, int64_t n_rows, int64_t n, const int64_t *labels,
     int64_t ignore_index, double grad_scale, double *row_loss)
 {
+    const cyce_ce_opts plain = {NULL, (double)n, NULL, 0.0, 0.0, grad_scale, ignore_index};
     /* full tiles (all but the last) and the loss alone get copies of their
      * own, with n_rows and grad constant, the tile's exp pass inlined into
      * each (docs/performance.md#short-rows) */
     if (n_rows == CYCE_TILE && grad == NULL) {
-        CYCE_FN(cyce_tile_softmax_ce_hard)(x, NULL, CYCE_TILE, n, labels, ignore_index, NULL,
-                                           (double)n, NULL, 0.0, 0.0, grad_scale, row_loss);
+        CYCE_FN(cyce_tile_softmax_ce_hard)(x, NULL, CYCE_TILE, n, labels, NULL, plain, row_loss);
     } else if (n_rows == CYCE_TILE) {
-        CYCE_FN(cyce_tile_softmax_ce_hard)(x, grad, CYCE_TILE, n, labels, ignore_index, NULL,
-                                           (double)n, NULL, 0.0, 0.0, grad_scale, row_loss);
+        CYCE_FN(cyce_tile_softmax_ce_hard)(x, grad, CYCE_TILE, n, labels, NULL, plain, row_loss);
     } else {
-        CYCE_FN(cyce_tile_softmax_ce_hard)(x, grad, n_rows, n, labels, ignore_index, NULL,
-                                           (double)n, NULL, 0.0, 0.0, grad_scale, row_loss);
+        CYCE_FN(cyce_tile_softmax_ce_hard)(x, grad, n_rows, n, labels, NULL, plain, row_loss);
     }
 }
 
 /* the general case, a function of its own (the plain one inlines its body) */
 static void CYCE_FN(cyce_tile_softmax_ce_hard_general)(
     const CYCE_REAL *x, CYCE_REAL *grad, int64_t n_rows, int64_t n, const int64_t *labels,
-    int64_t ignore_index, const double *class_weight, double weight_total,
-    const double *row_weight, double smoothing, double z_loss, double grad_scale,
-    double *row_loss)
+    const double *row_weight, const cyce_ce_opts *opts, double *row_loss)
 {
-    CYCE_FN(cyce_tile_softmax_ce_hard)(x, grad, n_rows, n, labels, ignore_index, class_weight,
-                                       weight_total, row_weight, smoothing, z_loss, grad_scale,
-                                       row_loss);
+    CYCE_FN(cyce_tile_softmax_ce_hard)(x, grad, n_rows, n, labels, row_weight, *opts, row_loss);
 }
 
 #undef CYCE_FN
