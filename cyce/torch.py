@@ -29,6 +29,8 @@ which torch accepts, raise ValueError.
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from typing import Optional
 
 import numpy as np
@@ -41,7 +43,7 @@ from . import _binary, _softmax
 
 __all__ = [
     "cross_entropy", "binary_cross_entropy_with_logits", "binary_cross_entropy",
-    "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss",
+    "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "empty_cache",
 ]
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -72,9 +74,34 @@ def _optional_array(t: Optional[Tensor]) -> Optional[np.ndarray]:
 
 def _new_array(shape, dtype) -> np.ndarray:
     """A new array for a gradient.  From NumPy's allocator, which gives large
-    allocations huge pages on Linux: first-touch page faults on small pages
-    cost more than the kernel itself at the sizes this is for."""
-    return np.empty(tuple(shape), dtype=dtype)
+    allocations huge pages on Linux (first-touch faults on small pages cost
+    more than the kernel itself at these sizes), and, from SPARE_MIN_BYTES
+    up, the spare buffer of an earlier call when nothing uses it any more
+    (see empty_cache): a training loop then touches no new memory per step."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes < SPARE_MIN_BYTES:
+        return np.empty(tuple(shape), dtype=dtype)
+    with _spare_lock:
+        spare = _spare.pop() if _spare else None
+        # the list's reference gone, the spare is free when only `spare` and
+        # getrefcount's argument refer to it (a tensor or view of it holds one more)
+        if spare is None or spare.nbytes != nbytes or sys.getrefcount(spare) > 2:
+            spare = np.empty(nbytes, dtype=np.uint8)
+        _spare.append(spare)
+    return spare.view(dtype).reshape(tuple(shape))
+
+
+SPARE_MIN_BYTES = 1 << 26
+_spare: list = []  # at most one buffer: the last large gradient's memory
+_spare_lock = threading.Lock()
+
+
+def empty_cache() -> None:
+    """Let go of the spare gradient buffer that cyce.torch keeps for the next
+    call of the same size (like torch.cuda.empty_cache for the CUDA caching
+    allocator); its memory returns to the system once no tensor uses it."""
+    with _spare_lock:
+        _spare.clear()
 
 
 def _loss_tensor(loss, dtype: torch.dtype) -> Tensor:
@@ -117,7 +144,7 @@ def _inplace_call(kernel, x: Tensor, **kwargs) -> Tensor:
 @torch.library.custom_op("cyce::softmax_ce", mutates_args=())
 def _softmax_ce_op(
     logits: Tensor, target: Tensor, weight: Optional[Tensor], sample_weight: Optional[Tensor],
-    ignore_index: int, reduction: str, label_smoothing: float, z_loss: float, want_grad: bool,
+    ignore_index: int, label_smoothing: float, z_loss: float, reduction: str, want_grad: bool,
 ) -> tuple[Tensor, Tensor]:
     """Softmax cross entropy of (R, C) logits against (R,) int64 class indices
     or (R, C) probabilities (cyce.softmax_ce)."""
@@ -128,7 +155,7 @@ def _softmax_ce_op(
 @torch.library.custom_op("cyce::softmax_ce_", mutates_args=("logits",))
 def _softmax_ce_inplace_op(
     logits: Tensor, target: Tensor, weight: Optional[Tensor], sample_weight: Optional[Tensor],
-    ignore_index: int, reduction: str, label_smoothing: float, z_loss: float,
+    ignore_index: int, label_smoothing: float, z_loss: float, reduction: str,
 ) -> Tensor:
     return _inplace_call(_softmax_kernel, logits, **_softmax_kwargs(
         target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss))
@@ -196,21 +223,22 @@ def _binary_kwargs(target, weight, pos_weight, reduction):
 
 
 @torch.library.custom_op("cyce::loss_with_grad", mutates_args=())
-def _loss_with_grad_op(input: Tensor, loss: Tensor, grad: Tensor) -> Tensor:
+def _loss_with_grad_op(input: Tensor, loss: Tensor, grad: Tensor, class_dim: int) -> Tensor:
     """The loss of an in-place op, joined to the autograd graph of `input`:
     its backward returns `grad` (the gradient the in-place op wrote over
-    input's storage) scaled by grad_output."""
+    input's storage, in input's shape) scaled by grad_output; for per-sample
+    losses grad_output lacks grad's dim class_dim."""
     return loss.clone()
 
 
 @_softmax_ce_op.register_fake
-def _(logits, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss, want_grad):
+def _(logits, target, weight, sample_weight, ignore_index, label_smoothing, z_loss, reduction, want_grad):
     loss_shape = logits.shape[:1] if reduction == "none" else ()
     return logits.new_empty(loss_shape), _fake_grad(logits, want_grad)
 
 
 @_softmax_ce_inplace_op.register_fake
-def _(logits, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss):
+def _(logits, target, weight, sample_weight, ignore_index, label_smoothing, z_loss, reduction):
     return logits.new_empty(logits.shape[:1] if reduction == "none" else ())
 
 
@@ -230,7 +258,7 @@ def _(probs, target, weight, reduction, want_grad):
 
 
 @_loss_with_grad_op.register_fake
-def _(input, loss, grad):
+def _(input, loss, grad, class_dim):
     return torch.empty_like(loss)
 
 
@@ -242,6 +270,7 @@ def _fake_grad(x, want_grad):
 
 def _save_gradient(ctx, inputs, output):
     loss, grad = output
+    ctx.class_dim = 1  # (R, C) gradients with (R,) losses, or losses of the gradient's shape
     ctx.mark_non_differentiable(grad)
     # an unused gradient of `grad` would otherwise be materialised as zeros of the input's size
     ctx.set_materialize_grads(False)
@@ -251,6 +280,7 @@ def _save_gradient(ctx, inputs, output):
 
 def _save_given_gradient(ctx, inputs, output):
     ctx.save_for_backward(inputs[2])
+    ctx.class_dim = inputs[3]
     ctx.n_inputs = len(inputs)
 
 
@@ -270,22 +300,24 @@ def _scaled_gradient(ctx, grad_loss, *unused):
         raise RuntimeError("cyce: this loss was computed without its gradient (want_grad=False)")
     create_graph = torch.is_grad_enabled()
     with torch.no_grad():
-        result = _scale(grad, grad_loss)
+        result = _scale(grad, grad_loss, ctx.class_dim)
     if create_graph and not _is_traced(grad_loss):
         # (as once_differentiable does; its input must require grad for it to have a node)
         result = torch._C._functions.DelayedError(DOUBLE_BACKWARD, 1)(result.detach().requires_grad_())
     return (result,) + (None,) * (ctx.n_inputs - 1)
 
 
-def _scale(grad: Tensor, grad_loss: Tensor) -> Tensor:
-    """grad * grad_loss, where grad_loss is a scalar or has grad's leading
-    dims.  In eager mode a grad_loss of ones (loss.backward()) returns the
+def _scale(grad: Tensor, grad_loss: Tensor, class_dim: int) -> Tensor:
+    """grad * grad_loss, where grad_loss is a scalar, has grad's shape, or
+    grad's shape without dim class_dim (per-sample losses).  In eager mode a grad_loss of ones (loss.backward()) returns the
     saved gradient itself, no new tensor of the input's size, unless the
     graph is kept (retain_graph): autograd may then accumulate a later
     backward into what it received, which must not be the saved gradient."""
     if _is_exactly_one(grad_loss) and not _graph_is_kept():
         return grad
-    return grad * grad_loss.reshape(grad_loss.shape + (1,) * (grad.ndim - grad_loss.ndim))
+    if grad_loss.ndim != 0 and grad_loss.ndim != grad.ndim:
+        grad_loss = grad_loss.unsqueeze(class_dim)
+    return grad * grad_loss
 
 
 def _graph_is_kept() -> bool:
@@ -347,15 +379,33 @@ def _check_floating_like(name: str, t: Tensor, x: Tensor):
         raise RuntimeError(f"expected {name} to be a floating point tensor, got {t.dtype}")
 
 
-def _run(op, inplace_op, x: Tensor, inplace_backward: bool, *args):
-    """The loss of op(x, *args), differentiable with respect to x."""
+def _run(op, inplace_op, x: Tensor, inplace_backward: bool, args: tuple, input: Tensor,
+         in_input_layout, loss_shape: tuple, class_dim: int) -> Tensor:
+    """The loss of op(x, *args) (x: the rows made from `input`), differentiable
+    with respect to x, shaped loss_shape for reduction "none".
+
+    In place (inplace_backward, where input requires grad) the gradient is
+    written over x; when x is input's own memory, autograd is given it as the
+    gradient of `input` (in_input_layout(rows) -> input's shape and strides),
+    not of the view x: after the write, x's gradient would go through a
+    replay of the view that allocates a zero tensor of the input's size."""
+    none = args[-1] == "none"  # (args end with the reduction)
     if not inplace_backward or not _wants_grad(x) or torch.compiler.is_compiling():
         # (under torch.compile the compiler owns the buffers: the functional op)
         loss, _ = op(x, *args, _wants_grad(x))
-        return loss
+        return loss.reshape(loss_shape) if none else loss
     with torch.no_grad():
-        loss = inplace_op(x.detach(), *args)  # bumps x's version counter
-    return torch.ops.cyce.loss_with_grad(x, loss, x.detach())
+        loss = inplace_op(x.detach(), *args)  # bumps x's (and input's) version counter
+    if none:
+        loss = loss.reshape(loss_shape)
+    if x.data_ptr() == input.data_ptr() and x.numel() == input.numel():
+        x, grad = input, in_input_layout(x.detach())
+    else:
+        grad = x.detach()
+        class_dim = 1
+        loss = loss.reshape(-1) if none and grad.ndim == 2 else loss
+    result = torch.ops.cyce.loss_with_grad(x, loss, grad, class_dim)
+    return result.reshape(loss_shape) if none else result
 
 
 # ---------------------------------------------------------------------------
@@ -422,10 +472,16 @@ def cross_entropy(
     else:
         labels = target.reshape(-1).to(torch.int64).contiguous()
     row_weight = None if sample_weight is None else sample_weight.detach().reshape(-1).contiguous()
-    loss = _run(torch.ops.cyce.softmax_ce, torch.ops.cyce.softmax_ce_, rows, inplace_backward,
-                labels, weight, row_weight, int(ignore_index), reduction, float(label_smoothing),
-                float(z_loss))
-    return loss.reshape(batch_shape) if reduction == "none" else loss
+
+    def in_input_layout(grad_rows):
+        if input.ndim > 2:  # the rows are input.movedim(1, -1)'s
+            return grad_rows.reshape(input.movedim(1, -1).shape).movedim(-1, 1)
+        return grad_rows.reshape(input.shape)
+
+    return _run(torch.ops.cyce.softmax_ce, torch.ops.cyce.softmax_ce_, rows, inplace_backward,
+                (labels, weight, row_weight, int(ignore_index), float(label_smoothing),
+                 float(z_loss), reduction),
+                input, in_input_layout, batch_shape, 0 if input.ndim == 1 else 1)
 
 
 def _check_cross_entropy_target(input: Tensor, target: Tensor, soft: bool) -> tuple:
@@ -487,9 +543,9 @@ def binary_cross_entropy_with_logits(
     w = None if weight is None else weight.detach()
     if w is not None and x.shape != input.shape:
         w = w.expand(input.shape).reshape(x.shape)  # a view unless the broadcast forbids it
-    loss = _run(torch.ops.cyce.sigmoid_bce, torch.ops.cyce.sigmoid_bce_, x, inplace_backward,
-                t, w, pos_weight, reduction)
-    return loss.reshape(input.shape) if reduction == "none" else loss
+    return _run(torch.ops.cyce.sigmoid_bce, torch.ops.cyce.sigmoid_bce_, x, inplace_backward,
+                (t, w, pos_weight, reduction), input, lambda grad: grad.reshape(input.shape),
+                tuple(input.shape), 0)
 
 
 def _pos_weight_rows(x: Tensor, pos_weight: Optional[Tensor]):
