@@ -348,3 +348,27 @@ def test_import_cyce_does_not_import_torch():
     import sys
     code = "import sys, cyce; cyce.softmax_ce([[1.0, 2.0]], [0]); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_spare_gradient_buffer_is_reused_only_when_free(monkeypatch):
+    """The gradient's memory is handed out again only once no tensor uses it."""
+    monkeypatch.setattr(ct, "SPARE_MIN_BYTES", 0)
+    ct.empty_cache()
+    target = torch.tensor([0, 1, 2, 3])
+
+    def gradient():
+        x = torch.randn(4, 5, requires_grad=True)
+        ct.cross_entropy(x, target).backward()
+        return x.grad
+
+    first = gradient()
+    second = gradient()  # first is alive: a new buffer
+    assert second.data_ptr() != first.data_ptr()
+    kept = first.clone()
+    address = second.data_ptr()
+    del second
+    third = gradient()
+    assert third.data_ptr() == address
+    torch.testing.assert_close(first, kept)  # never written over while in use
+    ct.empty_cache()
+    assert not ct._spare
