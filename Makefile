@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Rebuild the extension when any of these change.
-SOURCES := setup.py pyproject.toml $(wildcard cyce/*.pyx cyce/*.pxi cyce/_src/*.h)
+SOURCES := setup.py pyproject.toml $(wildcard cyce/*.pyx cyce/_src/*.h cyce/_src/*.c)
 
 .PHONY: venv install test bench clean
 
@@ -59,7 +59,9 @@ wheel-test: wheel
 # slower in every one of 3 runs of the benchmarks that regressed.
 # `make bench-baseline`: re-save that baseline (after a kernel change you accept).
 # Both in bench/baseline.py; the baseline is .benchmarks/baseline/cyce.json.
-.PHONY: bench-suite bench-compare bench-baseline
+# `make bench-targets`: the full report, then the project's own speed targets
+# checked against it (bench/targets.py: PASS/MISS lines, exit 1 on a MISS).
+.PHONY: bench-suite bench-compare bench-baseline bench-targets
 
 bench-suite: install
 	$(PY) -m pytest bench --benchmark-columns=min,median,max,rounds
@@ -69,6 +71,11 @@ bench-compare: install
 
 bench-baseline: install
 	$(PY) -m bench.baseline save
+
+bench-targets: install
+	mkdir -p build
+	$(PY) -m cyce bench --json build/bench-full.json
+	$(PY) -m bench.targets build/bench-full.json
 
 # ---- reliability: the slow tests, AddressSanitizer ----
 # `make test-slow`: the tests marked slow, which the default run deselects:

@@ -1,10 +1,13 @@
-"""Build cyce's Cython kernels.
+"""Build cyce's one extension module, cyce._core.
 
-Builds of one kernel source (cyce/_kernels.pxi) are compiled:
-  cyce._kernels_baseline  for any CPU of the target architecture,
-  cyce._kernels_avx2      with -mavx2 -mfma, on x86-64 when the compiler has them,
-  cyce._kernels_avx512    with AVX-512 (F, DQ, BW, VL) and 512-bit vectors, likewise;
-cyce/_dispatch.py imports the widest one the CPU (and its OS) supports.
+Only the kernels (cyce/_src/cyce_kernels.c) are compiled per instruction
+set, once per level into an object of their own that exports one table of
+function pointers:
+  baseline  for any CPU of the target architecture,
+  avx2      with -mavx2 -mfma, on x86-64 when the compiler has them,
+  avx512    with AVX-512 (F, DQ, BW, VL) and 512-bit vectors, likewise.
+The Cython module is compiled once, for the baseline, links the three
+objects and picks a table at import from the CPU's features (cyce/_dispatch.py).
 
 OpenMP is used when the compiler accepts -fopenmp (probed below).  Without it
 the build is serial, with the same results, and a warning; set
@@ -12,7 +15,8 @@ CYCE_REQUIRE_OPENMP=1 to make a missing OpenMP an error (CI does).
 
 No -ffast-math: it would let the compiler drop the inf/NaN handling cyce
 promises.  -fno-math-errno and -fno-trapping-math are enough for GCC to
-vectorise the loops (see ../shared/PERF-NOTES.md).
+vectorise the loops.  No debug information (-g0): it was most of the size
+of the modules.
 """
 
 import os
@@ -26,28 +30,27 @@ import tempfile
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
-# -fwrapv: CPython's own CFLAGS carry it, and the kernels were measured
-# with it: without it GCC laid out the blocked exp loops so that the loss
-# alone of 4096 x 32000 float32 took 84 ms instead of 61 (AVX2, a scratch
-# harness), so it is not left to the interpreter's build.  An undeclared
-# function (a misspelt intrinsic) must fail the build, not leave an
-# undefined symbol for import time.
-BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fwrapv",
+# -fwrapv: CPython's own CFLAGS carry it and the kernels were tuned with it
+# (docs/performance.md#compiler-flags), so it is not left to the
+# interpreter's build.  An undeclared function (a misspelt intrinsic) must
+# fail the build, not leave an undefined symbol for import time.
+BASE_FLAGS = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-fwrapv",
               "-Werror=implicit-function-declaration"]
 # Loops start on 32-byte boundaries, so that where a hot loop lands does not
-# move with unrelated code: with GCC's default, an edit elsewhere in the
-# module moved the short-row tile kernel's function by a few bytes (its
-# instructions unchanged), and 65536 x 10 in place, 1 thread, AVX-512, took
-# 15% longer in float32 (1.03 -> 1.18 ms), or in another build 12% longer in
-# float64 (1.32 -> 1.48).  With it both are back (1.05 and 1.33), the long
-# rows within 1%.  (-falign-functions=64 fixed float64 and slowed float32.)
+# move with unrelated code (docs/performance.md#code-placement).
 LOOP_ALIGN_FLAGS = ["-falign-loops=32"]
 AVX2_FLAGS = ["-mavx2", "-mfma"]
 # 512-bit vectors: GCC otherwise keeps 256-bit ones even where AVX-512 exists
 AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
                              "-mprefer-vector-width=512"]
-OPENMP_FLAG = "-fopenmp"
+# (compile flags, link flags) that give OpenMP: GCC's and clang's -fopenmp,
+# then Apple clang's, with LLVM's libomp found through CPPFLAGS / LDFLAGS
+# (the macOS wheels: pyproject.toml's [tool.cibuildwheel.macos])
+OPENMP_CANDIDATES = [(["-fopenmp"], ["-fopenmp"]), (["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+# no debug sections in the module (GNU ld, and Apple's ld)
+STRIP_CANDIDATES = [["-Wl,--strip-debug"], ["-Wl,-S"]]
 
 DIRECTIVES = {
     "language_level": 3,
@@ -70,7 +73,9 @@ def compiler_accepts(flags, source="int main(void) { return 0; }\n", link=True):
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write(source)
-        cmd = compiler_command() + flags + [src, "-o", os.path.join(tmp, "probe")]
+        env_flags = [flag for name in ("CPPFLAGS", "CFLAGS") + (("LDFLAGS",) if link else ())
+                     for flag in os.environ.get(name, "").split()]
+        cmd = compiler_command() + env_flags + flags + [src, "-o", os.path.join(tmp, "probe")]
         if not link:
             cmd.insert(-2, "-c")
         try:
@@ -92,8 +97,10 @@ int main(void) {
 
 
 def want_openmp():
-    if compiler_accepts([OPENMP_FLAG], OPENMP_PROBE):
-        return True
+    """(compile flags, link flags) for OpenMP, or ([], []) for a serial build."""
+    for compile_flags, link_flags in OPENMP_CANDIDATES:
+        if compiler_accepts(compile_flags + link_flags, OPENMP_PROBE):
+            return compile_flags, link_flags
     message = (
         "cyce: the C compiler does not accept -fopenmp; building the kernels "
         "serial (same results, one thread)."
@@ -101,7 +108,7 @@ def want_openmp():
     if os.environ.get("CYCE_REQUIRE_OPENMP", "") not in ("", "0"):
         sys.exit(message + " CYCE_REQUIRE_OPENMP is set, so this is an error.")
     print("WARNING: " + message, file=sys.stderr)
-    return False
+    return [], []
 
 
 def want_simd(flags):
@@ -110,42 +117,59 @@ def want_simd(flags):
     return compiler_accepts(flags + ["-c"], link=False)
 
 
-def kernel_extension(level, flags, openmp):
-    c_string = '"{}"'.format(" ".join(flags).replace('"', ""))
-    return Extension(
-        "cyce._kernels_" + level,
-        sources=["cyce/_kernels_{}.pyx".format(level)],
-        include_dirs=["cyce/_src", numpy.get_include()],
-        define_macros=[
-            ("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION"),
-            ("CYCE_SIMD_LEVEL", '"{}"'.format(level)),
-            ("CYCE_CFLAGS", c_string),
-        ],
-        extra_compile_args=flags,
-        extra_link_args=[OPENMP_FLAG] if openmp else [],
-        depends=[
-            "cyce/_kernels.pxi",
-            "cyce/_binary.pxi",
-            "cyce/_src/cyce_avx512.h",
-            "cyce/_src/cyce_avx512_template.h",
-            "cyce/_src/cyce_exp.h",
-            "cyce/_src/cyce_rows.h",
-            "cyce/_src/cyce_rows_template.h",
-        ],
-    )
+KERNEL_SOURCE = "cyce/_src/cyce_kernels.c"
+HEADERS = sorted(os.path.join("cyce/_src", name) for name in os.listdir("cyce/_src")
+                 if name.endswith(".h"))
+
+
+def c_string(text):
+    return '"{}"'.format(text.replace('"', ""))
+
+
+class BuildKernels(build_ext):
+    """build_ext that first compiles the kernel source once per level, with
+    that level's flags, and links the objects into the module."""
+
+    def build_extension(self, ext):
+        objects = []
+        for level, flags in ext.kernel_levels:
+            objects += self.compiler.compile(
+                [KERNEL_SOURCE],
+                output_dir=os.path.join(self.build_temp, "kernels_" + level),
+                macros=[("CYCE_ISA", level), ("CYCE_SIMD_LEVEL", c_string(level)),
+                        ("CYCE_CFLAGS", c_string(" ".join(flags)))],
+                include_dirs=["cyce/_src"],
+                extra_postargs=flags,
+                depends=HEADERS,
+            )
+        ext.extra_objects = objects
+        super().build_extension(ext)
 
 
 def extensions():
-    openmp = want_openmp()
-    base = BASE_FLAGS + ([OPENMP_FLAG] if openmp else [])
+    openmp_compile, openmp_link = want_openmp()
+    base = BASE_FLAGS + openmp_compile
     if compiler_accepts(LOOP_ALIGN_FLAGS + ["-c"], link=False):
         base = base + LOOP_ALIGN_FLAGS
-    exts = [kernel_extension("baseline", base, openmp)]
+    levels = [("baseline", base)]
     if want_simd(AVX2_FLAGS):
-        exts.append(kernel_extension("avx2", base + AVX2_FLAGS, openmp))
+        levels.append(("avx2", base + AVX2_FLAGS))
     if want_simd(AVX512_FLAGS):
-        exts.append(kernel_extension("avx512", base + AVX512_FLAGS, openmp))
-    return cythonize(exts, compiler_directives=DIRECTIVES)
+        levels.append(("avx512", base + AVX512_FLAGS))
+    core = Extension(
+        "cyce._core",
+        sources=["cyce/_core.pyx"],
+        include_dirs=["cyce/_src", numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")]
+        + [("CYCE_HAVE_" + level.upper(), "1") for level, _ in levels[1:]],
+        extra_compile_args=base,
+        extra_link_args=openmp_link + next(
+            (flags for flags in STRIP_CANDIDATES if compiler_accepts(flags)), []),
+        depends=[KERNEL_SOURCE] + HEADERS,
+    )
+    (core,) = cythonize([core], compiler_directives=DIRECTIVES)
+    core.kernel_levels = levels
+    return [core]
 
 
-setup(ext_modules=extensions())
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildKernels})

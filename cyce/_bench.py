@@ -257,7 +257,7 @@ def measure_exp_floor(dtype, repeats=200):
     thread, over a cache-resident buffer: the least a softmax (one exp per
     element) can cost.
     The best of `repeats` passes, so that a busy machine disturbs it least."""
-    from cyce._dispatch import kernels
+    from cyce import _core as kernels
 
     x = np.linspace(-20.0, 0.0, FLOOR_ELEMENTS, dtype=np.dtype(dtype))
     out = np.empty_like(x)
@@ -576,80 +576,10 @@ def measure_overhead_us(calls=20000):
     return best * 1e6
 
 
-def target_checks(rows, overhead_us=None):
-    """The Speed issue's targets that this run measured, one line each:
-    "PASS ..." or "MISS ...", with the figures."""
-    table = {}
-    for row in rows:
-        if "error" not in row:
-            table[(row["shape"], row["dtype"], row["threads"], row["contestant"])] = row
-    shapes = sorted({row["shape"] for row in rows}, key=lambda s: int(s.split("x")[1]))
-    large = [s for s in shapes if int(s.split("x")[1]) >= 32000]
-    small = [s for s in shapes if int(s.split("x")[1]) < 32000]
-    lines = []
-
-    def check(ok, text):
-        lines.append(("PASS " if ok else "MISS ") + text)
-
-    def ms(shape, dtype, threads, contestant):
-        row = table.get((shape, dtype, threads, contestant))
-        return row["median_ms"] if row else None
-
-    for shape in large:
-        one = table.get((shape, "float32", 1, BASELINE))
-        if one:
-            for peer, factor in (("jax", 3), ("torch", 10)):
-                peer_ms = ms(shape, "float32", 1, peer)
-                if peer_ms:
-                    check(peer_ms >= factor * one["median_ms"],
-                          f"{shape} float32 1T: {peer} / cyce = {peer_ms / one['median_ms']:.2f} (>= {factor})")
-            if "x_floor" in one:
-                check(one["x_floor"] <= 1.5, f"{shape} float32 1T: {one['x_floor']:.2f}x the floor (<= 1.5)")
-        two = ms(shape, "float32", 2, BASELINE)
-        if one and two:
-            check(one["median_ms"] / two >= 1.8, f"{shape} float32: 2T speed-up {one['median_ms'] / two:.2f} (>= 1.8)")
-    for shape in small:
-        one, two = ms(shape, "float32", 1, BASELINE), ms(shape, "float32", 2, BASELINE)
-        peers = [v for v in (ms(shape, "float32", 2, "jax"), ms(shape, "float32", 2, "torch")) if v]
-        if two and peers:
-            check(min(peers) >= 2 * two, f"{shape} float32 2T: fastest peer / cyce = {min(peers) / two:.2f} (>= 2)")
-        if one and two:
-            check(two <= one * 1.05, f"{shape} float32: 2T {two:.3f} ms vs 1T {one:.3f} ms (never slower)")
-    for (shape, dtype, threads, contestant), row in sorted(table.items()):
-        if contestant != "cyce loss":
-            continue
-        jax_ms = ms(shape, dtype, threads, "jax loss")
-        if jax_ms:
-            check(jax_ms >= 1.5 * row["median_ms"],
-                  f"{shape} {dtype} {threads}T loss only: jax loss / cyce loss = {jax_ms / row['median_ms']:.2f} (>= 1.5)")
-    for shape in shapes:
-        for threads in (1, 2):
-            cyce_ms = ms(shape, "float64", threads, BASELINE)
-            peers = [v for v in (ms(shape, "float64", threads, p) for p in PEERS) if v]
-            if cyce_ms and peers:
-                factor = 2 if shape in large else 1
-                check(min(peers) >= factor * cyce_ms,
-                      f"{shape} float64 {threads}T: fastest peer / cyce = {min(peers) / cyce_ms:.2f} (>= {factor})")
-    for (shape, dtype, threads, contestant), row in sorted(table.items()):
-        logits_mib = row["n"] * row["c"] * np.dtype(dtype).itemsize / 2**20
-        # (RSS moves by pages and by the allocator's arenas: 64 KiB of slack)
-        if contestant == "cyce inplace":
-            check(row["mem_growth_mib"] <= max(0.01 * logits_mib, 1 / 16),
-                  f"{shape} {dtype} {threads}T in place: memory growth {row['mem_growth_mib']:.2f} MiB "
-                  f"(< 1% of {logits_mib:.1f} MiB)")
-        elif contestant == "cyce grad":
-            check(row["mem_growth_mib"] <= 1.01 * logits_mib + 1 / 16,
-                  f"{shape} {dtype} {threads}T new grad: memory growth {row['mem_growth_mib']:.2f} MiB "
-                  f"(the gradient: {logits_mib:.1f} MiB)")
-    if overhead_us is not None:
-        check(overhead_us < 10, f"8x4 float32 in place: {overhead_us:.2f} us per call (< 10)")
-    return lines
-
-
 def run_benchmark(settings, json_path=None, plot_path=None):
     """Run every contestant at every shape, dtype and thread count in
     `settings` (keys shapes, dtypes, threads, repeats), print the table as
-    rows complete and the targets it measured, write the rows to
+    rows complete, write the rows to
     `json_path` and a bar chart to `plot_path` if given.  Returns the rows."""
     skipped = {}
     contestants = []
@@ -693,10 +623,6 @@ def run_benchmark(settings, json_path=None, plot_path=None):
                     print(format_row(row), flush=True)
                 print()
     print_footer(rows)
-    print()
-    print("targets (the Speed issue) measured in this run:")
-    for line in target_checks(rows, overhead):
-        print("  " + line)
 
     if json_path:
         with open(json_path, "w") as f:

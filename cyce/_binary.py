@@ -16,12 +16,11 @@ import numpy as np
 
 from . import _reduction as reduce
 from . import _validation as check
-from ._dispatch import kernels, threads_for
+from . import _core
+from ._core import PROBABILITY_BCE, SIGMOID_BCE
+from ._dispatch import threads_for
 
 BINARY_REDUCTIONS = ("mean", "sum", "none", "batchmean")
-SIGMOID_BCE = 0      # the kernel's BinaryKind values (cyce/_binary.pxi)
-PROBABILITY_BCE = 1
-BINARY_BLOCK = 4096  # elements per block of the kernel's fixed-order partial sums
 
 
 def _float_targets(name, targets, x):
@@ -97,14 +96,13 @@ def _elementwise(kind, name, values, original, targets, weight, pos_weight, redu
     if want_grad and grad is None:
         grad = np.empty(x.shape, dtype=x.dtype)
     loss_out = np.empty(x.shape, dtype=x.dtype) if reduction == "none" else None
-    block_loss = np.empty(-(-n // BINARY_BLOCK), dtype=np.float64)
-    loss_sum = kernels.binary_blocks(
+    loss_sum = _core.binary_elements(
         kind, flat, np.ascontiguousarray(t).reshape(-1),
-        None if w is None else _as_rows_view(w, n_rows, n_classes), pw, n_classes,
+        None if w is None else _as_rows_view(w, n_rows, n_classes), pw,
         None if grad is None else grad.reshape(-1),
         None if loss_out is None else loss_out.reshape(-1),
-        block_loss, grad_scale, threads_for(n_threads, block_loss.size, n),
-    )
+        n_classes=n_classes, grad_scale=grad_scale,
+        n_threads=threads_for(n_threads, _core.binary_blocks(n), n))
     loss = loss_out if reduction == "none" else reduce.total(loss_sum, reduction, denominator, x.dtype)
     return (loss, grad) if want_grad else loss
 
@@ -199,13 +197,10 @@ def categorical_ce(probs, labels, *, eps=None, weight=None, ignore_index=-100,
         y = y.copy()  # the caller's int64 labels (see check.class_labels): never written
     row_loss = np.empty(n_rows, dtype=np.float64)
     threads = threads_for(n_threads, n_rows, rows.size)
-    if soft:
-        loss_sum = kernels.categorical_ce_soft_rows(
-            rows, grad_rows, np.ascontiguousarray(y).reshape(-1, n_classes), class_weight,
-            row_loss, eps, grad_scale, threads)
-    else:
-        loss_sum = kernels.categorical_ce_label_rows(
-            rows, grad_rows, y, class_weight, row_loss, ignore_index, eps, grad_scale, threads)
+    targets = np.ascontiguousarray(y).reshape(-1, n_classes) if soft else y
+    loss_sum = _core.categorical_ce_rows(
+        rows, grad_rows, targets, row_loss, class_weight=class_weight,
+        ignore_index=ignore_index, eps=eps, grad_scale=grad_scale, n_threads=threads)
     if reduction == "none":
         loss = reduce.per_row_losses(row_loss, p.dtype, batch_shape)
     else:

@@ -9,8 +9,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ._dispatch import LEVELS, SERIAL_BELOW, kernels
-from ._kernels_baseline import cpu_has_avx2_fma, cpu_has_avx512
+from . import _core
+from ._dispatch import SERIAL_BELOW
 from ._version import __version__
 
 # The _OPENMP macro is the date of the specification the compiler implements.
@@ -37,8 +37,7 @@ def compiler_name(version: str) -> str:
 def config() -> dict[str, Any]:
     """The facts show_config() prints, as a dict (values as computed now:
     default_threads follows OMP_NUM_THREADS and threadpoolctl limits)."""
-    info = kernels.build_info()
-    builds = [level for level in LEVELS if importlib.util.find_spec(f"cyce._kernels_{level}")]
+    info = _core.build_info()
     return {
         "version": __version__,
         "python": sys.version.split()[0],
@@ -48,11 +47,11 @@ def config() -> dict[str, Any]:
         "openmp": info["openmp"] > 0,
         "openmp_version": info["openmp"],
         "simd": info["simd"],
-        "simd_builds": builds,
-        "cpu_has_avx2_fma": cpu_has_avx2_fma(),
-        "cpu_has_avx512": cpu_has_avx512(),
+        "simd_builds": _core.built_levels(),
+        "cpu_has_avx2_fma": _core.cpu_has_avx2_fma(),
+        "cpu_has_avx512": _core.cpu_has_avx512(),
         "simd_forced": os.environ.get("CYCE_SIMD", "").strip() or None,
-        "default_threads": kernels.default_threads(),
+        "default_threads": _core.default_threads(),
         "serial_below_elements": SERIAL_BELOW,
     }
 

@@ -4,7 +4,7 @@ per-row or per-block losses (the same bits for any thread count)."""
 
 import numpy as np
 
-from ._dispatch import kernels
+from . import _core
 
 _LARGEST = {np.dtype(t): float(np.finfo(t).max) for t in (np.float32, np.float64)}
 
@@ -14,7 +14,7 @@ def class_mean_denominator(soft, labels, ignore_index, n_rows, class_weight, row
     ignored; for probabilities, sum of s_i (the number of rows)."""
     if soft:
         return float(n_rows) if row_weight is None else float(row_weight.sum())
-    return kernels.label_weight_sum(labels, ignore_index, class_weight, row_weight)
+    return _core.label_weight_sum(labels, ignore_index, class_weight, row_weight)
 
 
 def gradient_scale(reduction, denominator):

@@ -1,8 +1,8 @@
 """The softmax family: logsumexp, log_softmax, softmax and softmax_ce.
 
-Thin wrappers (see STYLE.md): validate everything with cyce._validation,
-allocate the outputs once, call one kernel, shape the result.  The kernel
-returns the batch sum, a fixed-order float64 sum over the per-row losses
+Thin wrappers: validate everything with cyce._validation, allocate the
+outputs once, call one kernel of cyce._core, shape the result.  The kernel
+returns the batch sum, a fixed-order float64 sum over its tasks' losses
 taken after its prange, so results are bitwise the same for any thread
 count; cyce._reduction turns it into the requested reduction.
 """
@@ -13,7 +13,8 @@ import numpy as np
 
 from . import _reduction as reduce
 from . import _validation as check
-from ._dispatch import kernels, threads_for
+from . import _core
+from ._dispatch import threads_for
 
 
 def _rows(x):
@@ -39,7 +40,7 @@ def logsumexp(x, *, out=None, num_threads=None):
     else:
         result = np.empty(shape, dtype=a.dtype)
     rows = _rows(a)
-    kernels.logsumexp_rows(rows, result.reshape(-1), threads_for(n_threads, rows.shape[0], rows.size))
+    _core.logsumexp_rows(rows, result.reshape(-1), threads_for(n_threads, rows.shape[0], rows.size))
     if out is None and result.ndim == 0:
         return result[()]
     return result
@@ -60,7 +61,7 @@ def _softmax_into(x, out, num_threads, log_space):
             check.no_overlap("out", out, [("x", a)])
             rows = _rows(a)
         target = out.reshape(-1, n_classes)
-    kernels.softmax_rows(rows, target, log_space, threads_for(n_threads, rows.shape[0], rows.size))
+    _core.softmax_rows(rows, target, log_space, threads_for(n_threads, rows.shape[0], rows.size))
     return out if out is not None else target.reshape(a.shape)
 
 
@@ -164,25 +165,20 @@ def softmax_ce(
     if soft:
         row_loss = np.empty(n_rows, dtype=np.float64)
         targets = np.ascontiguousarray(y).reshape(-1, n_classes)
-        loss_sum = kernels.softmax_ce_soft_rows(
-            rows, grad_rows, targets, class_weight, row_weight, row_loss,
-            smoothing, z_loss, grad_scale, threads,
-        )
+        loss_sum = _core.softmax_ce_soft_rows(
+            rows, grad_rows, targets, row_loss, class_weight=class_weight,
+            sample_weight=row_weight, label_smoothing=smoothing, z_loss=z_loss,
+            grad_scale=grad_scale, n_threads=threads)
     else:
         if grad is not None and np.may_share_memory(y, grad):
             y = y.copy()
-        weight_total = float(n_classes) if class_weight is None else float(class_weight.sum())
-        # Per-row losses only when they are the result; the batch sum comes
-        # from one float64 per task (a tile of short rows, or one row), so
-        # that the loss alone or in place allocates nothing near N x C, nor
-        # 8 bytes per row for narrow rows.
+        # per-row losses only when they are the result: the loss alone or in
+        # place allocates nothing per row
         row_loss = np.empty(n_rows, dtype=np.float64) if reduction == "none" else None
-        rows_per_task = kernels.hard_rows_per_task(n_classes, n_rows, x.dtype.itemsize)
-        task_loss = np.empty(-(-n_rows // rows_per_task), dtype=np.float64)
-        loss_sum = kernels.softmax_ce_hard_rows(
-            rows, grad_rows, y, class_weight, row_weight, row_loss, task_loss, ignore_index,
-            weight_total, smoothing, z_loss, grad_scale, threads,
-        )
+        loss_sum = _core.softmax_ce_hard_rows(
+            rows, grad_rows, y, row_loss, class_weight=class_weight,
+            sample_weight=row_weight, ignore_index=ignore_index, label_smoothing=smoothing,
+            z_loss=z_loss, grad_scale=grad_scale, n_threads=threads)
 
     if reduction == "none":
         loss = reduce.per_row_losses(row_loss, x.dtype, batch_shape)

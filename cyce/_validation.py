@@ -15,7 +15,7 @@ import operator
 
 import numpy as np
 
-from ._dispatch import kernels
+from . import _core
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 REDUCTIONS = ("mean", "sum", "none")
@@ -129,7 +129,7 @@ def class_labels(labels, batch_shape, n_classes, ignore_index, name="labels"):
         first = int(np.argmax(flat > 2**63 - 1))  # uint64 that would wrap to negative int64
     else:
         as_int64 = np.ascontiguousarray(flat, dtype=np.int64)  # no copy if it already is
-        first = kernels.first_bad_label(as_int64, n_classes, ignore_index)
+        first = _core.first_bad_label(as_int64, n_classes, ignore_index)
     if first >= 0:
         raise IndexError(
             f"{name}{position(batch_shape, first)} = {flat[first].item()} is out of range: class "
@@ -260,11 +260,24 @@ def gradient_destination(name, x, original, inplace, grad_out, return_grad, alia
     return None, return_grad
 
 
+DEFAULT_IGNORE_INDEX = -100
+
+
 def labels_or_probabilities(name, labels, x, ignore_index):
     """Class indices of shape x.shape[:-1] (returned as flat int64, see class_labels) or
-    probabilities of x's shape (returned as they are): (is_soft, labels)."""
+    probabilities of x's shape (returned as they are): (is_soft, labels).
+    An ignore_index other than the default is an error with probabilities:
+    it names a class index, and no probability row can match it (PyTorch
+    raises too)."""
     y = np.asarray(labels)
     if y.dtype.kind == "f":
+        if ignore_index != DEFAULT_IGNORE_INDEX:
+            raise ValueError(
+                f"ignore_index={ignore_index} applies to integer class indices, but {name} holds "
+                f"probabilities (a float array of shape {y.shape}): leave ignore_index at its "
+                f"default ({DEFAULT_IGNORE_INDEX}), or pass class indices; to leave rows of "
+                f"probability targets out of the loss, drop them from the batch (softmax_ce: "
+                f"or give them sample_weight 0)")
         return True, probabilities(name, y, x.shape)
     if y.dtype.kind in "iu":
         return False, class_labels(y, x.shape[:-1], x.shape[-1], ignore_index)

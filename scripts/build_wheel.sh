@@ -8,7 +8,7 @@
 #      required (CYCE_REQUIRE_OPENMP=1) and no debug info is kept (-g0);
 #   3. `auditwheel repair`: vendor the OpenMP runtime (libgomp) into
 #      cyce.libs/ and tag the wheel manylinux_X_Y for the oldest glibc it runs
-#      on; fail if the wheel is 3 MiB or more.
+#      on; fail if the wheel is 1 MiB or more.
 #
 # TOOLS is a bin/ directory with `build` and `auditwheel` installed (the
 # Makefile makes one); PYTHON is only used when TOOLS is unset.
@@ -22,7 +22,7 @@ if [[ -z $tools ]]; then
     tools=build/wheel-tools/bin
 fi
 tools=$(cd "$tools" && pwd)
-max_bytes=$((3 * 1024 * 1024))
+max_bytes=$((1024 * 1024))
 
 work=$root/build/wheel
 rm -rf "$work"
@@ -51,7 +51,7 @@ size=$(stat -c %s "$wheel")
 "$tools/python" -m auditwheel show "$wheel" | sed -n '1,4p'
 ls -l dist/cyce-*
 if (( size >= max_bytes )); then
-    echo "make wheel: $wheel is $size bytes, over the 3 MiB budget" >&2
+    echo "make wheel: $wheel is $size bytes, over the 1 MiB budget" >&2
     exit 1
 fi
 echo "make wheel: $(basename "$wheel") ($size bytes) and $(basename dist/cyce-*.tar.gz), in ${SECONDS}s"

@@ -1,18 +1,31 @@
 import numpy as np
 import pytest
 
+import contextlib
+
+import cyce._core
 import cyce._dispatch
-import cyce._softmax
 
-# every kernel build present that this CPU can run (baseline, avx2, avx512)
-BUILDS = cyce._dispatch._runnable()
+# every kernel level this build has and this CPU runs (baseline, avx2, avx512)
+LEVELS = cyce._dispatch.runnable_levels()
 
 
-@pytest.fixture(params=sorted(BUILDS))
-def kernel_build(request, monkeypatch):
-    """Run a test once with every kernel build this CPU can execute."""
-    monkeypatch.setattr(cyce._softmax, "kernels", BUILDS[request.param])
-    return request.param
+@contextlib.contextmanager
+def kernels_of_level(level):
+    """Every call runs on the kernels of `level` for the duration."""
+    previous = cyce._core.current_level()
+    cyce._core.use_level(level)
+    try:
+        yield
+    finally:
+        cyce._core.use_level(previous)
+
+
+@pytest.fixture(params=LEVELS)
+def kernel_build(request):
+    """Run a test once with every kernel level this CPU can execute."""
+    with kernels_of_level(request.param):
+        yield request.param
 
 
 @pytest.fixture

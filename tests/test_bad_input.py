@@ -97,6 +97,20 @@ def test_probabilities_outside_zero_one(x):
     assert_rejected(cyce.softmax_ce, (x, t.astype(np.float64)), {}, ValueError, r"= -0.5")
 
 
+@pytest.mark.parametrize("ignore_index", [1, 0, -1])
+def test_ignore_index_with_probabilities(x, ignore_index):
+    """PyTorch: "ignore_index is not supported for floating point target"."""
+    t = np.full((6, 4), 0.25, np.float32)
+    pattern = rf"ignore_index={ignore_index} applies to integer class indices.*leave ignore_index at its default"
+    for kwargs in ({}, {"inplace": True}, {"return_grad": True}):
+        assert_rejected(cyce.softmax_ce, (x, t), dict(kwargs, ignore_index=ignore_index), ValueError, pattern)
+    probs = np.full((6, 4), 0.25, np.float32)
+    assert_rejected(cyce.categorical_ce, (probs, t), {"ignore_index": ignore_index, "inplace": True},
+                    ValueError, pattern)
+    # the default, spelt out, is accepted
+    assert np.isfinite(cyce.softmax_ce(x, t, ignore_index=-100))
+
+
 def test_inplace_needs_a_writable_contiguous_array(x, y):
     read_only = x.copy()
     read_only.flags.writeable = False

@@ -16,11 +16,7 @@ import numpy as np
 import pytest
 
 import cyce
-import cyce._binary
-import cyce._reduction
-import cyce._softmax
-import cyce._validation
-from conftest import BUILDS
+from conftest import LEVELS, kernels_of_level
 
 THREADS = (1, 2, 3, 4, 7)
 # after a first call on one thread: every other count, then 1 and 7 again
@@ -30,12 +26,11 @@ ROW_SHAPES = ((1009, 37), (3001, 29), (5, 20011), (7, 11, 53))
 BINARY_SHAPES = ((1009, 41), (41369,))
 
 
-@pytest.fixture(params=sorted(BUILDS))
-def build(request, monkeypatch):
-    """Every wrapper module calls this kernel build (baseline, avx2 or avx512)."""
-    for module in (cyce._softmax, cyce._binary, cyce._validation, cyce._reduction):
-        monkeypatch.setattr(module, "kernels", BUILDS[request.param])
-    return request.param
+@pytest.fixture(params=LEVELS)
+def build(request):
+    """Every call runs on this kernel level (baseline, avx2 or avx512)."""
+    with kernels_of_level(request.param):
+        yield request.param
 
 
 def results(value):

@@ -1,10 +1,10 @@
 """Packaging by the book.
 
 Always: the version has one source, the package is typed (py.typed, a stub
-per compiled module whose signatures match the compiled functions and the
-`def` lines of the .pxi sources, a stub for the public functions that matches
-them, and `mypy --strict` passes on tests/typing_example.py), and the
-baseline kernel build uses no AVX instruction.
+for the compiled module whose signatures match its functions and the `def`
+lines of cyce/_core.pyx, a stub for the public functions that matches them,
+and `mypy --strict` passes on tests/typing_example.py), and the module's own
+code uses no AVX instruction (only the kernel tables of the wider levels do).
 
 Under `make wheel-test` (scripts/test_wheel.sh), which installs the built
 wheel and sdist into fresh venvs and runs this suite outside the checkout,
@@ -33,21 +33,17 @@ from pathlib import Path
 import pytest
 
 import cyce
-import cyce._dispatch
 import cyce._softmax
-from cyce import _kernels_baseline
+from cyce import _core
 
 PACKAGE = Path(cyce.__file__).resolve().parent
 ROOT = PACKAGE.parent
 CHECKOUT = (ROOT / "pyproject.toml").is_file() and (ROOT / "setup.py").is_file()
 EXAMPLE = Path(__file__).resolve().parent / "typing_example.py"
-# the builds this CPU can run (importing one it cannot could die of SIGILL)
-KERNEL_MODULES = cyce._dispatch._runnable()
-BUILT_LEVELS = [level for level in cyce._dispatch.LEVELS
-                if importlib.util.find_spec(f"cyce._kernels_{level}") is not None]
+BUILT_LEVELS = _core.built_levels()
 PUBLIC_MODULES = ["_softmax", "_binary"]  # the modules whose functions cyce/__init__.py exports
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
-MAX_WHEEL_BYTES = 3 * 1024 * 1024
+MAX_WHEEL_BYTES = 1024 * 1024
 
 
 # ---- helpers: signatures from stubs (ast) and from Cython sources (text) ----
@@ -90,14 +86,9 @@ def pxi_defs(path):
     defs = {}
     for match in re.finditer(r"^def (\w+)\((.*?)\):", text, re.MULTILINE | re.DOTALL):
         args = re.sub(r"\[[^\]]*\]", "", match.group(2))  # memoryview brackets hold commas
-        defs[match.group(1)] = [piece.split()[-1] for piece in args.split(",") if piece.strip()]
+        defs[match.group(1)] = [piece.split()[-1] for piece in args.split(",")
+                                if piece.strip() and piece.strip() != "*"]
     return defs
-
-
-def kernel_sources():
-    """The .pxi files the kernel modules include (cyce/_kernels_baseline.pyx)."""
-    pyx = (PACKAGE / "_kernels_baseline.pyx").read_text()
-    return [PACKAGE / name for name in re.findall(r'^include "([\w.]+)"', pyx, re.MULTILINE)]
 
 
 # ---- always ----
@@ -123,40 +114,28 @@ def test_package_is_typed():
     assert (PACKAGE / "py.typed").is_file()
     for module in PUBLIC_MODULES:
         assert (PACKAGE / f"{module}.pyi").is_file()
-    for level in BUILT_LEVELS:
-        assert (PACKAGE / f"_kernels_{level}.pyi").is_file(), f"no stub for the compiled cyce._kernels_{level}"
+    assert (PACKAGE / "_core.pyi").is_file(), "no stub for the compiled cyce._core"
 
 
-def test_kernel_stubs_match_the_compiled_functions():
-    stub = stub_functions(PACKAGE / "_kernels_baseline.pyi")
-    dump = {name: [ast.dump(node) for node in nodes] for name, nodes in stub.items()}
-    for level in ("avx2", "avx512"):
-        wide = stub_functions(PACKAGE / f"_kernels_{level}.pyi")
-        assert {name: [ast.dump(node) for node in nodes] for name, nodes in wide.items()} == dump
-    for build, module in KERNEL_MODULES.items():
-        for name, (node,) in stub.items():
-            compiled = getattr(module, name, None)
-            assert compiled is not None, f"{module.__name__} has no {name} (the stub says it has)"
-            assert runtime_parameters(compiled) == stub_parameters(node), f"{build}: {name}"
-
-
-def test_kernel_stubs_match_the_pxi_sources():
-    stub = stub_functions(PACKAGE / "_kernels_baseline.pyi")
-    defs = {}
-    for path in kernel_sources():
-        defs.update(pxi_defs(path))
-    assert "logsumexp_rows" in defs, "no def found in the kernel sources"
+def test_kernel_stub_matches_the_compiled_functions():
+    stub = stub_functions(PACKAGE / "_core.pyi")
     for name, (node,) in stub.items():
-        assert name in defs, f"the stub names {name}, which no kernel source defines"
+        compiled = getattr(_core, name, None)
+        assert compiled is not None, f"cyce._core has no {name} (the stub says it has)"
+        assert runtime_parameters(compiled) == stub_parameters(node), name
+
+
+def test_kernel_stub_matches_the_cython_source():
+    """Every def of cyce/_core.pyx has a stub entry with its parameters (a
+    function added without one fails here, naming it)."""
+    if not (PACKAGE / "_core.pyx").is_file():
+        pytest.skip("the wheel carries no Cython source")
+    stub = stub_functions(PACKAGE / "_core.pyi")
+    defs = pxi_defs(PACKAGE / "_core.pyx")
+    assert "logsumexp_rows" in defs, "no def found in cyce/_core.pyx"
+    assert sorted(defs) == sorted(stub), "the stub and cyce/_core.pyx name different functions"
+    for name, (node,) in stub.items():
         assert [p[0] for p in stub_parameters(node)] == defs[name], name
-
-
-def test_every_kernel_def_is_in_the_stub():
-    """Every def of every included .pxi has a stub entry (a kernel added
-    without one fails here, naming it: add it to cyce/_kernels_baseline.pyi)."""
-    stub = stub_functions(PACKAGE / "_kernels_baseline.pyi")
-    missing = sorted({name for path in kernel_sources() for name in pxi_defs(path)} - set(stub))
-    assert not missing, f"defs missing from cyce/_kernels_baseline.pyi: {', '.join(missing)}"
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
@@ -192,7 +171,7 @@ def test_mypy_strict_passes_on_the_typed_example(tmp_path):
     # the listed modules are followed silently (errors in them, NumPy's say,
     # are not this test's), as mypy does for any installed package.
     modules = [f"cyce.{m}" for m in PUBLIC_MODULES] + [
-        "cyce._kernels_baseline", "cyce._kernels_avx2", "cyce._kernels_avx512", "cyce._info", EXAMPLE.stem]
+        "cyce._core", "cyce._info", EXAMPLE.stem]
     env = dict(os.environ, MYPYPATH=str(EXAMPLE.parent))
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--cache-dir", os.devnull,
@@ -208,21 +187,19 @@ def test_typed_example_runs(capsys):
 
 
 @pytest.mark.skipif(not X86_64 or shutil.which("objdump") is None, reason="needs x86-64 and objdump")
-def test_baseline_build_runs_on_any_x86_64():
-    """Wider SIMD only through run-time dispatch: the baseline module has no
-    VEX-encoded (AVX) instruction; the avx2 module has many, the avx512 module
-    many on 512-bit registers."""
-    def avx_instructions(module):
-        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", module.__file__],
-                                 capture_output=True, text=True, check=True).stdout
-        return len(re.findall(r"^\s*[0-9a-f]+:\s+v[a-z0-9]+\s.*%[xyz]mm", listing, re.MULTILINE))
-
-    assert avx_instructions(_kernels_baseline) == 0
-    if "avx2" in KERNEL_MODULES:
-        assert avx_instructions(KERNEL_MODULES["avx2"]) > 100
-    if "avx512" in KERNEL_MODULES:
-        listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", KERNEL_MODULES["avx512"].__file__],
-                                 capture_output=True, text=True, check=True).stdout
+def test_only_the_wide_kernels_use_wide_instructions():
+    """Wider SIMD only through the kernel tables: the module's own functions
+    (Cython's, and PyInit) have no VEX-encoded (AVX) instruction, so
+    importing it runs on any x86-64; the avx512 kernels use 512-bit registers."""
+    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", _core.__file__],
+                             capture_output=True, text=True, check=True).stdout
+    functions = re.split(r"^[0-9a-f]+ <", listing, flags=re.MULTILINE)[1:]
+    module_code = [f for f in functions if f.startswith(("__pyx_", "PyInit_"))]
+    assert len(module_code) > 50, "no Cython functions found in the listing"
+    wide = [f.split(">", 1)[0] for f in module_code
+            if re.search(r"^\s*[0-9a-f]+:\s+v[a-z0-9]+\s.*%[xyz]mm", f, re.MULTILINE)]
+    assert not wide, f"AVX instructions in the module's own code: {wide[:5]}"
+    if "avx512" in BUILT_LEVELS:
         assert len(re.findall(r"%zmm", listing)) > 100
 
 
@@ -260,12 +237,12 @@ def test_the_wheel_is_manylinux_small_and_complete(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(f"cyce-{version}.dist-info/METADATA").decode()
-    for required in ("cyce/py.typed", "cyce/_softmax.pyi", "cyce/_binary.pyi", "cyce/_kernels_baseline.pyi",
-                     "cyce/_kernels_avx2.pyi", "cyce/_kernels_avx512.pyi", "cyce/_kernels.pxi",
-                     "cyce/_src/cyce_rows.h"):
+    for required in ("cyce/py.typed", "cyce/_softmax.pyi", "cyce/_binary.pyi", "cyce/_core.pyi"):
         assert required in names, required
-    extensions = [n for n in names if re.fullmatch(r"cyce/_kernels_\w+\.cpython-.*\.so", n)]
-    assert len(extensions) == (3 if X86_64 else 1), extensions
+    extensions = [n for n in names if n.endswith(".so") and not n.startswith("cyce.libs/")]
+    assert len(extensions) == 1 and re.fullmatch(r"cyce/_core\.cpython-.*\.so", extensions[0]), extensions
+    # sources belong in the sdist: the wheel holds what runs
+    assert not [n for n in names if n.endswith((".pyx", ".pxi", ".h"))], "sources in the wheel"
     # auditwheel vendored the OpenMP runtime (libgomp), as scikit-learn's wheels do
     assert any(re.fullmatch(r"cyce\.libs/libgomp-[0-9a-f]+\.so[.\d]*", n) for n in names), names
     assert not [n for n in names if n.endswith(".c")], "generated C in the wheel"
@@ -283,18 +260,14 @@ def test_the_sdist_carries_everything_to_build(sdist):
 
         for required in ("README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "setup.py",
                          "MANIFEST.in", "docs/api.md", "cyce/py.typed", "cyce/_softmax.pyi",
-                         "cyce/_binary.pyi", "cyce/_kernels_baseline.pyi", "cyce/_kernels_avx2.pyi",
-                         "cyce/_kernels_avx512.pyi", "cyce/_kernels_baseline.pyx",
-                         "cyce/_kernels_avx2.pyx", "cyce/_kernels_avx512.pyx",
+                         "cyce/_binary.pyi", "cyce/_core.pyi", "cyce/_core.pyx",
+                         "cyce/_src/cyce_kernels.c",
                          "tests/conftest.py", "tests/reference.py", "tests/typing_example.py"):
             assert required in names, required
         # every file the Cython and C sources include is there
-        for pyx in ("cyce/_kernels_baseline.pyx", "cyce/_kernels_avx2.pyx", "cyce/_kernels_avx512.pyx"):
-            for pxi in re.findall(r'^include "([\w.]+)"', text(pyx), re.MULTILINE):
-                assert f"cyce/{pxi}" in names, pxi
-                for header in re.findall(r'extern from "([\w.]+)"', text(f"cyce/{pxi}")):
-                    assert f"cyce/_src/{header}" in names, header
-        for header in [n for n in names if n.startswith("cyce/_src/") and n.endswith(".h")]:
+        for header in re.findall(r'extern from "([\w.]+)"', text("cyce/_core.pyx")):
+            assert f"cyce/_src/{header}" in names, header
+        for header in [n for n in names if n.startswith("cyce/_src/") and n.endswith((".h", ".c"))]:
             for included in re.findall(r'#include "([\w.]+)"', text(header)):
                 assert f"cyce/_src/{included}" in names, f"{header} includes {included}"
         assert f"Version: {cyce.__version__}" in text("PKG-INFO")

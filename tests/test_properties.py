@@ -20,7 +20,6 @@ CYCE_PROPERTY_EXAMPLES (default 300) sets the examples per test, e.g. 5000
 for a long hunt; the default keeps the file well under a minute.
 """
 
-import contextlib
 import math
 import os
 
@@ -30,13 +29,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import cyce
-import cyce._binary
-import cyce._reduction
-import cyce._softmax
-import cyce._validation
 import reference
 from agreement import binary_ce_reference, categorical_ce_reference, close, sigmoid_bce_term_size
-from conftest import BUILDS
+from conftest import LEVELS, kernels_of_level
 
 EXAMPLES = int(os.environ.get("CYCE_PROPERTY_EXAMPLES", "300"))
 PROPERTY = settings(
@@ -53,19 +48,8 @@ def eps(dtype):
     return float(np.finfo(dtype).eps)
 
 
-@contextlib.contextmanager
-def kernel_build(name):
-    """Every wrapper module calls the named kernel build (baseline, avx2 or avx512)
-    for the duration: Hypothesis draws the build like any other input."""
-    modules = (cyce._softmax, cyce._binary, cyce._validation, cyce._reduction)
-    saved = [module.kernels for module in modules]
-    for module in modules:
-        module.kernels = BUILDS[name]
-    try:
-        yield
-    finally:
-        for module, kernels in zip(modules, saved):
-            module.kernels = kernels
+# Hypothesis draws the kernel level like any other input
+kernel_build = kernels_of_level
 
 
 # ------------------------------------------------------------- strategies
@@ -100,7 +84,7 @@ SHAPES = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=7)
 
 def draw_common(data):
     """(build, dtype, shape) of one example."""
-    build = data.draw(st.sampled_from(sorted(BUILDS)), label="build")
+    build = data.draw(st.sampled_from(LEVELS), label="build")
     dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
     shape = data.draw(SHAPES, label="shape")
     return build, dtype, shape

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import cyce
+import cyce._core
 import cyce._dispatch
-from conftest import BUILDS
 from cyce._info import config
 
 OPENMP = config()["openmp"]
@@ -22,9 +22,8 @@ BIG = (1 << 20, 1 << 30)  # (rows, elements): large enough for every thread
 
 
 def threads_now():
-    """What every kernel build reports, and what a large call would use."""
-    return {name: module.default_threads() for name, module in BUILDS.items()}, \
-        cyce._dispatch.threads_for(None, *BIG)
+    """What the module reports, and what a large call would use."""
+    return cyce._core.default_threads(), cyce._dispatch.threads_for(None, *BIG)
 
 
 def run_python(code, **env):
@@ -40,7 +39,7 @@ def run_python(code, **env):
 def test_default_follows_omp_num_threads(omp_num_threads):
     out = run_python("""
         import cyce._dispatch, cyce._info
-        print(cyce._dispatch.kernels.default_threads(), cyce._dispatch.threads_for(None, 1 << 20, 1 << 30),
+        print(cyce._core.default_threads(), cyce._dispatch.threads_for(None, 1 << 20, 1 << 30),
               cyce._info.config()["default_threads"])
     """, OMP_NUM_THREADS=omp_num_threads)
     expected = omp_num_threads if OPENMP else "1"
@@ -53,10 +52,10 @@ def test_threadpoolctl_limits_cyce():
         pytest.skip("a serial build always runs on one thread")
     before = threads_now()
     with threadpoolctl.threadpool_limits(3, user_api="openmp"):
-        assert threads_now() == ({name: 3 for name in BUILDS}, 3)
+        assert threads_now() == (3, 3)
         with threadpoolctl.threadpool_limits(1, user_api="openmp"):
-            assert threads_now() == ({name: 1 for name in BUILDS}, 1)
-        assert threads_now() == ({name: 3 for name in BUILDS}, 3)
+            assert threads_now() == (1, 1)
+        assert threads_now() == (3, 3)
     assert threads_now() == before
     # an explicit num_threads is the caller's choice, limit or not
     with threadpoolctl.threadpool_limits(1, user_api="openmp"):

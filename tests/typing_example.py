@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 import cyce
-from cyce import _kernels_baseline
-
-if TYPE_CHECKING:  # built on x86-64 only: typed here, not imported at run time
-    from cyce import _kernels_avx2
+from cyce import _core
 
 if sys.version_info >= (3, 11):
     from typing import assert_type
@@ -70,8 +67,8 @@ def main() -> None:
 
     report = io.StringIO()
     cyce.show_config(file=report)
-    threads: int = _kernels_baseline.default_threads()
-    simd: str = _kernels_baseline.build_info()["simd"]
+    threads: int = _core.default_threads()
+    simd: str = _core.build_info()["simd"]
     version: str = cyce.__version__
     print(f"cyce {version} ({simd}, {threads} threads): loss {float(loss):.4f}, "
           f"{per_row.shape} {float(same):.4f} {lse.shape} {step:.4f} {float(bce):.4f} "
@@ -79,9 +76,9 @@ def main() -> None:
           "openmp" in report.getvalue())
 
 
-def avx2_build() -> tuple[int, bool]:
-    """The avx2 build has the baseline's functions (its stub re-exports them)."""
-    return _kernels_avx2.default_threads(), _kernels_avx2.build_info()["openmp"] > 0
+def levels() -> tuple[list[str], str]:
+    """The kernel levels this build has, and the one in use."""
+    return _core.built_levels(), _core.current_level()
 
 
 def rejected_by_the_type_checker(logits: npt.NDArray[np.float32], labels: npt.NDArray[np.int64]) -> None:
@@ -90,7 +87,7 @@ def rejected_by_the_type_checker(logits: npt.NDArray[np.float32], labels: npt.ND
     cyce.softmax_ce(logits, labels, nonsense=True)  # type: ignore[call-overload]
     cyce.categorical_ce(logits, labels, reduction="batchmean")  # type: ignore[call-overload]
     loss, grad = cyce.softmax_ce(logits, labels)  # type: ignore[misc]
-    _kernels_baseline.logsumexp_rows(logits, np.empty(8, np.float64), 1)  # type: ignore[type-var]
+    _core.logsumexp_rows(logits, np.empty(8, np.float64), 1)  # type: ignore[type-var]
 
 
 if __name__ == "__main__":

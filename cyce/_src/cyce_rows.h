@@ -14,14 +14,10 @@
 #include <math.h>
 #include "cyce_exp.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "cyce_kernels.h"
 
 #define CYCE_BLOCK 256
 #define CYCE_LINE 64          /* bytes per cache line (x86-64, most ARM) */
-#define CYCE_TILE 64          /* rows per tile of the short-row kernels */
-#define CYCE_SHORT_MAX 32     /* rows of at most this many classes go by tiles */
 /* Long rows go block by block (cyce_row_blocked_exp_sum_m1): blocks of
  * CYCE_ONLINE_BLOCK_BYTES, at most CYCE_ONLINE_MAX_BLOCKS per row (longer
  * rows get longer blocks).  A block stays in L1 between its max (taken
@@ -212,61 +208,5 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
 #undef CYCE_REAL
 #undef CYCE_SUFFIX
 #undef CYCE_EXP
-
-/* ---- what the build and the machine are ---- */
-
-static inline int cyce_openmp_version(void)
-{
-#ifdef _OPENMP
-    return _OPENMP;
-#else
-    return 0;
-#endif
-}
-
-static inline int cyce_default_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static inline int cyce_cpu_has_avx2_fma(void)
-{
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
-
-/* AVX-512 F, DQ, BW and VL, with the OS saving the 512-bit state (libgcc's
- * __builtin_cpu_supports checks XGETBV as well as CPUID). */
-static inline int cyce_cpu_has_avx512(void)
-{
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    return cyce_cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f")
-        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")
-        && __builtin_cpu_supports("avx512vl");
-#else
-    return 0;
-#endif
-}
-
-#ifndef CYCE_SIMD_LEVEL
-#define CYCE_SIMD_LEVEL "baseline"
-#endif
-#ifndef CYCE_CFLAGS
-#define CYCE_CFLAGS ""
-#endif
-#ifdef __VERSION__
-#define CYCE_COMPILER __VERSION__
-#else
-#define CYCE_COMPILER "unknown"
-#endif
 
 #endif

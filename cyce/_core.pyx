@@ -1,0 +1,501 @@
+# cyce's one compiled module: the prange over each kernel's tasks, and the
+# few loops that do not depend on the instruction set.
+#
+# The kernels are C (cyce/_src/cyce_kernels.c), compiled once per
+# instruction set into tables of function pointers; this module is compiled
+# once, for the baseline, and calls the table chosen at import (use_level,
+# from cyce._dispatch).  The Python wrappers validate every input and
+# allocate every output; the shims below check only what keeps memory safe
+# (dtype, contiguity), fill the kernels' structs, release the GIL and run
+# one prange.
+#
+# Determinism: a task writes its rows' results, and its loss sum, to slots
+# of its own; the tasks' layout depends on the shape alone, and the batch sum
+# runs after the prange in task order.  So the bits are the same for any
+# thread count and any schedule, and a dynamic schedule lets a thread that
+# was preempted (a busy machine) leave its share to the others.
+
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.math cimport fabs, isfinite
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+
+cnp.import_array()
+
+cdef extern from "cyce_kernels.h" nogil:
+    ctypedef struct cyce_ce_opts:
+        const double *class_weight
+        double weight_total
+        const double *sample_weight
+        double label_smoothing
+        double z_loss
+        double grad_scale
+        int64_t ignore_index
+    ctypedef struct cyce_rows:
+        const void *x
+        void *grad
+        const int64_t *labels
+        const void *targets
+        int targets_f64
+        double *row_loss
+        int64_t n_rows
+        int64_t n_classes
+    ctypedef struct cyce_elements:
+        const void *values
+        const void *targets
+        int targets_f64
+        const char *weight
+        int64_t weight_strides[2]
+        const char *pos_weight
+        int64_t pos_weight_stride
+        void *grad
+        void *loss_out
+        int64_t n_elements
+        int64_t n_classes
+        double grad_scale
+    ctypedef struct cyce_dtype_kernels:
+        void (*logsumexp)(const cyce_rows *rows, void *out, int64_t first, int64_t stop) noexcept nogil
+        void (*softmax)(const cyce_rows *rows, int log_space, int64_t first, int64_t stop) noexcept nogil
+        double (*softmax_ce_hard)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                                  int64_t first, int64_t stop) noexcept nogil
+        void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                                int64_t first, int64_t stop) noexcept nogil
+        double (*binary)(const cyce_elements *elements, int kind, int64_t start,
+                         int64_t stop) noexcept nogil
+        void (*categorical_ce_label)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                                     double eps, int64_t first, int64_t stop) noexcept nogil
+        void (*categorical_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                                    double eps, int64_t first, int64_t stop) noexcept nogil
+        void (*exp_values)(const void *x, void *out, int64_t n) noexcept nogil
+        void (*exp_nonpos_values)(const void *x, void *out, int64_t n) noexcept nogil
+        void (*span_exp_sum_count)(const void *x, void *out, int64_t n, double shift,
+                                   double top, double *sum, double *count) noexcept nogil
+    ctypedef struct cyce_kernel_table:
+        const char *level
+        const char *cflags
+        const cyce_dtype_kernels *f32
+        const cyce_dtype_kernels *f64
+        void (*log1p_values)(const double *s, double *out, int64_t n) noexcept nogil
+    enum:
+        CYCE_BINARY_BLOCK
+        CYCE_ROWS_PER_TASK
+    int64_t cyce_hard_rows_per_task(int64_t n_rows, int64_t n_classes)
+    const cyce_kernel_table *cyce_kernels_for_level(int level)
+    int cyce_level_built(int level)
+    int cyce_openmp_version()
+    int cyce_default_threads()
+    int cyce_cpu_has_avx2_fma()
+    int cyce_cpu_has_avx512()
+    const char *CYCE_COMPILER
+
+
+LEVELS = ("baseline", "avx2", "avx512")
+SIGMOID_BCE = 0
+PROBABILITY_BCE = 1
+
+cdef const cyce_kernel_table *table = cyce_kernels_for_level(0)
+
+
+def runnable_levels():
+    """The instruction-set levels this build has and this CPU runs, narrowest first."""
+    return [level for i, level in enumerate(LEVELS) if cyce_kernels_for_level(i) != NULL]
+
+
+def built_levels():
+    """The instruction-set levels this build has kernels for."""
+    return [level for i, level in enumerate(LEVELS) if cyce_level_built(i)]
+
+
+def use_level(str level):
+    """Run every later call on the kernels of `level` (cyce._dispatch calls
+    it once at import; the tests call it to cover each level)."""
+    global table
+    cdef const cyce_kernel_table *chosen = cyce_kernels_for_level(LEVELS.index(level))
+    if chosen == NULL:
+        raise ValueError(f"this build or this CPU has no {level} kernels")
+    table = chosen
+
+
+def current_level():
+    return table.level.decode()
+
+
+# ---------------------------------------------------------------------------
+# what the shims check: only what keeps memory safe
+
+cdef const cyce_dtype_kernels *kernels_of(cnp.ndarray x) except NULL:
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum == cnp.NPY_FLOAT32:
+        return table.f32
+    if typenum == cnp.NPY_FLOAT64:
+        return table.f64
+    raise TypeError(f"no kernel for dtype {x.dtype}")
+
+
+cdef void *data_of(object a, int typenum) except? NULL:
+    """The data of a C-contiguous array of typenum (NULL for None)."""
+    if a is None:
+        return NULL
+    cdef cnp.ndarray array = <cnp.ndarray?>a
+    if cnp.PyArray_TYPE(array) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(array):
+        raise TypeError(f"a kernel needs a C-contiguous {cnp.PyArray_DescrFromType(typenum)} array,"
+                        f" got {a.dtype} with strides {a.strides}")
+    return cnp.PyArray_DATA(array)
+
+
+cdef cyce_rows rows_of(cnp.ndarray x, object grad, object row_loss) except *:
+    """The arrays of a call over the rows of x, an (N, C) array."""
+    cdef cyce_rows rows
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    rows.x = data_of(x, typenum)
+    rows.grad = data_of(grad, typenum)
+    rows.labels = NULL
+    rows.targets = NULL
+    rows.targets_f64 = 0
+    rows.row_loss = <double *>data_of(row_loss, cnp.NPY_FLOAT64)
+    rows.n_rows = x.shape[0]
+    rows.n_classes = x.shape[1]
+    return rows
+
+
+cdef void set_targets(cyce_rows *rows, object targets) except *:
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray?>targets)
+    rows.targets_f64 = typenum == cnp.NPY_FLOAT64
+    rows.targets = data_of(targets, cnp.NPY_FLOAT64 if rows.targets_f64 else cnp.NPY_FLOAT32)
+
+
+cdef cyce_ce_opts opts_of(int64_t n_classes, object class_weight, object sample_weight,
+                          int64_t ignore_index, double label_smoothing, double z_loss,
+                          double grad_scale) except *:
+    cdef cyce_ce_opts opts
+    opts.class_weight = <const double *>data_of(class_weight, cnp.NPY_FLOAT64)
+    opts.weight_total = n_classes if class_weight is None else float(class_weight.sum())
+    opts.sample_weight = <const double *>data_of(sample_weight, cnp.NPY_FLOAT64)
+    opts.label_smoothing = label_smoothing
+    opts.z_loss = z_loss
+    opts.grad_scale = grad_scale
+    opts.ignore_index = ignore_index
+    return opts
+
+
+# ---------------------------------------------------------------------------
+# the batch sum, after the prange
+
+ctypedef struct CompensatedSum:
+    double total
+    double compensation
+
+
+cdef inline void compensated_add(CompensatedSum *acc, double value) noexcept nogil:
+    """Neumaier's step: acc.total += value, keeping the rounding error apart."""
+    cdef double t = acc.total + value
+    if fabs(acc.total) >= fabs(value):
+        acc.compensation += (acc.total - t) + value
+    else:
+        acc.compensation += (value - t) + acc.total
+    acc.total = t
+
+
+cdef inline double compensated_result(CompensatedSum acc) noexcept nogil:
+    # an infinite total makes the compensation inf - inf = NaN: it has no error to add
+    return acc.total + acc.compensation if isfinite(acc.total) else acc.total
+
+
+cdef double fixed_order_sum(const double *values, Py_ssize_t n) noexcept nogil:
+    """sum(values) in index order with Neumaier's compensation: accurate to a
+    few ulp of the exact sum however many terms there are."""
+    cdef CompensatedSum acc = CompensatedSum(0.0, 0.0)
+    cdef Py_ssize_t i
+    for i in range(n):
+        compensated_add(&acc, values[i])
+    return compensated_result(acc)
+
+
+cdef inline Py_ssize_t n_tasks_of(int64_t n, int64_t per_task) noexcept nogil:
+    return <Py_ssize_t>((n + per_task - 1) // per_task)
+
+
+# ---------------------------------------------------------------------------
+# the softmax family
+
+def logsumexp_rows(cnp.ndarray x, cnp.ndarray out, int n_threads):
+    """out[i] = logsumexp(x[i]) over the rows of x, an (N, C) array."""
+    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef cyce_rows rows = rows_of(x, None, None)
+    cdef void *out_data = data_of(out, cnp.PyArray_TYPE(x))
+    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, CYCE_ROWS_PER_TASK)
+    cdef int64_t first
+    with nogil:
+        for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
+            first = <int64_t>t * CYCE_ROWS_PER_TASK
+            k.logsumexp(&rows, out_data, first, min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
+
+
+def softmax_rows(cnp.ndarray x, cnp.ndarray out, bint log_space, int n_threads):
+    """out = softmax(x) or log_softmax(x) row by row; out may be x."""
+    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef cyce_rows rows = rows_of(x, out, None)
+    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, CYCE_ROWS_PER_TASK)
+    cdef int64_t first
+    with nogil:
+        for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
+            first = <int64_t>t * CYCE_ROWS_PER_TASK
+            k.softmax(&rows, log_space, first, min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
+
+
+def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_loss, *,
+                         object class_weight, object sample_weight, int64_t ignore_index,
+                         double label_smoothing, double z_loss, double grad_scale,
+                         int n_threads):
+    """Softmax cross entropy of the rows of x against int64 labels.  Writes
+    the gradient times grad_scale to grad (unless None; may be x) and each
+    row's loss to row_loss (unless None); returns the loss sum."""
+    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef cyce_rows rows = rows_of(x, grad, row_loss)
+    rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
+    cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, ignore_index,
+                                     label_smoothing, z_loss, grad_scale)
+    cdef int64_t per_task = cyce_hard_rows_per_task(rows.n_rows, rows.n_classes)
+    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
+    cdef int64_t first
+    # one float64 per task: the loss alone allocates nothing per row
+    cdef double *task_loss = <double *>malloc(max(n_tasks, 1) * sizeof(double))
+    if task_loss == NULL:
+        raise MemoryError()
+    cdef double total
+    with nogil:
+        for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
+            first = <int64_t>t * per_task
+            task_loss[t] = k.softmax_ce_hard(&rows, &opts, first,
+                                             min(first + per_task, rows.n_rows))
+        total = fixed_order_sum(task_loss, n_tasks)
+        free(task_loss)
+    return total
+
+
+def softmax_ce_soft_rows(cnp.ndarray x, object grad, object targets, object row_loss, *,
+                         object class_weight, object sample_weight, double label_smoothing,
+                         double z_loss, double grad_scale, int n_threads):
+    """softmax_ce_hard_rows against probabilities (float32 or float64, of
+    x's shape); row_loss is required."""
+    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef cyce_rows rows = rows_of(x, grad, row_loss)
+    set_targets(&rows, targets)
+    cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, 0,
+                                     label_smoothing, z_loss, grad_scale)
+    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, CYCE_ROWS_PER_TASK)
+    cdef int64_t first
+    with nogil:
+        for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
+            first = <int64_t>t * CYCE_ROWS_PER_TASK
+            k.softmax_ce_soft(&rows, &opts, first, min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
+    return fixed_order_sum(rows.row_loss, rows.n_rows)
+
+
+# ---------------------------------------------------------------------------
+# the binary family and categorical_ce
+
+def binary_elements(int kind, cnp.ndarray values, object targets, object weight,
+                    object pos_weight, object grad, object loss_out, *, int64_t n_classes,
+                    double grad_scale, int n_threads):
+    """sigmoid_bce (kind 0) or binary_ce (kind 1) over the flattened
+    (rows, n_classes) values: the gradient times grad_scale to grad and each
+    element's loss to loss_out, unless None (grad may be values); weight is a
+    (rows, n_classes) view and pos_weight an (n_classes,) view, by strides,
+    of values' dtype, or None.  Returns the loss sum."""
+    cdef const cyce_dtype_kernels *k = kernels_of(values)
+    cdef int typenum = cnp.PyArray_TYPE(values)
+    cdef cyce_elements elements
+    cdef cnp.ndarray view
+    elements.values = data_of(values, typenum)
+    elements.targets_f64 = cnp.PyArray_TYPE(<cnp.ndarray?>targets) == cnp.NPY_FLOAT64
+    elements.targets = data_of(targets, cnp.NPY_FLOAT64 if elements.targets_f64 else cnp.NPY_FLOAT32)
+    elements.weight = NULL
+    elements.pos_weight = NULL
+    if weight is not None:
+        view = <cnp.ndarray?>weight
+        if cnp.PyArray_TYPE(view) != typenum or view.ndim != 2:
+            raise TypeError("weight must be a 2-D view of the values' dtype")
+        elements.weight = <const char *>cnp.PyArray_DATA(view)
+        elements.weight_strides[0] = view.strides[0]
+        elements.weight_strides[1] = view.strides[1]
+    if pos_weight is not None:
+        view = <cnp.ndarray?>pos_weight
+        if cnp.PyArray_TYPE(view) != typenum or view.ndim != 1:
+            raise TypeError("pos_weight must be a 1-D view of the values' dtype")
+        elements.pos_weight = <const char *>cnp.PyArray_DATA(view)
+        elements.pos_weight_stride = view.strides[0]
+    elements.grad = data_of(grad, typenum)
+    elements.loss_out = data_of(loss_out, typenum)
+    elements.n_elements = values.size
+    elements.n_classes = n_classes
+    elements.grad_scale = grad_scale
+    cdef Py_ssize_t b, n_blocks = n_tasks_of(elements.n_elements, CYCE_BINARY_BLOCK)
+    cdef int64_t start
+    cdef double *block_loss = <double *>malloc(max(n_blocks, 1) * sizeof(double))
+    if block_loss == NULL:
+        raise MemoryError()
+    cdef double total
+    with nogil:
+        for b in prange(n_blocks, schedule="dynamic", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
+            start = <int64_t>b * CYCE_BINARY_BLOCK
+            block_loss[b] = k.binary(&elements, kind, start,
+                                     min(start + CYCE_BINARY_BLOCK, elements.n_elements))
+        total = fixed_order_sum(block_loss, n_blocks)
+        free(block_loss)
+    return total
+
+
+def binary_blocks(n_elements):
+    """The number of tasks binary_elements runs (for the thread count)."""
+    return n_tasks_of(n_elements, CYCE_BINARY_BLOCK)
+
+
+def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object row_loss, *,
+                        object class_weight, int64_t ignore_index, double eps,
+                        double grad_scale, int n_threads):
+    """Categorical cross entropy of the rows of probs against int64 class
+    indices or float targets of probs' shape (labels' dtype says which)."""
+    cdef const cyce_dtype_kernels *k = kernels_of(probs)
+    cdef cyce_rows rows = rows_of(probs, grad, row_loss)
+    cdef bint soft = cnp.PyArray_TYPE(<cnp.ndarray?>labels) != cnp.NPY_INT64
+    if soft:
+        set_targets(&rows, labels)
+    else:
+        rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
+    cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, None, ignore_index, 0.0,
+                                     0.0, grad_scale)
+    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, CYCE_ROWS_PER_TASK)
+    cdef int64_t first
+    with nogil:
+        for t in prange(n_tasks, schedule="dynamic", num_threads=n_threads,
+                        use_threads_if=n_threads > 1):
+            first = <int64_t>t * CYCE_ROWS_PER_TASK
+            if soft:
+                k.categorical_ce_soft(&rows, &opts, eps, first,
+                                      min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
+            else:
+                k.categorical_ce_label(&rows, &opts, eps, first,
+                                       min(first + CYCE_ROWS_PER_TASK, rows.n_rows))
+    return fixed_order_sum(rows.row_loss, rows.n_rows)
+
+
+# ---------------------------------------------------------------------------
+# label checks and the mean's denominator (no kernel of any width needed)
+
+def first_bad_label(const int64_t[::1] labels, int64_t n_classes, int64_t ignore_index):
+    """The index of the first label outside [0, n_classes) that is not
+    ignore_index, or -1 (the validation module raises the error)."""
+    cdef Py_ssize_t i
+    cdef Py_ssize_t first = -1
+    cdef int64_t label
+    with nogil:
+        for i in range(labels.shape[0]):
+            label = labels[i]
+            if (label < 0 or label >= n_classes) and label != ignore_index:
+                first = i
+                break
+    return first
+
+
+def label_weight_sum(const int64_t[::1] labels, int64_t ignore_index,
+                     const double[::1] class_weight, const double[::1] sample_weight):
+    """PyTorch's mean denominator: sum over rows not ignored of
+    class_weight[label] * sample_weight[row] (1 where not given), in row order."""
+    cdef Py_ssize_t i
+    cdef CompensatedSum acc = CompensatedSum(0.0, 0.0)
+    cdef double value
+    cdef bint has_class_weight = class_weight is not None
+    cdef bint has_sample_weight = sample_weight is not None
+    cdef int64_t kept = 0
+    if not has_class_weight and not has_sample_weight:
+        # a count of the rows not ignored: exact
+        with nogil:
+            for i in range(labels.shape[0]):
+                kept += labels[i] != ignore_index
+        return <double>kept
+    with nogil:
+        for i in range(labels.shape[0]):
+            if labels[i] == ignore_index:
+                continue
+            value = class_weight[labels[i]] if has_class_weight else 1.0
+            if has_sample_weight:
+                value = value * sample_weight[i]
+            compensated_add(&acc, value)
+    return compensated_result(acc)
+
+
+# ---------------------------------------------------------------------------
+# the kernels' exps and sums, exposed for their accuracy tests
+
+def exp_values(cnp.ndarray x, cnp.ndarray out):
+    """cyce's vectorised exp, elementwise, over a 1-D array."""
+    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef const void *src = data_of(x, cnp.PyArray_TYPE(x))
+    cdef void *dst = data_of(out, cnp.PyArray_TYPE(x))
+    with nogil:
+        k.exp_values(src, dst, x.shape[0])
+
+
+def exp_nonpos_values(cnp.ndarray x, cnp.ndarray out):
+    """The softmax kernels' exp for x <= 0, elementwise."""
+    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef const void *src = data_of(x, cnp.PyArray_TYPE(x))
+    cdef void *dst = data_of(out, cnp.PyArray_TYPE(x))
+    with nogil:
+        k.exp_nonpos_values(src, dst, x.shape[0])
+
+
+def span_exp_sum_count(cnp.ndarray x, object out, double shift, double top):
+    """The softmax rows' exp-and-sum loop over x: out (unless None) =
+    exp(x - shift); returns (the sum in x's dtype of the terms where
+    x != top, how many x == top)."""
+    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef const void *src = data_of(x, cnp.PyArray_TYPE(x))
+    cdef void *dst = data_of(out, cnp.PyArray_TYPE(x))
+    cdef double total = 0, count = 0
+    with nogil:
+        k.span_exp_sum_count(src, dst, x.shape[0], shift, top, &total, &count)
+    return total, count
+
+
+def log1p_values(cnp.ndarray s, cnp.ndarray out):
+    """cyce's vectorisable log1p for s >= 0, elementwise (float64)."""
+    cdef const double *src = <const double *>data_of(s, cnp.NPY_FLOAT64)
+    cdef double *dst = <double *>data_of(out, cnp.NPY_FLOAT64)
+    with nogil:
+        table.log1p_values(src, dst, s.shape[0])
+
+
+# ---------------------------------------------------------------------------
+# what the build and the machine are
+
+def build_info():
+    """The kernels in use and what they were compiled with."""
+    return {
+        "simd": table.level.decode(),
+        "cflags": table.cflags.decode(),
+        "compiler": CYCE_COMPILER.decode(),
+        "openmp": cyce_openmp_version(),
+    }
+
+
+def default_threads():
+    """OpenMP's default team size for this thread (OMP_NUM_THREADS,
+    threadpoolctl and omp_set_num_threads all act on it); 1 without OpenMP."""
+    return cyce_default_threads()
+
+
+def cpu_has_avx2_fma():
+    return bool(cyce_cpu_has_avx2_fma())
+
+
+def cpu_has_avx512():
+    """AVX-512 F, DQ, BW and VL, enabled by the OS (what the avx512 kernels need)."""
+    return bool(cyce_cpu_has_avx512())

@@ -1,3 +1,0 @@
-# Type stub for cyce._kernels_avx2: the AVX2+FMA build of the same source
-# (cyce/_kernels.pxi) as cyce._kernels_baseline, so the same functions.
-from cyce._kernels_baseline import *

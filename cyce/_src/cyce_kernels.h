@@ -1,0 +1,213 @@
+/*
+ * cyce_kernels.h -- what the Cython module (cyce/_core.pyx) calls: the
+ * options of a loss, the arrays of one call, and the table of kernels.
+ *
+ * cyce_kernels.c is compiled once per instruction set (baseline, AVX2+FMA,
+ * AVX-512: setup.py), each object exporting one table; the module picks a
+ * table once, at import, from the CPU's features (cyce_kernels_for_level).
+ * The kernels are plain C over contiguous rows, with no Python and no
+ * OpenMP of their own: the module runs the prange over their tasks.
+ */
+#ifndef CYCE_KERNELS_H
+#define CYCE_KERNELS_H
+
+#include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* The options of a cross-entropy call, for every row kernel. */
+typedef struct {
+    const double *class_weight;   /* n_classes weights, or NULL for all ones */
+    double weight_total;          /* their sum (n_classes when NULL) */
+    const double *sample_weight;  /* one weight per row, or NULL for all ones */
+    double label_smoothing;
+    double z_loss;
+    double grad_scale;            /* the reduction's 1 / denominator */
+    int64_t ignore_index;
+} cyce_ce_opts;
+
+/* The arrays of one call over rows (all C-contiguous, n_rows x n_classes
+ * unless said otherwise; the element type is the table's dtype). */
+typedef struct {
+    const void *x;
+    void *grad;                   /* NULL for the loss alone; may be x */
+    const int64_t *labels;        /* n_rows class indices (integer targets) */
+    const void *targets;          /* probabilities (soft targets) */
+    int targets_f64;              /* targets are double, else float */
+    double *row_loss;             /* n_rows losses, or NULL where not wanted */
+    int64_t n_rows;
+    int64_t n_classes;
+} cyce_rows;
+
+/* The arrays of an elementwise binary loss over the flattened
+ * (n_elements / n_classes, n_classes) array; weight and pos_weight are
+ * broadcast through their byte strides. */
+typedef struct {
+    const void *values;
+    const void *targets;
+    int targets_f64;
+    const char *weight;           /* or NULL */
+    int64_t weight_strides[2];
+    const char *pos_weight;       /* n_classes entries, or NULL */
+    int64_t pos_weight_stride;
+    void *grad;                   /* or NULL; may be values */
+    void *loss_out;               /* each element's loss, or NULL */
+    int64_t n_elements;
+    int64_t n_classes;
+    double grad_scale;
+} cyce_elements;
+
+enum { CYCE_SIGMOID_BCE = 0, CYCE_PROBABILITY_BCE = 1 };
+
+/* Rows of at most CYCE_SHORT_MAX classes go through the tile kernel,
+ * CYCE_TILE at a time, one row per SIMD lane. */
+#define CYCE_TILE 64
+#define CYCE_SHORT_MAX 32
+/* Elements per task of the binary losses. */
+#define CYCE_BINARY_BLOCK 4096
+/* Rows per task of the softmax family's row-independent kernels. */
+#define CYCE_ROWS_PER_TASK 64
+
+/* The kernels of one storage dtype.  A task is a range of rows (or, for
+ * the binary losses, of CYCE_BINARY_BLOCK elements); a task returning a
+ * double returns the sum of its losses in row order. */
+typedef struct {
+    void (*logsumexp)(const cyce_rows *rows, void *out, int64_t first, int64_t stop);
+    void (*softmax)(const cyce_rows *rows, int log_space, int64_t first, int64_t stop);
+    double (*softmax_ce_hard)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                              int64_t first, int64_t stop);
+    void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                            int64_t first, int64_t stop);
+    double (*binary)(const cyce_elements *elements, int kind, int64_t start, int64_t stop);
+    void (*categorical_ce_label)(const cyce_rows *rows, const cyce_ce_opts *opts, double eps,
+                                 int64_t first, int64_t stop);
+    void (*categorical_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts, double eps,
+                                int64_t first, int64_t stop);
+    /* the exps and the exp-and-sum loop the kernels use, for their tests */
+    void (*exp_values)(const void *x, void *out, int64_t n);
+    void (*exp_nonpos_values)(const void *x, void *out, int64_t n);
+    void (*span_exp_sum_count)(const void *x, void *out, int64_t n, double shift, double top,
+                               double *sum, double *count);
+} cyce_dtype_kernels;
+
+typedef struct {
+    const char *level;            /* "baseline", "avx2", "avx512" */
+    const char *cflags;           /* the flags this table's object was compiled with */
+    const cyce_dtype_kernels *f32;
+    const cyce_dtype_kernels *f64;
+    void (*log1p_values)(const double *s, double *out, int64_t n);
+} cyce_kernel_table;
+
+/* Rows per task of softmax_ce_hard: a tile of short rows, or up to a tile
+ * of longer rows chained (each row takes the next one's first block max),
+ * at least 8 tasks where there are 8 rows so that threads share the work.
+ * It depends on the shape alone, so the tasks' sums have the same bits for
+ * any thread count. */
+static inline int64_t cyce_hard_rows_per_task(int64_t n_rows, int64_t n_classes)
+{
+    if (n_classes <= CYCE_SHORT_MAX) {
+        return CYCE_TILE;
+    }
+    int64_t rows = n_rows / 8 < CYCE_TILE ? n_rows / 8 : CYCE_TILE;
+    return rows > 1 ? rows : 1;
+}
+
+/* ---- what the module asks of the machine ---- */
+
+static inline int cyce_openmp_version(void)
+{
+#ifdef _OPENMP
+    return _OPENMP;
+#else
+    return 0;
+#endif
+}
+
+static inline int cyce_default_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static inline int cyce_cpu_has_avx2_fma(void)
+{
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+/* AVX-512 F, DQ, BW and VL, with the OS saving the 512-bit state (libgcc's
+ * __builtin_cpu_supports checks XGETBV as well as CPUID). */
+static inline int cyce_cpu_has_avx512(void)
+{
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return cyce_cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f")
+        && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
+
+#ifdef __VERSION__
+#define CYCE_COMPILER __VERSION__
+#else
+#define CYCE_COMPILER "unknown"
+#endif
+
+extern const cyce_kernel_table cyce_kernels_baseline;
+#ifdef CYCE_HAVE_AVX2
+extern const cyce_kernel_table cyce_kernels_avx2;
+#endif
+#ifdef CYCE_HAVE_AVX512
+extern const cyce_kernel_table cyce_kernels_avx512;
+#endif
+
+/* Whether this build has the kernels of level 0, 1 or 2. */
+static inline int cyce_level_built(int level)
+{
+    switch (level) {
+    case 0:
+        return 1;
+#ifdef CYCE_HAVE_AVX2
+    case 1:
+        return 1;
+#endif
+#ifdef CYCE_HAVE_AVX512
+    case 2:
+        return 1;
+#endif
+    default:
+        return 0;
+    }
+}
+
+/* The table of level 0 (baseline), 1 (AVX2+FMA) or 2 (AVX-512), or NULL
+ * where this build lacks it or this CPU cannot run it. */
+static inline const cyce_kernel_table *cyce_kernels_for_level(int level)
+{
+    switch (level) {
+    case 0:
+        return &cyce_kernels_baseline;
+#ifdef CYCE_HAVE_AVX2
+    case 1:
+        return cyce_cpu_has_avx2_fma() ? &cyce_kernels_avx2 : NULL;
+#endif
+#ifdef CYCE_HAVE_AVX512
+    case 2:
+        return cyce_cpu_has_avx512() ? &cyce_kernels_avx512 : NULL;
+#endif
+    default:
+        return NULL;
+    }
+}
+
+#endif

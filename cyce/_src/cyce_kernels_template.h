@@ -1,0 +1,458 @@
+/*
+ * The row kernels of one storage dtype, and their tasks: cyce_kernels.c
+ * includes this file once per dtype, with CYCE_REAL and CYCE_SUFFIX set
+ * (the same mechanism as cyce_rows_template.h, whose loops these call).
+ *
+ * A task is what one thread does between two of the module's prange steps:
+ * a range of rows, whose results go to per-row (or per-task) slots, so the
+ * bits never depend on the thread count or the schedule.  The state carried
+ * from row to row (the next row's first block max, a gradient whose scaling
+ * waits for the next row's exps) lives in the task function alone.
+ */
+#define CYCE_CAT_(a, b) a##_##b
+#define CYCE_CAT(a, b) CYCE_CAT_(a, b)
+#define CYCE_FN(name) CYCE_CAT(name, CYCE_SUFFIX)
+
+/* sum(exp(x - m)) - 1 for m = max(x), storing exp(x - m) in out unless out
+ * is NULL (out may be x).  The next row (x + n) is prefetched meanwhile when
+ * rows are long, but not too long for two to fit in L2. */
+static inline double CYCE_FN(row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n,
+                                             CYCE_REAL m)
+{
+    const CYCE_REAL *ahead = NULL;
+    if (CYCE_PREFETCH_MIN_CLASSES <= n
+            && n * (int64_t)sizeof(CYCE_REAL) <= CYCE_PREFETCH_MAX_BYTES) {
+        ahead = x + n;
+    }
+    return CYCE_FN(cyce_row_exp_sum_m1)(x, out, n, m, ahead);
+}
+
+/* sum(exp(x - max)) - 1, and max(x) into *m, in one pass over a row on its
+ * own (no chaining, no deferred scaling): out, unless NULL, gets
+ * exp(x - block max), and factor each block's rescaling to the row max. */
+static inline double CYCE_FN(row_blocked_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL *out,
+                                                     int64_t n, CYCE_REAL *m, double *factor)
+{
+    CYCE_REAL carried_max = 0;
+    return CYCE_FN(cyce_row_blocked_exp_sum_m1)(x, out, n, &carried_max, 0, 0, m, factor,
+                                                NULL, NULL, 0.0);
+}
+
+/* log(sum(exp(x))), the max subtracted first.  An infinite max is returned
+ * as it is (+inf for a row holding +inf, -inf for an all -inf row, as in
+ * PyTorch); a NaN anywhere gives NaN (the max may skip it). */
+static inline double CYCE_FN(row_logsumexp)(const CYCE_REAL *x, int64_t n)
+{
+    double factor[CYCE_ONLINE_MAX_BLOCKS];
+    CYCE_REAL m;
+    double total_m1 = CYCE_FN(row_blocked_exp_sum_m1)(x, NULL, n, &m, factor);
+    if (!isfinite(m)) {
+        for (int64_t j = 0; j < n; j++) {
+            if (x[j] != x[j]) {
+                return x[j];
+            }
+        }
+        return m;
+    }
+    return (double)m + log1p(total_m1);
+}
+
+static void CYCE_FN(logsumexp_task)(const cyce_rows *rows, void *out, int64_t first,
+                                    int64_t stop)
+{
+    const int64_t n = rows->n_classes;
+    const CYCE_REAL *x = (const CYCE_REAL *)rows->x;
+    for (int64_t i = first; i < stop; i++) {
+        ((CYCE_REAL *)out)[i] = (CYCE_REAL)CYCE_FN(row_logsumexp)(x + i * n, n);
+    }
+}
+
+/* softmax or log_softmax of rows into rows->grad (which may be x).  A row
+ * holding NaN or +inf, or only -inf, is NaN throughout: its sum is NaN. */
+static void CYCE_FN(softmax_task)(const cyce_rows *rows, int log_space, int64_t first,
+                                  int64_t stop)
+{
+    const int64_t n = rows->n_classes;
+    double factor[CYCE_ONLINE_MAX_BLOCKS];
+    for (int64_t i = first; i < stop; i++) {
+        const CYCE_REAL *x = (const CYCE_REAL *)rows->x + i * n;
+        CYCE_REAL *out = (CYCE_REAL *)rows->grad + i * n;
+        CYCE_REAL m;
+        if (log_space) {
+            double total_m1 = CYCE_FN(row_blocked_exp_sum_m1)(x, NULL, n, &m, factor);
+            CYCE_FN(cyce_row_sub2)(x, out, n, m, (CYCE_REAL)log1p(total_m1));
+        } else {
+            double total_m1 = CYCE_FN(row_blocked_exp_sum_m1)(x, out, n, &m, factor);
+            CYCE_FN(cyce_row_blocked_scale_sub)(out, NULL, n, factor, 1.0 / (1.0 + total_m1), 0);
+        }
+    }
+}
+
+/* ---- softmax cross entropy against integer labels ---- */
+
+/* The waiting row's scaling (grad is pending->grad), in a pass of its own:
+ * for a task's last row, or before a row that takes no exps. */
+static inline void CYCE_FN(finish_deferred)(CYCE_REAL *grad, cyce_deferred *pending, int64_t n)
+{
+    if (grad == NULL) {
+        return;
+    }
+    CYCE_FN(cyce_row_blocked_scale_sub)(grad, NULL, n, pending->factor, pending->exp_scale, 0);
+    grad[pending->label] = (CYCE_REAL)pending->label_grad;
+    pending->grad = NULL;
+}
+
+/* One row with label smoothing: the max first (the smoothing sum
+ * sum_c w_c (x_c - max) needs it), then the exps and sum, then the scaling. */
+static inline double CYCE_FN(row_softmax_ce_hard_smoothed)(
+    const CYCE_REAL *x, CYCE_REAL *grad, int64_t n, int64_t label, double row_weight,
+    cyce_ce_opts opts)
+{
+    CYCE_REAL m = CYCE_FN(cyce_row_max)(x, n);
+    double smooth_shifted = CYCE_FN(cyce_row_sum_shifted)(x, opts.class_weight, n, m);
+    double label_shifted = (double)x[label] - (double)m;
+    double total_m1 = CYCE_FN(row_exp_sum_m1)(x, grad, n, m);
+    cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
+        n, m, total_m1, label_shifted,
+        grad == NULL ? 0.0 : cyce_label_exp_m1(label_shifted, grad[label]),
+        opts.class_weight == NULL ? 1.0 : opts.class_weight[label],
+        opts.weight_total, smooth_shifted, row_weight, opts.label_smoothing, opts.z_loss,
+        opts.grad_scale);
+    if (grad != NULL) {
+        CYCE_FN(cyce_row_scale_sub)(grad, opts.class_weight, n, (CYCE_REAL)terms.exp_scale,
+                                    (CYCE_REAL)terms.weight_scale);
+        grad[label] = (CYCE_REAL)terms.label_grad;
+    }
+    return terms.loss;
+}
+
+/* One row (the formulas: cyce_softmax_ce_hard_terms).  Returns its loss
+ * times its sample weight; writes its gradient times grad_scale into grad
+ * unless NULL (grad may be x: every read of x comes before or in the pass
+ * that writes over it).
+ *
+ * Without smoothing the row goes block by block in one pass over memory,
+ * its last block taking the max of the next row's first block when
+ * fuse_next (*carried says whether *carried_max holds this row's first
+ * block max on entry, the next row's on return).  The gradient's scaling
+ * pass (a multiply per vector) leaves the vector units idle, so the row
+ * waiting in *pending is scaled during this row's exps, and with defer this
+ * row's scaling waits in turn (factor must then outlive the call). */
+static inline double CYCE_FN(row_softmax_ce_hard)(
+    const CYCE_REAL *x, CYCE_REAL *grad, int64_t n, int64_t label, double row_weight,
+    cyce_ce_opts opts, CYCE_REAL *carried_max, int *carried, int fuse_next,
+    double *factor, cyce_deferred *pending, int defer)
+{
+    if (opts.label_smoothing != 0.0) {
+        *carried = 0;
+        return CYCE_FN(row_softmax_ce_hard_smoothed)(x, grad, n, label, row_weight, opts);
+    }
+    CYCE_REAL m;
+    double label_x = x[label];
+    CYCE_REAL *prev = (CYCE_REAL *)pending->grad;
+    double total_m1 = CYCE_FN(cyce_row_blocked_exp_sum_m1)(
+        x, grad, n, carried_max, *carried, fuse_next, &m, factor, prev, pending->factor,
+        pending->exp_scale);
+    int64_t block = CYCE_FN(cyce_online_block)(n);
+    if (prev != NULL) {
+        prev[pending->label] = (CYCE_REAL)pending->label_grad;
+        pending->grad = NULL;
+    }
+    *carried = fuse_next;
+    double label_shifted = label_x - (double)m;
+    cyce_hard_terms terms = cyce_softmax_ce_hard_terms(
+        n, m, total_m1, label_shifted,
+        grad == NULL ? 0.0 : cyce_label_exp_m1(
+            label_shifted, (double)grad[label] * factor[label / block]),
+        opts.class_weight == NULL ? 1.0 : opts.class_weight[label],
+        opts.weight_total, 0.0, row_weight, 0.0, opts.z_loss, opts.grad_scale);
+    if (grad != NULL) {
+        pending->grad = grad;
+        pending->factor = factor;
+        pending->exp_scale = terms.exp_scale;
+        pending->label = label;
+        pending->label_grad = terms.label_grad;
+        if (!defer) {
+            CYCE_FN(finish_deferred)(grad, pending, n);
+        }
+    }
+    return terms.loss;
+}
+
+/* Rows first..stop (at most CYCE_TILE): a tile of short rows, or longer
+ * rows chained.  Returns the sum of their losses in row order (a plain
+ * float64 sum of at most CYCE_TILE terms; the compensated sum is across
+ * tasks) and writes each row's loss to rows->row_loss unless NULL. */
+static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce_opts *options,
+                                            int64_t first, int64_t stop)
+{
+    /* a copy no store through grad can alias: its values stay loop-invariant */
+    const cyce_ce_opts opts = *options;
+    const int64_t n = rows->n_classes, n_rows = stop - first;
+    const CYCE_REAL *x = (const CYCE_REAL *)rows->x + first * n;
+    CYCE_REAL *grad = rows->grad == NULL ? NULL : (CYCE_REAL *)rows->grad + first * n;
+    const int64_t *labels = rows->labels + first;
+    const double *row_weight = opts.sample_weight == NULL ? NULL : opts.sample_weight + first;
+    double tile_loss[CYCE_TILE];
+    if (n > CYCE_SHORT_MAX) {
+        CYCE_REAL carried_max = 0;
+        int carried = 0;
+        /* the block factors of a row and of the one whose scaling waits for it */
+        double factors[2][CYCE_ONLINE_MAX_BLOCKS];
+        cyce_deferred pending = {NULL, NULL, 0.0, 0, 0.0};
+        /* deferring measured faster for float rows only (docs/performance.md#deferred-scaling) */
+        int defer = sizeof(CYCE_REAL) == 4
+            && n * (int64_t)sizeof(CYCE_REAL) <= CYCE_DEFER_MAX_BYTES;
+        for (int64_t r = 0; r < n_rows; r++) {
+            if (labels[r] == opts.ignore_index) {
+                tile_loss[r] = 0.0;
+                carried = 0;
+                if (grad != NULL) {
+                    CYCE_FN(finish_deferred)((CYCE_REAL *)pending.grad, &pending, n);
+                    memset(grad + r * n, 0, (size_t)n * sizeof(CYCE_REAL));
+                }
+            } else {
+                tile_loss[r] = CYCE_FN(row_softmax_ce_hard)(
+                    x + r * n, grad == NULL ? NULL : grad + r * n, n, labels[r],
+                    row_weight == NULL ? 1.0 : row_weight[r], opts, &carried_max, &carried,
+                    r + 1 < n_rows, factors[r % 2], &pending, defer && r + 1 < n_rows);
+            }
+        }
+    } else if (opts.class_weight == NULL && row_weight == NULL
+               && opts.label_smoothing == 0.0 && opts.z_loss == 0.0) {
+        CYCE_FN(cyce_tile_softmax_ce_hard_plain)(x, grad, n_rows, n, labels, opts.ignore_index,
+                                                 opts.grad_scale, tile_loss);
+    } else {
+        CYCE_FN(cyce_tile_softmax_ce_hard_general)(
+            x, grad, n_rows, n, labels, opts.ignore_index, opts.class_weight,
+            opts.weight_total, row_weight, opts.label_smoothing, opts.z_loss,
+            opts.grad_scale, tile_loss);
+    }
+    double total = 0.0;
+    for (int64_t r = 0; r < n_rows; r++) {
+        total += tile_loss[r];
+    }
+    if (rows->row_loss != NULL) {
+        memcpy(rows->row_loss + first, tile_loss, (size_t)n_rows * sizeof(double));
+    }
+    return total;
+}
+
+/* ---- softmax cross entropy against probabilities ---- */
+
+/* One row against t smoothed to t' = (1-e) t + e/C:
+ * loss = sum_c w_c t'_c (lse - x_c) + z lse^2, grad = (sum_c w_c t'_c +
+ * 2 z lse) p - w t'.  A class with t'_c = 0 adds 0 even where x_c = -inf
+ * (0 log 0 = 0).  grad may be x (all reads of x come first). */
+static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_soft)(
+    const CYCE_REAL *x, CYCE_REAL *grad, int64_t n, const void *target, int target_f64,
+    double row_weight, cyce_ce_opts opts)
+{
+    CYCE_REAL m = CYCE_FN(cyce_row_max)(x, n);
+    const double *class_weight = opts.class_weight;
+    double uniform = opts.label_smoothing / n;
+    double keep = 1.0 - opts.label_smoothing;
+    double mass = 0.0;          /* sum_c w_c t'_c */
+    double mass_shifted = 0.0;  /* sum_c w_c t'_c (x_c - max), each term <= 0 */
+    for (int64_t c = 0; c < n; c++) {
+        double wt = keep * CYCE_TARGET(target, target_f64, c) + uniform;
+        if (class_weight != NULL) {
+            wt = wt * class_weight[c];
+        }
+        if (wt != 0.0) {
+            mass = mass + wt;
+            mass_shifted = mass_shifted + wt * ((double)x[c] - (double)m);
+        }
+    }
+    double total_m1 = CYCE_FN(row_exp_sum_m1)(x, grad, n, m);
+    double total = 1.0 + total_m1;
+    double log_total = log1p(total_m1);
+    double lse = (double)m + log_total;
+    if (grad != NULL) {
+        double coef = row_weight * opts.grad_scale;
+        CYCE_FN(cyce_row_scale_sub)(grad, NULL, n,
+                                    (CYCE_REAL)(coef * (mass + 2.0 * opts.z_loss * lse) / total), 0);
+        for (int64_t c = 0; c < n; c++) {
+            double wt = keep * CYCE_TARGET(target, target_f64, c) + uniform;
+            if (class_weight != NULL) {
+                wt = wt * class_weight[c];
+            }
+            grad[c] -= (CYCE_REAL)(coef * wt);
+        }
+    }
+    return row_weight * (mass * log_total - mass_shifted + opts.z_loss * lse * lse);
+}
+
+static void CYCE_FN(softmax_ce_soft_task)(const cyce_rows *rows, const cyce_ce_opts *options,
+                                          int64_t first, int64_t stop)
+{
+    const cyce_ce_opts opts = *options;
+    const int64_t n = rows->n_classes;
+    for (int64_t i = first; i < stop; i++) {
+        const CYCE_REAL *x = (const CYCE_REAL *)rows->x + i * n;
+        CYCE_REAL *grad = rows->grad == NULL ? NULL : (CYCE_REAL *)rows->grad + i * n;
+        double row_weight = opts.sample_weight == NULL ? 1.0 : opts.sample_weight[i];
+        rows->row_loss[i] = rows->targets_f64
+            ? CYCE_FN(row_softmax_ce_soft)(x, grad, n, (const double *)rows->targets + i * n,
+                                           1, row_weight, opts)
+            : CYCE_FN(row_softmax_ce_soft)(x, grad, n, (const float *)rows->targets + i * n,
+                                           0, row_weight, opts);
+    }
+}
+
+/* ---- the binary family, element by element ---- */
+
+/* Elements start..stop of the flattened array: returns the sum of their
+ * (weighted) losses; writes each one's loss to loss_out and its gradient
+ * times grad_scale to grad, unless NULL. */
+static inline __attribute__((always_inline)) double CYCE_FN(binary_span)(
+    const cyce_elements *el, int kind, int target_f64, int64_t start, int64_t stop)
+{
+    const CYCE_REAL *values = (const CYCE_REAL *)el->values;
+    CYCE_REAL *grad = (CYCE_REAL *)el->grad;
+    CYCE_REAL *loss_out = (CYCE_REAL *)el->loss_out;
+    int64_t row = start / el->n_classes;
+    int64_t col = start - row * el->n_classes;
+    double total = 0.0;
+    for (int64_t i = start; i < stop; i++) {
+        double w = el->weight == NULL ? 1.0 : *(const CYCE_REAL *)(
+            el->weight + row * el->weight_strides[0] + col * el->weight_strides[1]);
+        cyce_loss_grad element;
+        if (kind == CYCE_SIGMOID_BCE) {
+            double pw = el->pos_weight == NULL ? 1.0
+                : *(const CYCE_REAL *)(el->pos_weight + col * el->pos_weight_stride);
+            element = cyce_elem_sigmoid_bce(values[i], CYCE_TARGET(el->targets, target_f64, i), pw);
+        } else {
+            element = cyce_elem_probability_bce(values[i], CYCE_TARGET(el->targets, target_f64, i));
+        }
+        total = total + w * element.loss;
+        if (loss_out != NULL) {
+            loss_out[i] = (CYCE_REAL)(w * element.loss);
+        }
+        if (grad != NULL) {
+            grad[i] = (CYCE_REAL)(w * element.grad * el->grad_scale);
+        }
+        col = col + 1;
+        if (col == el->n_classes) {
+            col = 0;
+            row = row + 1;
+        }
+    }
+    return total;
+}
+
+static double CYCE_FN(binary_task)(const cyce_elements *el, int kind, int64_t start, int64_t stop)
+{
+    if (kind == CYCE_SIGMOID_BCE) {
+        return el->targets_f64 ? CYCE_FN(binary_span)(el, CYCE_SIGMOID_BCE, 1, start, stop)
+                               : CYCE_FN(binary_span)(el, CYCE_SIGMOID_BCE, 0, start, stop);
+    }
+    return el->targets_f64 ? CYCE_FN(binary_span)(el, CYCE_PROBABILITY_BCE, 1, start, stop)
+                           : CYCE_FN(binary_span)(el, CYCE_PROBABILITY_BCE, 0, start, stop);
+}
+
+/* ---- categorical cross entropy on probabilities ---- */
+
+/* -w log(max(p_y, eps)) per row; gradient -w / p_y at the label where
+ * p_y >= eps (0 where clipped: the clip's derivative), 0 elsewhere. */
+static void CYCE_FN(categorical_ce_label_task)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                                               double eps, int64_t first, int64_t stop)
+{
+    const int64_t n = rows->n_classes;
+    for (int64_t i = first; i < stop; i++) {
+        const CYCE_REAL *probs = (const CYCE_REAL *)rows->x + i * n;
+        CYCE_REAL *grad = rows->grad == NULL ? NULL : (CYCE_REAL *)rows->grad + i * n;
+        int64_t label = rows->labels[i];
+        if (label == opts->ignore_index) {
+            rows->row_loss[i] = 0.0;
+            if (grad != NULL) {
+                memset(grad, 0, (size_t)n * sizeof(CYCE_REAL));
+            }
+            continue;
+        }
+        double weight = opts->class_weight == NULL ? 1.0 : opts->class_weight[label];
+        double p = probs[label];
+        if (grad != NULL) {
+            memset(grad, 0, (size_t)n * sizeof(CYCE_REAL));
+            grad[label] = (CYCE_REAL)(p >= eps ? -weight / p * opts->grad_scale : 0.0);
+        }
+        rows->row_loss[i] = -weight * log(fmax(p, eps));
+    }
+}
+
+/* -sum_c w_c y_c log(max(p_c, eps)) per row; a class with y_c = 0 adds 0
+ * (also where p_c = 0).  Gradient -w_c y_c / p_c where p_c >= eps, else 0. */
+static inline __attribute__((always_inline)) double CYCE_FN(row_categorical_ce_soft)(
+    const CYCE_REAL *probs, CYCE_REAL *grad, int64_t n, const void *target, int target_f64,
+    const double *class_weight, double eps, double grad_scale)
+{
+    double loss = 0.0;
+    for (int64_t c = 0; c < n; c++) {
+        double p = probs[c];
+        double wy = class_weight == NULL ? CYCE_TARGET(target, target_f64, c)
+                                         : class_weight[c] * CYCE_TARGET(target, target_f64, c);
+        if (wy != 0.0) {
+            loss = loss - wy * log(fmax(p, eps));
+        }
+        if (grad != NULL) {
+            grad[c] = (CYCE_REAL)((wy != 0.0 && p >= eps) ? -wy / p * grad_scale : 0.0);
+        }
+    }
+    return loss;
+}
+
+static void CYCE_FN(categorical_ce_soft_task)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                                              double eps, int64_t first, int64_t stop)
+{
+    const int64_t n = rows->n_classes;
+    for (int64_t i = first; i < stop; i++) {
+        const CYCE_REAL *probs = (const CYCE_REAL *)rows->x + i * n;
+        CYCE_REAL *grad = rows->grad == NULL ? NULL : (CYCE_REAL *)rows->grad + i * n;
+        rows->row_loss[i] = rows->targets_f64
+            ? CYCE_FN(row_categorical_ce_soft)(probs, grad, n, (const double *)rows->targets + i * n,
+                                               1, opts->class_weight, eps, opts->grad_scale)
+            : CYCE_FN(row_categorical_ce_soft)(probs, grad, n, (const float *)rows->targets + i * n,
+                                               0, opts->class_weight, eps, opts->grad_scale);
+    }
+}
+
+/* ---- the exps, for their tests ---- */
+
+static void CYCE_FN(exp_values)(const void *x, void *out, int64_t n)
+{
+    for (int64_t j = 0; j < n; j++) {
+        ((CYCE_REAL *)out)[j] = CYCE_EXP_ANY(((const CYCE_REAL *)x)[j]);
+    }
+}
+
+static void CYCE_FN(exp_nonpos_values)(const void *x, void *out, int64_t n)
+{
+    CYCE_FN(cyce_exp_nonpos_values)((const CYCE_REAL *)x, (CYCE_REAL *)out, n);
+}
+
+static void CYCE_FN(span_exp_sum_count)(const void *x, void *out, int64_t n, double shift,
+                                        double top, double *sum, double *count)
+{
+    CYCE_REAL s = 0, c = 0;
+    CYCE_FN(cyce_span_exp_sum_count)((const CYCE_REAL *)x, (CYCE_REAL *)out, 0, n,
+                                     (CYCE_REAL)shift, (CYCE_REAL)top, &s, &c);
+    *sum = s;
+    *count = c;
+}
+
+static const cyce_dtype_kernels CYCE_FN(cyce_kernels) = {
+    CYCE_FN(logsumexp_task),
+    CYCE_FN(softmax_task),
+    CYCE_FN(softmax_ce_hard_task),
+    CYCE_FN(softmax_ce_soft_task),
+    CYCE_FN(binary_task),
+    CYCE_FN(categorical_ce_label_task),
+    CYCE_FN(categorical_ce_soft_task),
+    CYCE_FN(exp_values),
+    CYCE_FN(exp_nonpos_values),
+    CYCE_FN(span_exp_sum_count),
+};
+
+#undef CYCE_FN
+#undef CYCE_CAT
+#undef CYCE_CAT_
