@@ -459,6 +459,8 @@ def cross_entropy(
             f"but got weight tensor of shape: {list(weight.shape)}")
     if weight is not None and weight.dtype != input.dtype:
         raise RuntimeError(f"expected scalar type {input.dtype} but found {weight.dtype} (weight)")
+    if soft and ignore_index != -100:
+        raise RuntimeError("ignore_index is not supported for floating point target")
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     if sample_weight is not None and tuple(sample_weight.shape) != batch_shape:

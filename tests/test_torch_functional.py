@@ -252,6 +252,7 @@ BAD_CALLS = [
     ("cross_entropy", lambda x: (x, torch.tensor([0, 1, 2])), {"weight": torch.ones(4, dtype=torch.float64)}),
     ("cross_entropy", lambda x: (x, torch.tensor([0, 1, 2])), {"label_smoothing": 1.5}),
     ("cross_entropy", lambda x: (x, torch.tensor([0, 1, 2])), {"reduction": "avg"}),
+    ("cross_entropy", lambda x: (x, torch.softmax(x, 1)), {"ignore_index": 1}),
     ("cross_entropy", lambda x: (x.reshape(3, 2, 2), torch.zeros(3, 3, dtype=torch.long)), {}),
     ("binary_cross_entropy_with_logits", lambda x: (x, torch.rand(3, 5)), {}),
     ("binary_cross_entropy_with_logits", lambda x: (x, torch.rand(3, 4)), {"weight": torch.ones(5)}),
