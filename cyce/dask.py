@@ -52,6 +52,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.layers import ArraySliceDep  # what map_blocks' block_info is made of
 
 from . import _binary
 from . import _reduction as reduce
@@ -117,9 +118,8 @@ def _chunked_like(a, chunks):
 
 
 def _per_row(a, x):
-    """A per-row array of shape x.shape[:-1], chunked like x's rows, with a
-    trailing axis of size 1 so that map_blocks pairs its chunks with x's."""
-    return _chunked_like(a, x.chunks[:-1])[..., None]
+    """A per-row array of shape x.shape[:-1], chunked like x's rows."""
+    return _chunked_like(a, x.chunks[:-1])
 
 
 def _shape_of(name, a, shape, what):
@@ -181,7 +181,7 @@ def _broadcast_chunked(name, w, x):
 def _positions_in_whole_array(location):
     """Re-raise a chunk's IndexError/ValueError with the position it names
     (``labels[3]``) moved from the chunk to the whole array (``labels[1003]``);
-    location is the chunk's [(start, stop), ...] in the logits."""
+    location is the chunk's slices of the logits."""
     try:
         yield
     except (IndexError, ValueError) as err:
@@ -189,22 +189,23 @@ def _positions_in_whole_array(location):
         found = _POSITION.match(message)
         if found and found.group(1) in _CHUNKED_NAMES:
             local = [int(i) for i in found.group(2).split(", ")]
-            whole = ", ".join(str(start + i) for (start, _), i in zip(location, local))
+            whole = ", ".join(str(span.start + i) for span, i in zip(location, local))
             message = f"{found.group(1)}[{whole}]{message[found.end():]}"
         else:
-            message += f" (in the chunk at {[slice(*span) for span in location]})"
+            message += f" (in the chunk at {list(location)})"
         raise type(err)(message) from None
 
 
-def _location(block_info):
-    """The chunk's [(start, stop), ...] in the whole array, from map_blocks'
-    block_info (keyed by the positions of the array arguments)."""
-    return next(info for key, info in block_info.items() if key is not None)["array-location"]
+def _chunk_locations(chunks):
+    """A blockwise argument that hands each chunk's task its own slices of
+    the whole array (one slice per axis)."""
+    return ArraySliceDep(chunks)
 
 
-def _partial(value, ndim):
-    """A chunk's float64 partial sum as a block of the partial-sums array."""
-    return np.full((1,) * ndim, float(value), dtype=np.float64)
+def _partial(numerator, denominator, ndim):
+    """A chunk's float64 (loss sum, denominator) as a block of the partial-sums
+    array: shape (1, ..., 1, 2)."""
+    return np.array([float(numerator), float(denominator)]).reshape((1,) * ndim + (2,))
 
 
 def _scale_gradient(grad, denominator, kept):
@@ -218,63 +219,72 @@ def _scale_gradient(grad, denominator, kept):
         grad[kept] *= scale
 
 
-def _rows_block(logits, labels, sample_weight, denominator, *, function, soft, reduction,
-                options, block_info=None):
-    """One chunk of the softmax family: (its float64 loss sum, or its per-row
-    losses for "none"; its gradient or None)."""
-    location = _location(block_info)
-    y = labels if soft else labels[..., 0]
+def _chunk_denominator(labels, sample_weight, batch_shape, n_classes, ignore_index, class_weight):
+    """A chunk's part of the mean's denominator, from labels and weights alone
+    (labels None: probability targets, where it is the rows' count), with
+    the same checks as the NumPy function."""
+    y = None if labels is None else check.class_labels(labels, batch_shape, n_classes, ignore_index)
+    row_weight = None
     if sample_weight is not None:
-        options = dict(options, sample_weight=sample_weight[..., 0])
+        row_weight = check.weights("sample_weight", sample_weight, batch_shape,
+                                   "one weight per sample").reshape(-1)
+    return reduce.class_mean_denominator(labels is None, y, ignore_index, math.prod(batch_shape),
+                                         class_weight, row_weight)
+
+
+def _rows_block(logits, y, row_weight, location, denominator, *, function, soft, reduction,
+                options):
+    """One chunk of the softmax family: (its float64 (loss sum, denominator),
+    or its per-row losses for "none"; its gradient or None)."""
     with _positions_in_whole_array(location):
-        result = function(logits, y, reduction="none" if reduction == "none" else "sum", **options)
+        chunk_denominator = 0.0
+        if reduction == "mean":
+            chunk_denominator = _chunk_denominator(None if soft else y, row_weight, logits.shape[:-1],
+                                                   logits.shape[-1], options["ignore_index"], options["weight"])
+        result = function(logits, y, reduction="none" if reduction == "none" else "sum",
+                          **options, **({} if row_weight is None else {"sample_weight": row_weight}))
     loss, grad = result if options["return_grad"] else (result, None)
     if reduction != "none":
-        loss = _partial(loss, logits.ndim - 1)
+        loss = _partial(loss, chunk_denominator, logits.ndim - 1)
     if grad is not None and reduction == "mean":
         _scale_gradient(grad, denominator, None if soft else y != options["ignore_index"])
     return loss, grad
 
 
-def _denominator_block(labels, sample_weight, *, n_classes, ignore_index, class_weight,
-                       block_info=None):
-    """One chunk's part of the mean's denominator, from labels and weights
-    alone (None labels: probability targets, where it is the rows' count)."""
-    location = _location(block_info)
-    per_row = labels if labels is not None else sample_weight
-    batch_shape = per_row.shape[:-1]
+def _denominator_block(labels, sample_weight, location, *, n_classes, ignore_index, class_weight):
+    """One chunk's part of the mean's denominator, as a (1, ..., 1) block."""
+    batch_shape = (labels if labels is not None else sample_weight).shape
     with _positions_in_whole_array(location):
-        y = None if labels is None else check.class_labels(labels[..., 0], batch_shape, n_classes, ignore_index)
-        row_weight = None
-        if sample_weight is not None:
-            row_weight = check.weights("sample_weight", sample_weight[..., 0], batch_shape,
-                                       "one weight per sample").reshape(-1)
-    value = reduce.class_mean_denominator(labels is None, y, ignore_index, math.prod(batch_shape),
-                                          class_weight, row_weight)
-    return _partial(value, len(batch_shape))
+        value = _chunk_denominator(labels, sample_weight, batch_shape, n_classes, ignore_index,
+                                   class_weight)
+    return np.full((1,) * len(batch_shape), value)
 
 
-def _elements_block(values, targets, weight, *, function, reduction, scale, pos_weight,
-                    options, block_info=None):
-    """One chunk of sigmoid_bce / binary_ce, as _rows_block."""
-    location = _location(block_info)
+def _elements_block(values, targets, weight, location, *, function, reduction, scale, pos_weight,
+                    options):
+    """One chunk of sigmoid_bce / binary_ce, as _rows_block (the denominator
+    is the elements' or rows' count, known when building)."""
     if pos_weight is not None:  # this chunk's classes
-        options = dict(options, pos_weight=pos_weight[slice(*location[-1])])
+        options = dict(options, pos_weight=pos_weight[location[-1]])
     with _positions_in_whole_array(location):
         result = function(values, targets, weight=weight,
                           reduction="none" if reduction == "none" else "sum", **options)
     loss, grad = result if options["return_grad"] else (result, None)
     if reduction != "none":
-        loss = _partial(loss, values.ndim)
+        loss = _partial(loss, 0.0, values.ndim)
     if grad is not None and scale != 1.0:
         grad *= scale
     return loss, grad
 
 
-def _loss_value(numerator, denominator, *, reduction, loss_dtype):
-    """The loss from the float64 sums, with the NumPy function's rules
-    (0/0 is nan, a float32 loss beyond its range is inf)."""
-    return reduce.total(float(numerator), reduction, float(denominator), loss_dtype)
+def _loss_value(sums, *, reduction, loss_dtype, denominator):
+    """The loss from the float64 (loss sum, denominator) of the whole array,
+    with the NumPy function's rules (0/0 is nan, a float32 loss beyond its
+    range is inf); denominator, when not None, replaces the summed one."""
+    loss_sum, summed_denominator = sums
+    if denominator is None:
+        denominator = summed_denominator
+    return reduce.total(float(loss_sum), reduction, float(denominator), loss_dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -284,10 +294,6 @@ def _loss_value(numerator, denominator, *, reduction, loss_dtype):
 def _threads(num_threads):
     n = check.num_threads(num_threads)
     return 1 if n is None else n
-
-
-def _tree_sum(partials):
-    return da.sum(partials, split_every=SPLIT_EVERY, dtype=np.float64)
 
 
 def _pick(blocks, *, item, depth):
@@ -300,21 +306,22 @@ def _pick(blocks, *, item, depth):
 
 
 def _split(pairs, x, reduction, loss_dims, return_grad):
-    """(per-row losses, or the float64 sum of the chunks' loss sums; grad or
-    None) from an array whose chunks are (loss, grad) tuples: each chunk is
-    computed once for both."""
+    """(per-row losses, or the float64 (loss sum, denominator) of the whole
+    array; grad or None) from an array whose chunks are (loss, grad) tuples:
+    each chunk is computed once for both."""
     depth = x.ndim - loss_dims
-    loss_index = tuple(range(loss_dims))
+    loss_index, pairs_index = tuple(range(loss_dims)), tuple(range(x.ndim))
     if reduction == "none":
-        loss = da.blockwise(_pick, loss_index, pairs, tuple(range(x.ndim)), item=0, depth=depth,
+        loss = da.blockwise(_pick, loss_index, pairs, pairs_index, item=0, depth=depth,
                             concatenate=False, dtype=x.dtype,
                             meta=np.empty((0,) * loss_dims, dtype=x.dtype))
     else:
-        partials = da.blockwise(_pick, loss_index, pairs, tuple(range(x.ndim)), item=0, depth=depth,
-                                concatenate=False, dtype=np.float64,
-                                adjust_chunks=dict.fromkeys(loss_index, 1),
-                                meta=np.empty((0,) * loss_dims))
-        loss = _tree_sum(partials)
+        pair_axis = x.ndim  # a new index: (loss sum, denominator)
+        partials = da.blockwise(_pick, loss_index + (pair_axis,), pairs, pairs_index, item=0,
+                                depth=depth, concatenate=False, dtype=np.float64,
+                                new_axes={pair_axis: 2}, adjust_chunks=dict.fromkeys(loss_index, 1),
+                                meta=np.empty((0,) * (loss_dims + 1)))
+        loss = da.sum(partials, axis=loss_index, split_every=SPLIT_EVERY, dtype=np.float64)
     grad = None
     if return_grad:
         grad = pairs.map_blocks(_pick, item=1, depth=0, dtype=x.dtype,
@@ -322,12 +329,18 @@ def _split(pairs, x, reduction, loss_dims, return_grad):
     return loss, grad
 
 
-def _loss_array(numerator, denominator, reduction, dtype):
-    """A 0-d dask array of dtype: the loss from the summed partials
-    (denominator a 0-d dask array, or a number known when building)."""
-    denominator_arg = (denominator, "") if isinstance(denominator, da.Array) else (denominator, None)
-    return da.blockwise(_loss_value, "", numerator, "", *denominator_arg, dtype=dtype,
-                        reduction=reduction, loss_dtype=np.dtype(dtype), meta=np.empty((), dtype=dtype))
+def _loss_array(sums, reduction, dtype, denominator=None):
+    """A 0-d dask array of dtype: the loss from the summed (loss sum,
+    denominator); denominator, when given, is known when building."""
+    return da.blockwise(_loss_value, "", sums, "z", concatenate=True, dtype=dtype, reduction=reduction,
+                        loss_dtype=np.dtype(dtype), denominator=denominator,
+                        meta=np.empty((), dtype=dtype))
+
+
+def _argument(a, index):
+    """blockwise's (argument, index) pair: a dask array's index, or None for
+    a value handed to every chunk as it is."""
+    return (a, index) if isinstance(a, da.Array) else (a, None)
 
 
 def _result(loss, grad, return_grad):
@@ -363,21 +376,28 @@ def _softmax_family(function, name, logits, labels, *, weight, sample_weight, ig
     options = dict(extra, weight=class_weight, ignore_index=ignore_index, return_grad=return_grad,
                    num_threads=threads)
 
-    denominator = 1.0
-    if reduction == "mean" and soft and sw is None:
+    # The gradient's scale needs the whole denominator before any chunk's
+    # gradient: a first pass over the labels and weights alone.
+    index, batch_index = tuple(range(x.ndim)), tuple(range(x.ndim - 1))
+    denominator = None
+    if return_grad and reduction == "mean" and soft and sw is None:
         denominator = float(math.prod(x.shape[:-1]))
-    elif reduction == "mean":
-        partials = da.map_blocks(
-            _denominator_block, None if soft else y, sw, dtype=np.float64,
-            chunks=tuple((1,) * len(c) for c in x.chunks[:-1]), drop_axis=[x.ndim - 1],
+    elif return_grad and reduction == "mean":
+        partials = da.blockwise(
+            _denominator_block, batch_index, *_argument(None if soft else y, batch_index),
+            *_argument(sw, batch_index), _chunk_locations(x.chunks[:-1]), batch_index,
             n_classes=n_classes, ignore_index=ignore_index, class_weight=class_weight,
+            adjust_chunks=dict.fromkeys(batch_index, 1), dtype=np.float64, align_arrays=False,
             meta=np.empty((0,) * (x.ndim - 1)))
-        denominator = _tree_sum(partials)
-    pairs = da.map_blocks(_rows_block, x, y, sw, denominator, function=function, soft=soft,
-                          reduction=reduction, options=options, dtype=x.dtype, meta=_pairs_meta(x))
+        denominator = da.sum(partials, split_every=SPLIT_EVERY, dtype=np.float64)
+    pairs = da.blockwise(_rows_block, index, x, index, y, index if soft else batch_index,
+                         *_argument(sw, batch_index), _chunk_locations(x.chunks), index,
+                         *_argument(denominator, ()), function=function, soft=soft,
+                         reduction=reduction, options=options, dtype=x.dtype, meta=_pairs_meta(x),
+                         align_arrays=False)
     loss, grad = _split(pairs, x, reduction, x.ndim - 1, return_grad)
     if reduction != "none":
-        loss = _loss_array(loss, denominator, reduction, x.dtype)
+        loss = _loss_array(loss, reduction, x.dtype)
     if one_sample:
         loss = loss if reduction != "none" else loss[0]
         grad = None if grad is None else grad[0]
@@ -404,13 +424,15 @@ def _elementwise(function, name, values, targets, *, weight, pos_weight, reducti
 
     denominator = {"mean": x.size, "batchmean": x.shape[0]}.get(reduction, 1)
     scale = reduce.gradient_scale(reduction, float(denominator))
-    pairs = da.map_blocks(_elements_block, x, t, w, function=function, reduction=reduction,
+    index = tuple(range(x.ndim))
+    pairs = da.blockwise(_elements_block, index, x, index, t, index, *_argument(w, index),
+                         _chunk_locations(x.chunks), index, function=function, reduction=reduction,
                           scale=scale, pos_weight=pw,
                           options=dict(return_grad=return_grad, num_threads=threads),
-                          dtype=x.dtype, meta=_pairs_meta(x))
+                          dtype=x.dtype, meta=_pairs_meta(x), align_arrays=False)
     loss, grad = _split(pairs, x, reduction, x.ndim, return_grad)
     if reduction != "none":
-        loss = _loss_array(loss, float(denominator), reduction, x.dtype)
+        loss = _loss_array(loss, reduction, x.dtype, float(denominator))
     return _result(loss, grad, return_grad)
 
 
