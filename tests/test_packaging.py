@@ -262,7 +262,7 @@ def test_the_wheel_is_manylinux_small_and_complete(wheel):
         metadata = archive.read(f"cyce-{version}.dist-info/METADATA").decode()
     for required in ("cyce/py.typed", "cyce/_softmax.pyi", "cyce/_binary.pyi", "cyce/_kernels_baseline.pyi",
                      "cyce/_kernels_avx2.pyi", "cyce/_kernels_avx512.pyi", "cyce/_kernels.pxi",
-                     "cyce/_src/cyce_rows.h"):
+                     "cyce/_src/cyce_rows.h", "cyce/dask.py"):
         assert required in names, required
     extensions = [n for n in names if re.fullmatch(r"cyce/_kernels_\w+\.cpython-.*\.so", n)]
     assert len(extensions) == (3 if X86_64 else 1), extensions
@@ -286,7 +286,8 @@ def test_the_sdist_carries_everything_to_build(sdist):
                          "cyce/_binary.pyi", "cyce/_kernels_baseline.pyi", "cyce/_kernels_avx2.pyi",
                          "cyce/_kernels_avx512.pyi", "cyce/_kernels_baseline.pyx",
                          "cyce/_kernels_avx2.pyx", "cyce/_kernels_avx512.pyx",
-                         "tests/conftest.py", "tests/reference.py", "tests/typing_example.py"):
+                         "tests/conftest.py", "tests/reference.py", "tests/typing_example.py",
+                         "examples/dask_eval.py"):
             assert required in names, required
         # every file the Cython and C sources include is there
         for pyx in ("cyce/_kernels_baseline.pyx", "cyce/_kernels_avx2.pyx", "cyce/_kernels_avx512.pyx"):
