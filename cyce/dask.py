@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import operator
 import re
 from typing import Any
 
@@ -130,12 +129,14 @@ def _shape_of(name, a, shape, what):
 def _dtype_probe(a):
     """A one-element NumPy array of a's dtype (to check the dtype the way
     the NumPy function does), or None."""
-    return None if a is None else np.ones(1, dtype=np.asarray(a[:0] if isinstance(a, da.Array) else a).dtype)
+    if a is None:
+        return None
+    return np.ones(1, dtype=a.dtype if isinstance(a, da.Array) else np.asarray(a).dtype)
 
 
 def _labels(labels, x, ignore_index):
-    """(is_soft, labels as a dask array chunked like x, with a trailing axis
-    for integer labels).  NumPy integer labels are checked here in full."""
+    """(is_soft, labels as a dask array chunked like x's rows, or like x for
+    probabilities).  NumPy integer labels are checked here in full."""
     y = labels if isinstance(labels, da.Array) else np.asarray(labels)
     batch_shape = x.shape[:-1]
     if y.dtype.kind == "f":
@@ -427,9 +428,9 @@ def _elementwise(function, name, values, targets, *, weight, pos_weight, reducti
     index = tuple(range(x.ndim))
     pairs = da.blockwise(_elements_block, index, x, index, t, index, *_argument(w, index),
                          _chunk_locations(x.chunks), index, function=function, reduction=reduction,
-                          scale=scale, pos_weight=pw,
-                          options=dict(return_grad=return_grad, num_threads=threads),
-                          dtype=x.dtype, meta=_pairs_meta(x), align_arrays=False)
+                         scale=scale, pos_weight=pw,
+                         options=dict(return_grad=return_grad, num_threads=threads),
+                         dtype=x.dtype, meta=_pairs_meta(x), align_arrays=False)
     loss, grad = _split(pairs, x, reduction, x.ndim, return_grad)
     if reduction != "none":
         loss = _loss_array(loss, reduction, x.dtype, float(denominator))

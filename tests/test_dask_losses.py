@@ -116,8 +116,11 @@ def test_softmax_ce_integer_labels(client, data, reduction, options, return_grad
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_softmax_ce_probabilities(client, data, reduction):
-    kwargs = dict(sample_weight=data["sample_weight"], label_smoothing=0.1, weight=data["weight"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_softmax_ce_probabilities(client, data, reduction, weighted):
+    kwargs = dict(label_smoothing=0.1)
+    if weighted:
+        kwargs.update(sample_weight=data["sample_weight"], weight=data["weight"])
     expected = cyce.softmax_ce(data["x"], data["soft"], reduction=reduction, return_grad=True, **kwargs)
     result = cd.softmax_ce(chunked(data["x"]), chunked(data["soft"]), reduction=reduction,
                            return_grad=True, **kwargs)
