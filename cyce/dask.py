@@ -45,12 +45,16 @@ which every chunk goes through the NumPy function once:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+from dask.core import flatten
+from dask.highlevelgraph import HighLevelGraph
 from dask.layers import ArraySliceDep  # what map_blocks' block_info is made of
 
 from . import _binary
@@ -306,23 +310,16 @@ def _pick(blocks, *, item, depth):
     return blocks[item]
 
 
-def _split(pairs, x, reduction, loss_dims, return_grad):
-    """(per-row losses, or the float64 (loss sum, denominator) of the whole
-    array; grad or None) from an array whose chunks are (loss, grad) tuples:
-    each chunk is computed once for both."""
-    depth = x.ndim - loss_dims
-    loss_index, pairs_index = tuple(range(loss_dims)), tuple(range(x.ndim))
+def _split(pairs, x, reduction, loss_dims, return_grad, denominator=None):
+    """(the loss, grad or None) from an array whose chunks are (loss, grad)
+    tuples: each chunk is computed once for both.  For "none" the loss is
+    the per-row (per-element) array, else _total_loss of the chunks."""
     if reduction == "none":
-        loss = da.blockwise(_pick, loss_index, pairs, pairs_index, item=0, depth=depth,
-                            concatenate=False, dtype=x.dtype,
+        loss = da.blockwise(_pick, tuple(range(loss_dims)), pairs, tuple(range(x.ndim)), item=0,
+                            depth=x.ndim - loss_dims, concatenate=False, dtype=x.dtype,
                             meta=np.empty((0,) * loss_dims, dtype=x.dtype))
     else:
-        pair_axis = x.ndim  # a new index: (loss sum, denominator)
-        partials = da.blockwise(_pick, loss_index + (pair_axis,), pairs, pairs_index, item=0,
-                                depth=depth, concatenate=False, dtype=np.float64,
-                                new_axes={pair_axis: 2}, adjust_chunks=dict.fromkeys(loss_index, 1),
-                                meta=np.empty((0,) * (loss_dims + 1)))
-        loss = da.sum(partials, axis=loss_index, split_every=SPLIT_EVERY, dtype=np.float64)
+        loss = _total_loss(pairs, reduction, x.dtype, denominator)
     grad = None
     if return_grad:
         grad = pairs.map_blocks(_pick, item=1, depth=0, dtype=x.dtype,
@@ -330,12 +327,36 @@ def _split(pairs, x, reduction, loss_dims, return_grad):
     return loss, grad
 
 
-def _loss_array(sums, reduction, dtype, denominator=None):
-    """A 0-d dask array of dtype: the loss from the summed (loss sum,
-    denominator); denominator, when given, is known when building."""
-    return da.blockwise(_loss_value, "", sums, "z", concatenate=True, dtype=dtype, reduction=reduction,
-                        loss_dtype=np.dtype(dtype), denominator=denominator,
-                        meta=np.empty((), dtype=dtype))
+def _add_partials(parts, from_chunks):
+    """A node of the reduction tree: its children's float64 (loss sum,
+    denominator) added in their order (from_chunks: the children are the
+    chunks' (loss, grad) tuples)."""
+    total = np.zeros(2)
+    for part in parts:
+        total += part[0].reshape(2) if from_chunks else part
+    return total
+
+
+def _total_loss(pairs, reduction, dtype, denominator):
+    """A 0-d dask array of dtype: the loss from the chunks' (loss sum,
+    denominator), added in a tree of SPLIT_EVERY children per node over the
+    chunks in C order (denominator, when given, is known when building).
+    The tree is written out rather than built with da.sum, whose first step
+    dask fuses into the chunks' tasks, adding an alias task per chunk that
+    the distributed scheduler runs like any other."""
+    token = tokenize(pairs.name, reduction, denominator)
+    name, node = f"cyce-loss-{token}", f"cyce-partial-sums-{token}"
+    children, graph, level = list(flatten(pairs.__dask_keys__())), {}, 0
+    while level == 0 or len(children) > 1:
+        groups = [children[i:i + SPLIT_EVERY] for i in range(0, len(children), SPLIT_EVERY)]
+        children = [(node, level, i) for i in range(len(groups))]
+        graph.update((key, (_add_partials, group, level == 0)) for key, group in zip(children, groups))
+        level += 1
+    loss_value = functools.partial(_loss_value, reduction=reduction, loss_dtype=np.dtype(dtype),
+                                   denominator=denominator)
+    graph[(name,)] = (loss_value, children[0])
+    layers = HighLevelGraph.from_collections(name, graph, dependencies=[pairs])
+    return da.Array(layers, name, chunks=(), dtype=dtype, meta=np.empty((), dtype=dtype))
 
 
 def _argument(a, index):
@@ -397,8 +418,6 @@ def _softmax_family(function, name, logits, labels, *, weight, sample_weight, ig
                          reduction=reduction, options=options, dtype=x.dtype, meta=_pairs_meta(x),
                          align_arrays=False)
     loss, grad = _split(pairs, x, reduction, x.ndim - 1, return_grad)
-    if reduction != "none":
-        loss = _loss_array(loss, reduction, x.dtype)
     if one_sample:
         loss = loss if reduction != "none" else loss[0]
         grad = None if grad is None else grad[0]
@@ -431,9 +450,7 @@ def _elementwise(function, name, values, targets, *, weight, pos_weight, reducti
                          scale=scale, pos_weight=pw,
                          options=dict(return_grad=return_grad, num_threads=threads),
                          dtype=x.dtype, meta=_pairs_meta(x), align_arrays=False)
-    loss, grad = _split(pairs, x, reduction, x.ndim, return_grad)
-    if reduction != "none":
-        loss = _loss_array(loss, reduction, x.dtype, float(denominator))
+    loss, grad = _split(pairs, x, reduction, x.ndim, return_grad, float(denominator))
     return _result(loss, grad, return_grad)
 
 
