@@ -2,7 +2,9 @@
 # Test what `make wheel` built, as a user gets it (`make wheel-test`):
 #
 #   1. the repaired wheel, installed into a fresh venv holding only NumPy and
-#      the [test] extra (pytest, hypothesis, mpmath, mypy, threadpoolctl...);
+#      the [test] and [dask] extras (pytest, hypothesis, mpmath, mypy,
+#      threadpoolctl...; dask, distributed, zarr: the cyce.dask tests start
+#      their local clusters there, whose workers import the installed cyce);
 #      the whole suite runs from a temporary directory outside the checkout,
 #      so `import cyce` can only find the installed package;
 #   2. the sdist, built and installed by pip into another fresh venv, and a
@@ -32,7 +34,7 @@ run_tests() {  # venv, then pytest arguments
 
 echo "== wheel-test: $(basename "$wheel") in a fresh venv"
 "$python" -m venv "$work/venv-wheel"
-"$work/venv-wheel/bin/python" -m pip install --quiet "$wheel[test]"
+"$work/venv-wheel/bin/python" -m pip install --quiet "$wheel[test,dask]"
 echo "== wheel-test: installed in ${SECONDS}s"
 run_tests "$work/venv-wheel" -q tests
 echo "== wheel-test: wheel tested at ${SECONDS}s"

@@ -237,7 +237,8 @@ def test_the_wheel_is_manylinux_small_and_complete(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(f"cyce-{version}.dist-info/METADATA").decode()
-    for required in ("cyce/py.typed", "cyce/_softmax.pyi", "cyce/_binary.pyi", "cyce/_core.pyi"):
+    for required in ("cyce/py.typed", "cyce/_softmax.pyi", "cyce/_binary.pyi", "cyce/_core.pyi",
+                     "cyce/dask.py", "cyce/torch.py"):
         assert required in names, required
     extensions = [n for n in names if n.endswith(".so") and not n.startswith("cyce.libs/")]
     assert len(extensions) == 1 and re.fullmatch(r"cyce/_core\.cpython-.*\.so", extensions[0]), extensions
@@ -262,7 +263,8 @@ def test_the_sdist_carries_everything_to_build(sdist):
                          "MANIFEST.in", "docs/api.md", "cyce/py.typed", "cyce/_softmax.pyi",
                          "cyce/_binary.pyi", "cyce/_core.pyi", "cyce/_core.pyx",
                          "cyce/_src/cyce_kernels.c",
-                         "tests/conftest.py", "tests/reference.py", "tests/typing_example.py"):
+                         "tests/conftest.py", "tests/reference.py", "tests/typing_example.py",
+                         "examples/dask_eval.py", "examples/torch_training.py"):
             assert required in names, required
         # every file the Cython and C sources include is there
         for header in re.findall(r'extern from "([\w.]+)"', text("cyce/_core.pyx")):
