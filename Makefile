@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Rebuild the extension when any of these change.
-SOURCES := setup.py pyproject.toml $(wildcard cyce/*.pyx cyce/_src/*.h cyce/_src/*.c)
+SOURCES := Makefile setup.py pyproject.toml $(wildcard cyce/*.pyx cyce/_src/*.h cyce/_src/*.c)
 
 .PHONY: venv install test bench clean
 
@@ -16,7 +16,7 @@ venv: $(PY)
 # Editable install: the compiled kernels land next to the sources, so the
 # tests and `python -m cyce` import this checkout.
 $(VENV)/.installed: $(PY) $(SOURCES)
-	$(PIP) install --quiet -e ".[test,bench]"
+	$(PIP) install --quiet -e ".[test,bench,dask]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -55,7 +55,7 @@ wheel-test: wheel
 # installed) and the peak-memory checks; pytest-benchmark prints one table per
 # function x shape x dtype x threads, with ratios to the fastest.
 # `make bench-compare`: the cyce benchmarks alone, against the saved baseline
-# (--benchmark-compare-fail=min:5%); fails if a minimum time is more than 5%
+# (--benchmark-compare-fail=min:3%); fails if a minimum time is more than 3%
 # slower in every one of 3 runs of the benchmarks that regressed.
 # `make bench-baseline`: re-save that baseline (after a kernel change you accept).
 # Both in bench/baseline.py; the baseline is .benchmarks/baseline/cyce.json.

@@ -488,7 +488,7 @@ def categorical_ce(probs: _Array, labels: _Array, *, eps: float | None = None,
     """``cyce.categorical_ce`` over dask arrays (probabilities (..., C), the
     class axis in one chunk); results as in ``softmax_ce``."""
     _refuse_buffers(inplace=inplace, grad_out=grad_out)
-    return _softmax_family(_binary.categorical_ce, "probs", probs, labels, weight=weight,
+    return _softmax_family(_softmax.categorical_ce, "probs", probs, labels, weight=weight,
                            sample_weight=None, ignore_index=ignore_index, reduction=reduction,
                            return_grad=return_grad, num_threads=num_threads, extra=dict(eps=eps))
 
