@@ -7,17 +7,19 @@ import os
 import numpy as np
 import pytest
 
-from .under_load import SHAPE, competing_processes, inputs
+from .under_load import SHAPE, competing_processes, inputs, warm_up_under_load
 
 
 @pytest.fixture(scope="module")
 def busy_machine(request):
-    """A competing process per core, unless timing is disabled (the smoke run)."""
+    """A competing process per core, running until the load average shows
+    them, unless timing is disabled (the smoke run)."""
     if request.config.getoption("benchmark_disable"):
         yield 0
         return
     cores = len(os.sched_getaffinity(0))
     with competing_processes(cores):
+        warm_up_under_load(cores)
         yield cores
 
 

@@ -214,6 +214,15 @@ cdef inline Py_ssize_t n_tasks_of(int64_t n, int64_t per_task) noexcept nogil:
     return <Py_ssize_t>((n + per_task - 1) // per_task)
 
 
+cdef inline Py_ssize_t chunk_of(Py_ssize_t n_tasks, int n_threads) noexcept nogil:
+    """Tasks a thread takes at a time: 8 turns per thread.  Fewer, longer
+    runs of tasks than one at a time keep each thread's writes in pages of its
+    own (a new gradient's first touch: two threads faulting in the same huge
+    page serialise, docs/performance.md#threads), and still leave a preempted
+    thread at most an eighth of its share."""
+    return max(1, n_tasks // (8 * max(n_threads, 1)))
+
+
 cdef double *new_task_sums(Py_ssize_t n_tasks) except NULL:
     """One float64 per task, for the losses' sums (to free() after the prange):
     the loss alone allocates nothing per row."""
@@ -235,8 +244,8 @@ def logsumexp_rows(cnp.ndarray x, cnp.ndarray out, int n_threads):
     cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", num_threads=min(n_threads, n_tasks),
-                        use_threads_if=n_threads > 1 and n_tasks > 1):
+        for t in prange(n_tasks, schedule="dynamic", chunksize=chunk_of(n_tasks, n_threads),
+                        num_threads=min(n_threads, n_tasks), use_threads_if=n_threads > 1 and n_tasks > 1):
             first = <int64_t>t * per_task
             k.logsumexp(&rows, out_data, first, min(first + per_task, rows.n_rows))
 
@@ -249,8 +258,8 @@ def softmax_rows(cnp.ndarray x, cnp.ndarray out, bint log_space, int n_threads):
     cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", num_threads=min(n_threads, n_tasks),
-                        use_threads_if=n_threads > 1 and n_tasks > 1):
+        for t in prange(n_tasks, schedule="dynamic", chunksize=chunk_of(n_tasks, n_threads),
+                        num_threads=min(n_threads, n_tasks), use_threads_if=n_threads > 1 and n_tasks > 1):
             first = <int64_t>t * per_task
             k.softmax(&rows, log_space, first, min(first + per_task, rows.n_rows))
 
@@ -273,8 +282,8 @@ def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_l
     cdef double *task_loss = new_task_sums(n_tasks)
     cdef double total
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", num_threads=min(n_threads, n_tasks),
-                        use_threads_if=n_threads > 1 and n_tasks > 1):
+        for t in prange(n_tasks, schedule="dynamic", chunksize=chunk_of(n_tasks, n_threads),
+                        num_threads=min(n_threads, n_tasks), use_threads_if=n_threads > 1 and n_tasks > 1):
             first = <int64_t>t * per_task
             task_loss[t] = k.softmax_ce_hard(&rows, &opts, first,
                                              min(first + per_task, rows.n_rows))
@@ -297,8 +306,8 @@ def softmax_ce_soft_rows(cnp.ndarray x, object grad, object targets, object row_
     cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", num_threads=min(n_threads, n_tasks),
-                        use_threads_if=n_threads > 1 and n_tasks > 1):
+        for t in prange(n_tasks, schedule="dynamic", chunksize=chunk_of(n_tasks, n_threads),
+                        num_threads=min(n_threads, n_tasks), use_threads_if=n_threads > 1 and n_tasks > 1):
             first = <int64_t>t * per_task
             k.softmax_ce_soft(&rows, &opts, first, min(first + per_task, rows.n_rows))
     return fixed_order_sum(rows.row_loss, rows.n_rows)
@@ -347,8 +356,8 @@ def binary_elements(int kind, cnp.ndarray values, object targets, object weight,
     cdef double *block_loss = new_task_sums(n_blocks)
     cdef double total
     with nogil:
-        for b in prange(n_blocks, schedule="dynamic", num_threads=min(n_threads, n_blocks),
-                        use_threads_if=n_threads > 1 and n_blocks > 1):
+        for b in prange(n_blocks, schedule="dynamic", chunksize=chunk_of(n_blocks, n_threads),
+                        num_threads=min(n_threads, n_blocks), use_threads_if=n_threads > 1 and n_blocks > 1):
             start = <int64_t>b * CYCE_BINARY_BLOCK
             block_loss[b] = k.binary(&elements, kind, start,
                                      min(start + CYCE_BINARY_BLOCK, elements.n_elements))
@@ -379,8 +388,8 @@ def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object ro
     cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", num_threads=min(n_threads, n_tasks),
-                        use_threads_if=n_threads > 1 and n_tasks > 1):
+        for t in prange(n_tasks, schedule="dynamic", chunksize=chunk_of(n_tasks, n_threads),
+                        num_threads=min(n_threads, n_tasks), use_threads_if=n_threads > 1 and n_tasks > 1):
             first = <int64_t>t * per_task
             k.categorical_ce(&rows, &opts, eps, first, min(first + per_task, rows.n_rows))
     return fixed_order_sum(rows.row_loss, rows.n_rows)

@@ -43,13 +43,38 @@ SERIAL_BELOW = 1 << 15
 # A bound on the threads one call starts, whatever num_threads asks for.
 MAX_THREADS = 256
 
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+# CYCE_LOAD_AWARE=0 keeps OpenMP's default thread count on a busy machine too
+LOAD_AWARE = os.environ.get("CYCE_LOAD_AWARE", "1").strip() != "0"
+
+
+def busy_cap():
+    """None, or on a busy machine (a 1-minute load average more than half a
+    core above the cores) the threads a default-thread call takes: as many
+    fewer than the cores as the load exceeds them by, rounded, at least one.
+    A call's threads wait for each other at its end, so one that lost its
+    core to another process makes the whole call wait for it.  The average
+    follows a change of load in about a minute (docs/performance.md#threads)."""
+    if not LOAD_AWARE:
+        return None
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    excess = load - CORES
+    return None if excess <= 0.5 else max(1, CORES - int(excess + 0.5))
+
 
 def threads_for(num_threads, n_rows, n_elements):
-    """Threads for one call: num_threads (validated) or OpenMP's default,
-    never more than there are rows (the kernels start no more than they have
-    tasks), and one for small inputs."""
+    """Threads for one call: num_threads (validated), or OpenMP's default
+    (on a busy machine at most busy_cap()); never more
+    than there are rows (the kernels start no more than they have tasks), and
+    one for small inputs."""
     if n_elements < SERIAL_BELOW:
         return 1
     if num_threads is None:
         num_threads = _core.default_threads()
+        cap = busy_cap()
+        if cap is not None:
+            num_threads = min(num_threads, cap)
     return max(1, min(num_threads, n_rows, MAX_THREADS))

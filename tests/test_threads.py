@@ -26,8 +26,16 @@ def threads_now():
     return cyce._core.default_threads(), cyce._dispatch.threads_for(None, *BIG)
 
 
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch):
+    """The exact thread counts below hold on a machine that is not busy;
+    the busy case has tests of its own."""
+    monkeypatch.setattr(cyce._dispatch, "LOAD_AWARE", False)
+
+
 def run_python(code, **env):
     environ = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    environ["CYCE_LOAD_AWARE"] = "0"
     environ.update(env)
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                             text=True, env=environ, timeout=120)
@@ -103,3 +111,26 @@ def test_small_inputs_run_on_one_thread_whatever_is_asked():
     assert threads_for(None, 1000, SERIAL_BELOW - 1) == 1
     assert threads_for(2, 1000, SERIAL_BELOW) == 2
     assert threads_for(7, 3, SERIAL_BELOW * 10) == 3
+
+
+@pytest.mark.parametrize("load, expected", [(0.3, 4), (4.0, 4), (4.5, 4), (4.6, 3), (6.4, 2), (30.0, 1)])
+def test_a_busy_machine_lowers_the_default(monkeypatch, load, expected):
+    """More than half a core above a 1-minute load average of one per core,
+    a default-thread call leaves the cores the load takes: 4 cores at load
+    6.4 give 2 threads."""
+    monkeypatch.setattr(cyce._dispatch, "LOAD_AWARE", True)
+    monkeypatch.setattr(cyce._dispatch, "CORES", 4)
+    monkeypatch.setattr(cyce._dispatch.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(cyce._core, "default_threads", lambda: 4)
+    assert cyce._dispatch.threads_for(None, *BIG) == expected
+    # an explicit count is the caller's, busy or not
+    assert cyce._dispatch.threads_for(4, *BIG) == 4
+
+
+def test_load_awareness_can_be_turned_off():
+    out = run_python("""
+        import os, cyce._dispatch
+        os.getloadavg = lambda: (99.0, 99.0, 99.0)
+        print(cyce._dispatch.LOAD_AWARE, cyce._dispatch.busy_cap())
+    """)
+    assert out.split() == ["False", "None"]
