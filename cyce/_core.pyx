@@ -223,6 +223,22 @@ cdef inline Py_ssize_t chunk_of(Py_ssize_t n_tasks, int n_threads) noexcept nogi
     return max(1, n_tasks // (8 * max(n_threads, 1)))
 
 
+ctypedef struct Schedule:
+    int64_t per_task     # rows (or elements) per task: from the shape alone
+    Py_ssize_t n_tasks
+    Py_ssize_t chunk     # tasks a thread takes at a time
+    int threads          # never more than there are tasks
+
+
+cdef inline Schedule schedule_of(int64_t n, int64_t per_task, int n_threads) noexcept nogil:
+    cdef Schedule s
+    s.per_task = per_task
+    s.n_tasks = n_tasks_of(n, per_task)
+    s.chunk = chunk_of(s.n_tasks, n_threads)
+    s.threads = <int>min(<Py_ssize_t>n_threads, s.n_tasks) if s.n_tasks > 0 else 1
+    return s
+
+
 cdef double *new_task_sums(Py_ssize_t n_tasks) except NULL:
     """One float64 per task, for the losses' sums (to free() after the prange):
     the loss alone allocates nothing per row."""
@@ -240,28 +256,30 @@ def logsumexp_rows(cnp.ndarray x, cnp.ndarray out, int n_threads):
     cdef const cyce_dtype_kernels *k = kernels_of(x)
     cdef cyce_rows rows = rows_of(x, None, None)
     cdef void *out_data = data_of(out, cnp.PyArray_TYPE(x))
-    cdef int64_t per_task = cyce_rows_per_task(rows.n_rows, rows.n_classes)
-    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
+    cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
+                                  n_threads)
+    cdef Py_ssize_t t
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", chunksize=chunk_of(n_tasks, n_threads),
-                        num_threads=min(n_threads, n_tasks), use_threads_if=n_threads > 1 and n_tasks > 1):
-            first = <int64_t>t * per_task
-            k.logsumexp(&rows, out_data, first, min(first + per_task, rows.n_rows))
+        for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
+                        use_threads_if=s.threads > 1):
+            first = <int64_t>t * s.per_task
+            k.logsumexp(&rows, out_data, first, min(first + s.per_task, rows.n_rows))
 
 
 def softmax_rows(cnp.ndarray x, cnp.ndarray out, bint log_space, int n_threads):
     """out = softmax(x) or log_softmax(x) row by row; out may be x."""
     cdef const cyce_dtype_kernels *k = kernels_of(x)
     cdef cyce_rows rows = rows_of(x, out, None)
-    cdef int64_t per_task = cyce_rows_per_task(rows.n_rows, rows.n_classes)
-    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
+    cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
+                                  n_threads)
+    cdef Py_ssize_t t
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", chunksize=chunk_of(n_tasks, n_threads),
-                        num_threads=min(n_threads, n_tasks), use_threads_if=n_threads > 1 and n_tasks > 1):
-            first = <int64_t>t * per_task
-            k.softmax(&rows, log_space, first, min(first + per_task, rows.n_rows))
+        for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
+                        use_threads_if=s.threads > 1):
+            first = <int64_t>t * s.per_task
+            k.softmax(&rows, log_space, first, min(first + s.per_task, rows.n_rows))
 
 
 def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_loss, *,
@@ -276,18 +294,19 @@ def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_l
     rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, ignore_index,
                                      label_smoothing, z_loss, grad_scale)
-    cdef int64_t per_task = cyce_rows_per_task(rows.n_rows, rows.n_classes)
-    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
+    cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
+                                  n_threads)
+    cdef Py_ssize_t t
     cdef int64_t first
-    cdef double *task_loss = new_task_sums(n_tasks)
+    cdef double *task_loss = new_task_sums(s.n_tasks)
     cdef double total
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", chunksize=chunk_of(n_tasks, n_threads),
-                        num_threads=min(n_threads, n_tasks), use_threads_if=n_threads > 1 and n_tasks > 1):
-            first = <int64_t>t * per_task
+        for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
+                        use_threads_if=s.threads > 1):
+            first = <int64_t>t * s.per_task
             task_loss[t] = k.softmax_ce_hard(&rows, &opts, first,
-                                             min(first + per_task, rows.n_rows))
-        total = fixed_order_sum(task_loss, n_tasks)
+                                             min(first + s.per_task, rows.n_rows))
+        total = fixed_order_sum(task_loss, s.n_tasks)
         free(task_loss)
     return total
 
@@ -302,14 +321,15 @@ def softmax_ce_soft_rows(cnp.ndarray x, object grad, object targets, object row_
     set_targets(&rows, targets)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, 0,
                                      label_smoothing, z_loss, grad_scale)
-    cdef int64_t per_task = cyce_rows_per_task(rows.n_rows, rows.n_classes)
-    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
+    cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
+                                  n_threads)
+    cdef Py_ssize_t t
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", chunksize=chunk_of(n_tasks, n_threads),
-                        num_threads=min(n_threads, n_tasks), use_threads_if=n_threads > 1 and n_tasks > 1):
-            first = <int64_t>t * per_task
-            k.softmax_ce_soft(&rows, &opts, first, min(first + per_task, rows.n_rows))
+        for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
+                        use_threads_if=s.threads > 1):
+            first = <int64_t>t * s.per_task
+            k.softmax_ce_soft(&rows, &opts, first, min(first + s.per_task, rows.n_rows))
     return fixed_order_sum(rows.row_loss, rows.n_rows)
 
 
@@ -351,17 +371,18 @@ def binary_elements(int kind, cnp.ndarray values, object targets, object weight,
     elements.n_elements = values.size
     elements.n_classes = n_classes
     elements.grad_scale = grad_scale
-    cdef Py_ssize_t b, n_blocks = n_tasks_of(elements.n_elements, CYCE_BINARY_BLOCK)
+    cdef Schedule s = schedule_of(elements.n_elements, CYCE_BINARY_BLOCK, n_threads)
+    cdef Py_ssize_t b
     cdef int64_t start
-    cdef double *block_loss = new_task_sums(n_blocks)
+    cdef double *block_loss = new_task_sums(s.n_tasks)
     cdef double total
     with nogil:
-        for b in prange(n_blocks, schedule="dynamic", chunksize=chunk_of(n_blocks, n_threads),
-                        num_threads=min(n_threads, n_blocks), use_threads_if=n_threads > 1 and n_blocks > 1):
+        for b in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
+                        use_threads_if=s.threads > 1):
             start = <int64_t>b * CYCE_BINARY_BLOCK
             block_loss[b] = k.binary(&elements, kind, start,
                                      min(start + CYCE_BINARY_BLOCK, elements.n_elements))
-        total = fixed_order_sum(block_loss, n_blocks)
+        total = fixed_order_sum(block_loss, s.n_tasks)
         free(block_loss)
     return total
 
@@ -384,14 +405,15 @@ def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object ro
         rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, None, ignore_index, 0.0,
                                      0.0, grad_scale)
-    cdef int64_t per_task = cyce_rows_per_task(rows.n_rows, rows.n_classes)
-    cdef Py_ssize_t t, n_tasks = n_tasks_of(rows.n_rows, per_task)
+    cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
+                                  n_threads)
+    cdef Py_ssize_t t
     cdef int64_t first
     with nogil:
-        for t in prange(n_tasks, schedule="dynamic", chunksize=chunk_of(n_tasks, n_threads),
-                        num_threads=min(n_threads, n_tasks), use_threads_if=n_threads > 1 and n_tasks > 1):
-            first = <int64_t>t * per_task
-            k.categorical_ce(&rows, &opts, eps, first, min(first + per_task, rows.n_rows))
+        for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
+                        use_threads_if=s.threads > 1):
+            first = <int64_t>t * s.per_task
+            k.categorical_ce(&rows, &opts, eps, first, min(first + s.per_task, rows.n_rows))
     return fixed_order_sum(rows.row_loss, rows.n_rows)
 
 
