@@ -102,7 +102,7 @@ def _elementwise(kind, name, values, original, targets, weight, pos_weight, redu
         None if grad is None else grad.reshape(-1),
         None if loss_out is None else loss_out.reshape(-1),
         n_classes=n_classes, grad_scale=grad_scale,
-        n_threads=threads_for(n_threads, _core.binary_blocks(n), n))
+        n_threads=threads_for(n_threads, n, n))  # the kernel starts no more than its blocks
     loss = loss_out if reduction == "none" else reduce.total(loss_sum, reduction, denominator, x.dtype)
     return (loss, grad) if want_grad else loss
 

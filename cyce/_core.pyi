@@ -90,9 +90,6 @@ def binary_elements(
     """sigmoid_bce (SIGMOID_BCE) or binary_ce (PROBABILITY_BCE) element by
     element; returns the loss sum."""
 
-def binary_blocks(n_elements: int) -> int:
-    """The number of tasks binary_elements runs."""
-
 def categorical_ce_rows(
     probs: npt.NDArray[_Float],
     grad: npt.NDArray[_Float] | None,

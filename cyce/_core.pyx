@@ -387,11 +387,6 @@ def binary_elements(int kind, cnp.ndarray values, object targets, object weight,
     return total
 
 
-def binary_blocks(n_elements):
-    """The number of tasks binary_elements runs (for the thread count)."""
-    return n_tasks_of(n_elements, CYCE_BINARY_BLOCK)
-
-
 def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object row_loss, *,
                         object class_weight, int64_t ignore_index, double eps,
                         double grad_scale, int n_threads):
