@@ -17,7 +17,10 @@ logits anywhere in [-1e30, 1e30] (Hypothesis favours the edges: +-1e30, 0,
 
 Each tolerance is stated where it is used, with the reason for its size.
 CYCE_PROPERTY_EXAMPLES (default 300) sets the examples per test, e.g. 5000
-for a long hunt; the default keeps the file well under a minute.
+for a long hunt; the default keeps the file well under a minute.  The
+examples are derandomized (the same ones on every run, as the fuzzer's fixed
+seed), so that a landing never depends on a draw; CYCE_PROPERTY_RANDOM=1
+draws new ones for a hunt.
 """
 
 import math
@@ -36,6 +39,7 @@ from conftest import LEVELS, kernels_of_level
 EXAMPLES = int(os.environ.get("CYCE_PROPERTY_EXAMPLES", "300"))
 PROPERTY = settings(
     max_examples=EXAMPLES,
+    derandomize=os.environ.get("CYCE_PROPERTY_RANDOM", "0") != "1",
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -319,8 +323,11 @@ def test_sigmoid_bce_mirror_symmetry(data):
     """sigmoid_bce(x, y) == sigmoid_bce(-x, 1 - y), and the gradients are
     opposite, with y on a grid where 1 - y is exact.
 
-    Tolerances: the kernel computes in float64 and rounds once to the dtype,
-    so the losses agree within 2 ulp of the dtype (relative).  The gradient
+    Tolerances: for float32 the kernel computes in float64 and rounds once,
+    so the losses agree within 2 ulp (relative).  float64 has no wider type:
+    the two sides' elements agree within 2 ulp (the vector builds contract
+    x * y into an FMA on one side only), and a sum of n positive terms in
+    float64 adds up to (n - 1) ulp.  The gradient
     sigmoid(x) - y cancels: in float64 the two sides may differ by a few
     float64 ulp of the terms (sigmoid <= 1, y <= 1) before rounding, i.e.
     4 * eps64 absolute, times the weight and the reduction's scale."""
@@ -336,7 +343,8 @@ def test_sigmoid_bce_mirror_symmetry(data):
         mirror, mirror_grad = cyce.sigmoid_bce(-x, 1 - y, reduction=reduction, return_grad=True, **kwargs)
     e = eps(dtype)
     tiny = float(np.finfo(dtype).smallest_subnormal)
-    np.testing.assert_allclose(mirror, loss, rtol=2 * e, atol=tiny, err_msg="loss")
+    terms = 1 if dtype == np.float32 or reduction == "none" else x.size
+    np.testing.assert_allclose(mirror, loss, rtol=(1 + terms) * e, atol=tiny, err_msg="loss")
     scale = {"mean": 1 / x.size, "batchmean": 1 / shape[0]}.get(reduction, 1.0)
     w = kwargs.get("weight", 1.0)
     allowed = 2 * e * np.abs(grad.astype(np.float64)) + 4 * EPS64 * scale * np.asarray(w) + tiny
