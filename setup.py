@@ -1,10 +1,10 @@
 """Build cyce's one extension module, cyce._core.
 
-Only the kernels (cyce/_src/cyce_kernels.c) are compiled per instruction
-set, once per level into an object of their own that exports one table of
-function pointers:
+Only the kernels (cyce/_src/cyce_kernels.c, and cyce_kernels_half.c for
+bfloat16 and float16) are compiled per instruction set, once per level into
+objects of their own that export one table of function pointers:
   baseline  for any CPU of the target architecture,
-  avx2      with -mavx2 -mfma, on x86-64 when the compiler has them,
+  avx2      with -mavx2 -mfma -mf16c, on x86-64 when the compiler has them,
   avx512    with AVX-512 (F, DQ, BW, VL) and 512-bit vectors, likewise.
 The Cython module is compiled once, for the baseline, links the three
 objects and picks a table at import from the CPU's features (cyce/_dispatch.py).
@@ -41,7 +41,8 @@ BASE_FLAGS = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-fwrapv",
 # Loops start on 32-byte boundaries, so that where a hot loop lands does not
 # move with unrelated code (docs/performance.md#code-placement).
 LOOP_ALIGN_FLAGS = ["-falign-loops=32"]
-AVX2_FLAGS = ["-mavx2", "-mfma"]
+# F16C: float16 conversions in registers (every AVX2 CPU has it)
+AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c"]
 # 512-bit vectors: GCC otherwise keeps 256-bit ones even where AVX-512 exists
 AVX512_FLAGS = AVX2_FLAGS + ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
                              "-mprefer-vector-width=512"]
@@ -117,7 +118,7 @@ def want_simd(flags):
     return compiler_accepts(flags + ["-c"], link=False)
 
 
-KERNEL_SOURCE = "cyce/_src/cyce_kernels.c"
+KERNEL_SOURCES = ["cyce/_src/cyce_kernels.c", "cyce/_src/cyce_kernels_half.c"]
 HEADERS = sorted(os.path.join("cyce/_src", name) for name in os.listdir("cyce/_src")
                  if name.endswith(".h"))
 
@@ -134,7 +135,7 @@ class BuildKernels(build_ext):
         objects = []
         for level, flags in ext.kernel_levels:
             objects += self.compiler.compile(
-                [KERNEL_SOURCE],
+                KERNEL_SOURCES,
                 output_dir=os.path.join(self.build_temp, "kernels_" + level),
                 macros=[("CYCE_ISA", level), ("CYCE_SIMD_LEVEL", c_string(level)),
                         ("CYCE_CFLAGS", c_string(" ".join(flags)))],
@@ -165,7 +166,7 @@ def extensions():
         extra_compile_args=base,
         extra_link_args=openmp_link + next(
             (flags for flags in STRIP_CANDIDATES if compiler_accepts(flags)), []),
-        depends=[KERNEL_SOURCE] + HEADERS,
+        depends=KERNEL_SOURCES + HEADERS,
     )
     (core,) = cythonize([core], compiler_directives=DIRECTIVES)
     core.kernel_levels = levels

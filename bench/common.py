@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from cyce._bench import LOSS_RTOL, missing_requirement
+from cyce._bench import HALF_DTYPES, LOSS_RTOL, dtype_unavailable, missing_requirement
 
 SHAPES = ((65536, 10), (16384, 1000), (4096, 32000), (512, 256000))
 QUICK_SHAPES = SHAPES[:2]   # with float32: the `quick` marker
 LARGE_SHAPES = SHAPES[2:]   # 131 M elements, 0.5 / 1 GiB of logits: the `large` marker
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64")   # every contestant; HALF_DTYPES: the suite's half_contestants
 THREADS = (1, 2)
 PEERS = ("numpy", "torch", "jax", "jax_loss")
 # --cyce-shapes=smoke keeps each shape's class count and divides its rows by
@@ -27,6 +27,7 @@ MARKERS = (
     "large: the 4096x32000 and 512x256000 shapes (seconds per case)",
     "peer: a comparison contestant (numpy, torch, jax), not cyce",
     "memory: peak-RSS checks in a subprocess (bench/test_memory.py)",
+    "half: bfloat16 / float16 logits (the contestants a suite names in HALF_CONTESTANTS)",
 )
 
 
@@ -88,20 +89,26 @@ def case_marks(case):
         marks.append(pytest.mark.large)
     if case.is_peer:
         marks.append(pytest.mark.peer)
-    reason = missing_requirement(case.contestant.replace("_", " "))  # _bench's names
+    if case.dtype in HALF_DTYPES:
+        marks.append(pytest.mark.half)
+    reason = missing_requirement(case.contestant.replace("_", " ")) or dtype_unavailable(case.dtype)
     if reason:
         marks.append(pytest.mark.skip(reason=reason))
     return marks
 
 
-def case_params(family, contestants, size):
+def case_params(family, contestants, size, half_contestants=None):
     """pytest params for every shape x dtype x threads x contestant, in that
-    nesting, so that consecutive cases share their inputs."""
+    nesting, so that consecutive cases share their inputs.  half_contestants
+    maps each half dtype to the contestants that run at it (none if absent)."""
+    half_contestants = half_contestants or {}
     params = []
     for shape, full_shape in shapes(size):
-        for dtype in DTYPES:
+        for dtype in DTYPES + HALF_DTYPES:
             for threads in THREADS:
                 for contestant in contestants:
+                    if dtype in HALF_DTYPES and contestant not in half_contestants.get(dtype, ()):
+                        continue
                     case = Case(family, *shape, dtype, threads, contestant, full_shape)
                     params.append(pytest.param(case, id=case.id, marks=case_marks(case)))
     return params

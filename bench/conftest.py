@@ -19,8 +19,10 @@ def pytest_configure(config):
 
 def pytest_generate_tests(metafunc):
     """A suite module names its FAMILY and its CONTESTANTS (name -> setup
-    function); each test taking `case` runs over all of them."""
+    function), and may name HALF_CONTESTANTS (half dtype -> the contestants
+    run at it); each test taking `case` runs over all of them."""
     if "case" in metafunc.fixturenames:
         size = metafunc.config.getoption("cyce_shapes")
         module = metafunc.module
-        metafunc.parametrize("case", common.case_params(module.FAMILY, module.CONTESTANTS, size))
+        half = getattr(module, "HALF_CONTESTANTS", None)
+        metafunc.parametrize("case", common.case_params(module.FAMILY, module.CONTESTANTS, size, half))

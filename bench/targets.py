@@ -6,15 +6,18 @@ and exits 1 on a MISS.
 
     python -m bench.targets build/bench-full.json
 
-A MISS on a busy machine says little: compare within one quiet run.
+A MISS on a busy machine says little: compare within one quiet run.  The
+half-precision targets compare two rows of the same report (the full report
+times bfloat16 and float16 right after float32 at each shape).
 """
 
 import json
 import sys
 
-import numpy as np
+from cyce._bench import BASELINE, PEERS, half_speedups, numpy_dtype
 
-from cyce._bench import BASELINE, PEERS
+# cyce in place on one thread at a large shape: float32 median / half median
+HALF_SPEEDUP = {"bfloat16": 1.6, "float16": 1.5}
 
 
 def target_checks(rows, overhead_us=None):
@@ -49,6 +52,11 @@ def target_checks(rows, overhead_us=None):
         two = ms(shape, "float32", 2, BASELINE)
         if one and two:
             check(one["median_ms"] / two >= 1.8, f"{shape} float32: 2T speed-up {one['median_ms'] / two:.2f} (>= 1.8)")
+    for shape, dtype, threads, speedup in half_speedups(rows):
+        if shape in large and threads == 1:
+            factor = HALF_SPEEDUP[dtype]
+            check(speedup >= factor,
+                  f"{shape} {dtype} 1T in place: {speedup:.2f}x as fast as float32 in place (>= {factor})")
     for shape in small:
         one, two = ms(shape, "float32", 1, BASELINE), ms(shape, "float32", 2, BASELINE)
         peers = [v for v in (ms(shape, "float32", 2, "jax"), ms(shape, "float32", 2, "torch")) if v]
@@ -72,7 +80,7 @@ def target_checks(rows, overhead_us=None):
                 check(min(peers) >= factor * cyce_ms,
                       f"{shape} float64 {threads}T: fastest peer / cyce = {min(peers) / cyce_ms:.2f} (>= {factor})")
     for (shape, dtype, threads, contestant), row in sorted(table.items()):
-        logits_mib = row["n"] * row["c"] * np.dtype(dtype).itemsize / 2**20
+        logits_mib = row["n"] * row["c"] * numpy_dtype(dtype).itemsize / 2**20
         # (RSS moves by pages and by the allocator's arenas: 64 KiB of slack)
         if contestant == "cyce inplace":
             check(row["mem_growth_mib"] <= max(0.01 * logits_mib, 1 / 16),

@@ -9,6 +9,10 @@
 - jax_loss      jit of that loss alone (the peer of cyce_loss).
 
 The contestants are the ones of `python -m cyce bench` (cyce/_bench.py).
+At bfloat16 and float16 (_bench's float32 logits rounded; the `half` marker)
+cyce runs in place and with a new gradient, and torch at bfloat16 (on a
+torch.bfloat16 tensor over the same memory): torch's float16 loss is a float16
+sum, inf or nan at 16384x1000 and 65536x10 (see _bench.LOSS_RTOL).
 """
 
 from cyce import _bench
@@ -33,6 +37,10 @@ CONTESTANTS = {
     "torch": _bench.setup_torch,
     "jax": _bench.setup_jax,
     "jax_loss": _bench.setup_jax_loss,
+}
+HALF_CONTESTANTS = {
+    "bfloat16": ("cyce_inplace", "cyce_grad", "torch"),
+    "float16": ("cyce_inplace", "cyce_grad"),
 }
 
 

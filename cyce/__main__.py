@@ -2,7 +2,7 @@
 
     python -m cyce info
     python -m cyce bench [--quick] [--shapes 4096x32000,512x256000] [--threads 1,2]
-                         [--dtype float32,float64] [--json FILE] [--plot FILE.png]
+                         [--dtype float32,bfloat16,float16,float64] [--json FILE] [--plot FILE.png]
 
 ``info`` prints cyce.show_config(); ``bench`` times softmax cross-entropy
 (loss + gradient) for cyce, NumPy and, when installed, PyTorch and JAX (see
@@ -13,7 +13,7 @@ defaults.
 import argparse
 import sys
 
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
 def parse_shapes(text):
@@ -39,7 +39,7 @@ def parse_threads(text):
 
 
 def parse_dtypes(text):
-    """'float32,float64' -> ['float32', 'float64']."""
+    """'float32,bfloat16' -> ['float32', 'bfloat16']."""
     dtypes = [item.strip() for item in text.split(",")]
     for dtype in dtypes:
         if dtype not in DTYPES:
@@ -61,14 +61,17 @@ def build_parser():
     )
     bench.add_argument(
         "--quick", action="store_true",
-        help="small run: shapes 65536x10,16384x1000,2048x32000, float32, threads 1,2, 3 repeats",
+        help="small run: shapes 65536x10,16384x1000,2048x32000, float32 and bfloat16, threads 1,2, 3 repeats",
     )
     bench.add_argument(
         "--shapes", type=parse_shapes,
         help="comma-separated ROWSxCLASSES (default 65536x10,16384x1000,4096x32000,512x256000)",
     )
     bench.add_argument("--threads", type=parse_threads, help="comma-separated thread counts (default 1,2)")
-    bench.add_argument("--dtype", type=parse_dtypes, help="float32, float64 or both (default both)")
+    bench.add_argument(
+        "--dtype", type=parse_dtypes,
+        help="comma-separated, of float32, float64, bfloat16 (needs ml_dtypes), float16 (default all four)",
+    )
     bench.add_argument("--json", metavar="FILE", help="also write the floors, overhead and rows to FILE as JSON")
     bench.add_argument("--plot", metavar="FILE.png", help="also draw a bar chart to FILE.png (needs matplotlib)")
     return parser

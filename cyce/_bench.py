@@ -1,7 +1,9 @@
 """Benchmark of softmax cross-entropy (mean loss + gradient w.r.t. the logits).
 
 Contestants, all on the same synthetic float logits (uniform in [-4, 4)) and
-random int64 labels:
+random int64 labels.  At bfloat16 and float16 the logits are the float32 ones
+rounded to that dtype (bfloat16 is ml_dtypes'); cyce computes them in float32
+and stores the gradient in the input's dtype:
 
 - ``cyce inplace``  cyce.softmax_ce(x, y, inplace=True): the gradient overwrites
                     the logits, which are restored from a saved copy before
@@ -10,9 +12,11 @@ random int64 labels:
 - ``cyce loss``     cyce.softmax_ce(x, y): the loss only;
 - ``numpy``         a plain NumPy reference in the input dtype (see
                     `numpy_reference`), single-threaded whatever ``threads`` says;
-- ``torch``         F.cross_entropy forward + backward, if torch is installed;
+                    not at bfloat16 / float16 (see `SKIPPED_AT_HALF`);
+- ``torch``         F.cross_entropy forward + backward, if torch is installed
+                    (at bfloat16 / float16: on a torch.bfloat16 / float16 tensor);
 - ``jax``           jit(value_and_grad) of optax's integer-label loss, if jax and
-                    optax are installed;
+                    optax are installed (on the bfloat16 / float16 array as given);
 - ``jax loss``      jit of that loss alone (the peer of ``cyce loss``).
 
 The floor: per element, the larger of two limits measured on one thread in
@@ -20,7 +24,9 @@ a fresh process for each dtype: the softmax kernels' vectorised exp (of
 x - max <= 0) over a cache-resident buffer (one exp, one load, one store per
 element), and memory: a NumPy pass over a 256 MiB array, reading it
 (``x.max()``) for the loss alone, reading and writing it in place
-(``np.multiply(x, 1, out=x)``) for the others.
+(``np.multiply(x, 1, out=x)``) for the others.  At bfloat16 / float16 the exp
+is float32's (their arithmetic) and the memory pass runs over uint16 (their
+storage: NumPy has no native bfloat16 pass).
 ``x floor`` is a contestant's time over that floor for the shape's elements,
 divided among its threads (as if two threads had twice one's bandwidth: a
 floor, not a forecast).
@@ -30,6 +36,10 @@ Every (shape, dtype, threads, contestant) runs in a fresh process
 caches of one contestant cannot affect another.  The worker warms up once,
 times ``repeats`` calls and prints one JSON line; the parent collects these
 lines, prints the table and optionally writes them to a JSON file.
+
+When a report times float32 and a half dtype at the same shape and threads,
+its footer gives the half dtype's speed-up of ``cyce inplace`` over float32's
+(`half_speedups`).
 
 Use it through ``python -m cyce bench`` (see cyce/__main__.py).
 """
@@ -52,42 +62,94 @@ BASELINE = "cyce inplace"
 CONTESTANTS = ("cyce inplace", "cyce grad", "cyce loss", "numpy", "torch", "jax", "jax loss")
 LOSS_ONLY = ("cyce loss", "jax loss")  # contestants that only read the logits
 PEERS = ("numpy", "torch", "jax")      # loss + gradient, like cyce inplace / grad
+HALF_DTYPES = ("bfloat16", "float16")  # stored in 2 bytes, computed in float32
+DTYPES = ("float32", "bfloat16", "float16", "float64")  # the report's order: the halves next to float32
+# NumPy has no bfloat16 arithmetic (ml_dtypes' ufuncs round every step to
+# bfloat16, element by element), and a float16 reference in the input dtype
+# would round every step too; one in float32 would time conversions, not a
+# peer.  So the reference does not run at the half dtypes.
+SKIPPED_AT_HALF = {"numpy": "NumPy has no bfloat16 arithmetic; float16 is left out alike"}
 
 QUICK = {
     "shapes": [(65536, 10), (16384, 1000), (2048, 32000)],
-    "dtypes": ["float32"],
+    "dtypes": ["float32", "bfloat16"],
     "threads": [1, 2],
     "repeats": 3,
 }
 FULL = {
     "shapes": [(65536, 10), (16384, 1000), (4096, 32000), (512, 256000)],
-    "dtypes": ["float32", "float64"],
+    "dtypes": list(DTYPES),
     "threads": [1, 2],
     "repeats": 5,
 }
 
 SEED = 0
 WORKER_TIMEOUT_S = 900
-# Relative tolerance for "all contestants computed the same loss".
-LOSS_RTOL = {"float32": 1e-4, "float64": 1e-8}
+# Relative tolerance for "all contestants computed the same loss".  The peers
+# return the loss in the input's dtype, rounded (a loss near 10: by up to 3e-3
+# of itself in bfloat16, 4e-4 in float16) after their own half-precision sums:
+# torch 2.13's bfloat16 loss is 0.9% low at 64x1000 and 16384x1000, and its
+# float16 loss is inf or nan once the rows' losses sum past 65504 (a float16 sum).
+LOSS_RTOL = {"float32": 1e-4, "float64": 1e-8, "bfloat16": 2e-2, "float16": 2e-3}
+# float32 logits drawn at a time for a half dtype: 64 KiB, under 1% of the
+# smallest logits whose peak memory is checked (bench/test_memory.py).
+HALF_CHUNK_ELEMENTS = 1 << 14
 
 
 # ---------------------------------------------------------------------------
 # Worker side: runs inside the fresh process, one contestant at one setting.
 # ---------------------------------------------------------------------------
 
+def numpy_dtype(name):
+    """The NumPy dtype called `name`.  bfloat16 is ml_dtypes', imported here so
+    that only a run asking for bfloat16 needs ml_dtypes."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def dtype_unavailable(name):
+    """Why logits of dtype `name` cannot be made here (a module not installed), or None."""
+    if name == "bfloat16" and importlib.util.find_spec("ml_dtypes") is None:
+        return "ml_dtypes not installed (pip install 'cyce[bench]')"
+    return None
+
+
 def make_inputs(n_rows, n_classes, dtype, seed=SEED):
     """Logits of shape (n_rows, n_classes) in ``dtype``, uniform in [-4, 4),
     and random int64 labels.  The logits are drawn directly in ``dtype`` and
     scaled in place, so no temporary inflates the process's peak memory
     (uniform rather than normal: twice as fast to draw, which keeps --quick
-    short)."""
+    short).  NumPy draws float32 and float64 only: a half dtype gets the
+    float32 logits rounded (`half_logits`), and the same labels."""
     rng = np.random.default_rng(seed)
-    logits = rng.random((n_rows, n_classes), dtype=np.dtype(dtype))
-    logits *= 8
-    logits -= 4
+    if dtype in HALF_DTYPES:
+        logits = half_logits(rng, (n_rows, n_classes), numpy_dtype(dtype))
+    else:
+        logits = rng.random((n_rows, n_classes), dtype=np.dtype(dtype))
+        logits *= 8
+        logits -= 4
     labels = rng.integers(0, n_classes, size=n_rows, dtype=np.int64)
     return logits, labels
+
+
+def half_logits(rng, shape, dtype):
+    """make_inputs' float32 logits rounded to the half `dtype`, drawn and cast
+    HALF_CHUNK_ELEMENTS at a time so that no float32 array of the logits' size
+    raises the peak memory.  The chunks consume the generator's stream as one
+    draw would: the values are the float32 inputs' own, rounded."""
+    logits = np.empty(shape, dtype=dtype)
+    flat = logits.reshape(-1)  # a view: the new array is contiguous
+    chunk = np.empty(min(HALF_CHUNK_ELEMENTS, flat.size), dtype=np.float32)
+    for start in range(0, flat.size, chunk.size):
+        part = chunk[:flat.size - start]
+        rng.random(out=part, dtype=np.float32)
+        part *= 8
+        part -= 4
+        flat[start:start + part.size] = part
+    return logits
 
 
 def numpy_reference(x, labels):
@@ -178,8 +240,19 @@ def setup_numpy(x, labels, threads):
     return None, run
 
 
+def torch_tensor(x):
+    """A torch tensor sharing x's memory.  torch.from_numpy does not know
+    ml_dtypes' bfloat16: its bits go over as int16, viewed as torch.bfloat16."""
+    import torch
+
+    if x.dtype.name == "bfloat16":
+        return torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(x)
+
+
 def setup_torch(x, labels, threads):
-    """F.cross_entropy forward + backward on a leaf tensor sharing x's memory.
+    """F.cross_entropy forward + backward on a leaf tensor sharing x's memory
+    (in x's dtype, bfloat16 and float16 included).
     A new leaf (with no .grad yet) is made before each call, not timed; the
     call hands the leaf back so that its gradient is freed with the result."""
     import torch
@@ -189,7 +262,7 @@ def setup_torch(x, labels, threads):
     state = {}
 
     def prepare():
-        state["leaf"] = torch.from_numpy(x).requires_grad_()
+        state["leaf"] = torch_tensor(x).requires_grad_()
 
     def run():
         leaf = state.pop("leaf")
@@ -288,6 +361,16 @@ def measure_memory_floor(dtype, repeats=3):
     return read * 1e9 / x.size, read_write * 1e9 / x.size
 
 
+def floor_dtypes(dtype):
+    """The dtypes the floors of `dtype` are measured in: its arithmetic's (the
+    exp) and its storage's (the memory pass).  The half dtypes compute in
+    float32 and move 2-byte elements; NumPy's pass over them would be
+    ml_dtypes' element-by-element ufuncs, not memory, so it runs over uint16."""
+    if dtype in HALF_DTYPES:
+        return "float32", "uint16"
+    return dtype, dtype
+
+
 def time_contestant(spec):
     """Warm up once, then time spec["repeats"] calls.  Returns a dict with the
     times in ms, the memory figures and the loss of the warm-up call."""
@@ -328,8 +411,9 @@ def worker_main(spec_json):
     spec = json.loads(spec_json)
     try:
         if spec["contestant"] == "exp floor":
-            read, read_write = measure_memory_floor(spec["dtype"])
-            result = {"exp": measure_exp_floor(spec["dtype"]), "read": read, "read_write": read_write}
+            arithmetic, storage = floor_dtypes(spec["dtype"])
+            read, read_write = measure_memory_floor(storage)
+            result = {"exp": measure_exp_floor(arithmetic), "read": read, "read_write": read_write}
         elif spec["contestant"] == "overhead":
             result = {"us_per_call": measure_overhead_us()}
         else:
@@ -349,6 +433,13 @@ def missing_requirement(contestant):
     missing = [name for name in needs if importlib.util.find_spec(name) is None]
     if missing:
         return f"{' and '.join(missing)} not installed"
+    return None
+
+
+def skipped_at_dtype(contestant, dtype):
+    """Why a contestant does not run at `dtype` (see SKIPPED_AT_HALF), or None."""
+    if dtype in HALF_DTYPES:
+        return SKIPPED_AT_HALF.get(contestant)
     return None
 
 
@@ -419,7 +510,7 @@ def make_row(spec, result, baseline_median_ms, floors=None):
         row["error"] = result["error"]
         return row
     median_ms = statistics.median(result["times_ms"])
-    logits_bytes = n * c * np.dtype(spec["dtype"]).itemsize
+    logits_bytes = n * c * numpy_dtype(spec["dtype"]).itemsize
     moved = logits_bytes if spec["contestant"] in LOSS_ONLY else 2 * logits_bytes
     row.update(
         median_ms=median_ms,
@@ -438,7 +529,7 @@ def make_row(spec, result, baseline_median_ms, floors=None):
 
 
 COLUMNS = (
-    ("shape", 13), ("dtype", 7), ("thr", 3), ("contestant", 12), ("median ms", 10),
+    ("shape", 13), ("dtype", 8), ("thr", 3), ("contestant", 12), ("median ms", 10),
     ("min ms", 10), ("ratio", 6), ("GB/s", 6), ("ns/elem", 7), ("x floor", 7), ("mem MiB", 8),
 )
 
@@ -507,7 +598,7 @@ def print_header(settings, skipped):
     )
     print(f"load average at the start: {load_average()}")
     versions = [f"python {info['python']}", f"numpy {info['numpy']}"]
-    for name in ("torch", "jax", "optax"):
+    for name in ("torch", "jax", "optax", "ml_dtypes"):
         version = package_version(name)
         if version:
             versions.append(f"{name} {version}")
@@ -534,9 +625,41 @@ def print_footer(rows):
     print("threads  = cyce num_threads, torch.set_num_threads, jax: CPU affinity (+ no Eigen threads at 1);")
     print("           OMP_NUM_THREADS is set in every worker.  The numpy reference is single-threaded.")
     print("'cyce inplace' restores the logits from a saved copy before each call, outside the timing.")
+    if any(row["dtype"] in HALF_DTYPES for row in rows):
+        print("bfloat16 / float16: the float32 logits rounded; the floors' exp is float32's, their memory pass")
+        print("           moves 2-byte elements (uint16).  numpy does not run at these dtypes: NumPy has no")
+        print("           bfloat16 arithmetic (ml_dtypes' ufuncs round every step), and float16 is left out alike.")
     print(f"load average at the end: {load_average()} (other work on the machine skews the times)")
+    speedups = half_speedups(rows)
+    if speedups:
+        print()
+        print("half precision against float32, cyce in place at the same shape and threads (float32 median / half median):")
+        for shape, dtype, threads, speedup in speedups:
+            print(f"  {shape:13}  {threads}T  {format_speedup(dtype, speedup)}")
     for line in loss_disagreements(rows):
         print("WARNING: " + line)
+
+
+def half_speedups(rows):
+    """(shape, half dtype, threads, float32 median / half median) of 'cyce
+    inplace', wherever the rows time both dtypes at that shape and threads."""
+    medians = {
+        (row["shape"], row["dtype"], row["threads"]): row["median_ms"]
+        for row in rows if row["contestant"] == BASELINE and "error" not in row
+    }
+    speedups = []
+    for (shape, dtype, threads), half_ms in medians.items():
+        float32_ms = medians.get((shape, "float32", threads))
+        if dtype in HALF_DTYPES and float32_ms:
+            speedups.append((shape, dtype, threads, float32_ms / half_ms))
+    return speedups
+
+
+def format_speedup(dtype, speedup):
+    """'bfloat16 in place / float32 in place: 1.72x faster' (or 'slower')."""
+    if speedup >= 1:
+        return f"{dtype} in place / float32 in place: {speedup:.2f}x faster"
+    return f"{dtype} in place / float32 in place: {1 / speedup:.2f}x slower"
 
 
 def loss_disagreements(rows):
@@ -589,10 +712,21 @@ def run_benchmark(settings, json_path=None, plot_path=None):
             skipped[contestant] = reason
         else:
             contestants.append(contestant)
+    dtypes = []
+    for dtype in settings["dtypes"]:
+        reason = dtype_unavailable(dtype)
+        if reason:
+            skipped[f"every {dtype} row"] = reason
+        else:
+            dtypes.append(dtype)
+    halves = [dtype for dtype in dtypes if dtype in HALF_DTYPES]
+    for contestant, reason in SKIPPED_AT_HALF.items():
+        if halves and contestant in contestants:
+            skipped[f"{contestant} at {', '.join(halves)}"] = reason
 
     print_header(settings, skipped)
     floors = {}
-    for dtype in settings["dtypes"]:
+    for dtype in dtypes:
         result = run_worker({"contestant": "exp floor", "dtype": dtype})
         if "error" in result:
             print(f"floors, {dtype}: failed: {result['error']}")
@@ -607,10 +741,12 @@ def run_benchmark(settings, json_path=None, plot_path=None):
     print(format_header_line())
     rows = []
     for n, c in settings["shapes"]:
-        for dtype in settings["dtypes"]:
+        for dtype in dtypes:
             for threads in settings["threads"]:
                 baseline_median_ms = None
                 for contestant in contestants:
+                    if skipped_at_dtype(contestant, dtype):
+                        continue
                     spec = {
                         "contestant": contestant, "n": n, "c": c, "dtype": dtype,
                         "threads": threads, "repeats": settings["repeats"],
@@ -626,7 +762,9 @@ def run_benchmark(settings, json_path=None, plot_path=None):
 
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"floors_ns": floors, "overhead_us": overhead, "rows": rows}, f, indent=1)
+            speedups = [dict(zip(("shape", "dtype", "threads", "speedup"), s)) for s in half_speedups(rows)]
+            json.dump({"floors_ns": floors, "overhead_us": overhead, "rows": rows,
+                       "half_speedups": speedups}, f, indent=1)
         print(f"wrote {len(rows)} rows to {json_path}")
     if plot_path:
         print(draw_plot(rows, plot_path))
@@ -645,7 +783,7 @@ def draw_plot(rows, path):
         return f"no plot: matplotlib is not installed (pip install 'cyce[bench]'), {path} not written"
     done = [row for row in rows if "error" not in row]
     groups = sorted({(r["shape"], r["dtype"], r["threads"]) for r in done},
-                    key=lambda g: (int(g[0].split("x")[1]), g[1], g[2]))
+                    key=lambda g: (int(g[0].split("x")[1]), DTYPES.index(g[1]), g[2]))
     names = [c for c in CONTESTANTS if any(r["contestant"] == c for r in done)]
     width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(groups)), 5))

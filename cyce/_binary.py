@@ -24,32 +24,34 @@ BINARY_REDUCTIONS = ("mean", "sum", "none", "batchmean")
 
 
 def _float_targets(name, targets, x):
-    """Targets in [0, 1] of x's shape.  Float targets are used as they are
-    (float32 or float64, whatever x is); bool or integer targets are
-    converted to x's dtype once."""
+    """Targets in [0, 1] of x's shape.  float32 and float64 targets are used
+    as they are, whatever x is; bool or integer targets are converted once
+    to the dtype x is computed in, half ones to float32 (check.probabilities)."""
     t = np.asarray(targets)
     if t.dtype.kind in "biu":
         if t.shape != x.shape:
             raise ValueError(f"{name} has shape {t.shape}, expected {x.shape}")
-        t = t.astype(x.dtype)
-    elif t.dtype not in check.FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64 values in [0, 1], got an array of dtype {t.dtype}")
+        t = t.astype(check.compute_dtype(x.dtype))
+    elif t.dtype not in check.FLOAT_DTYPES and not check.is_half(t.dtype):
+        raise TypeError(f"{name} must be {check.SUPPORTED} values in [0, 1], got an array of dtype {t.dtype}")
     return check.probabilities(name, t, x.shape)
 
 
 def _broadcast_weight(name, weight, x, shape):
-    """weight in x's dtype, broadcast (by strides, without a copy) to shape.
-    The weights are used in the input's dtype (they may be as large as the
-    input), so each must be finite in that dtype."""
+    """weight in the dtype x is computed in (x's own, float32 for the half
+    types), broadcast (by strides, without a copy) to shape.  The weights
+    are used in that dtype (they may be as large as the input), so each must
+    be finite in it."""
     given = np.asarray(weight)
-    if given.dtype.kind not in "iuf":
+    if given.dtype.kind not in "iuf" and not check.is_half(given.dtype):
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {given.dtype}")
+    dtype = check.compute_dtype(x.dtype)
     with np.errstate(over="ignore", invalid="ignore"):
-        a = given.astype(x.dtype, copy=False)
+        a = given.astype(dtype, copy=False)
     if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
         first = int(np.argmin(np.isfinite(np.ravel(a))))
         value = np.ravel(given)[first].item()
-        detail = "is not finite" if not np.isfinite(value) else f"overflows {x.dtype} (the input's dtype)"
+        detail = "is not finite" if not np.isfinite(value) else f"overflows {dtype} (the dtype computed in)"
         raise ValueError(f"{name}{check.position(a.shape, first)} = {value!r} {detail}")
     try:
         return np.broadcast_to(a, shape)
@@ -95,7 +97,8 @@ def _elementwise(kind, name, values, original, targets, weight, pos_weight, redu
     flat = x.reshape(-1) if grad is x else np.ascontiguousarray(x).reshape(-1)
     if want_grad and grad is None:
         grad = np.empty(x.shape, dtype=x.dtype)
-    loss_out = np.empty(x.shape, dtype=x.dtype) if reduction == "none" else None
+    loss_dtype = check.compute_dtype(x.dtype)
+    loss_out = np.empty(x.shape, dtype=loss_dtype) if reduction == "none" else None
     loss_sum = _core.binary_elements(
         kind, flat, np.ascontiguousarray(t).reshape(-1),
         None if w is None else _as_rows_view(w, n_rows, n_classes), pw,
@@ -103,7 +106,7 @@ def _elementwise(kind, name, values, original, targets, weight, pos_weight, redu
         None if loss_out is None else loss_out.reshape(-1),
         n_classes=n_classes, grad_scale=grad_scale,
         n_threads=threads_for(n_threads, n, n))  # the kernel starts no more than its blocks
-    loss = loss_out if reduction == "none" else reduce.total(loss_sum, reduction, denominator, x.dtype)
+    loss = loss_out if reduction == "none" else reduce.total(loss_sum, reduction, denominator, loss_dtype)
     return (loss, grad) if want_grad else loss
 
 

@@ -4,10 +4,11 @@
 # C-contiguity), leave every other check to the wrappers in cyce/_softmax.py
 # and cyce/_binary.py, and write their results into the arrays passed.  The
 # floating arrays of one call share one dtype, float32 or float64, written
-# here as the TypeVar _Float.  tests/test_packaging.py checks these
+# here as the TypeVar _Float (float16 and bfloat16 inputs, with float32
+# losses and weights, go through the same shims).  tests/test_packaging.py checks these
 # signatures against the compiled module and the `def` lines of _core.pyx.
 
-from typing import Final, TypedDict, TypeVar
+from typing import Any, Final, TypedDict, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +36,8 @@ def use_level(level: str) -> None:
     """Run every later call on the kernels of `level`."""
 
 def current_level() -> str: ...
+def is_bfloat16(dtype: np.dtype[Any]) -> bool:
+    """Whether dtype is a bfloat16 NumPy dtype (ml_dtypes.bfloat16)."""
 def logsumexp_rows(x: npt.NDArray[_Float], out: npt.NDArray[_Float], n_threads: int) -> None:
     """out[i] = logsumexp(x[i, :]) for an (N, C) x and an (N,) out."""
 

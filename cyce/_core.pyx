@@ -17,9 +17,9 @@
 # (docs/performance.md#threads).
 
 cimport numpy as cnp
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport fabs, isfinite
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 
 cnp.import_array()
@@ -56,11 +56,13 @@ cdef extern from "cyce_kernels.h" nogil:
         int64_t n_classes
         double grad_scale
     ctypedef struct cyce_dtype_kernels:
+        size_t exps_itemsize
         void (*logsumexp)(const cyce_rows *rows, void *out, int64_t first, int64_t stop) noexcept nogil
-        void (*softmax)(const cyce_rows *rows, int log_space, int64_t first, int64_t stop) noexcept nogil
-        double (*softmax_ce_hard)(const cyce_rows *rows, const cyce_ce_opts *opts,
+        void (*softmax)(const cyce_rows *rows, int log_space, void *scratch, int64_t first,
+                        int64_t stop) noexcept nogil
+        double (*softmax_ce_hard)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
                                   int64_t first, int64_t stop) noexcept nogil
-        void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts,
+        void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
                                 int64_t first, int64_t stop) noexcept nogil
         double (*binary)(const cyce_elements *elements, int kind, int64_t start,
                          int64_t stop) noexcept nogil
@@ -75,6 +77,10 @@ cdef extern from "cyce_kernels.h" nogil:
         const char *cflags
         const cyce_dtype_kernels *f32
         const cyce_dtype_kernels *f64
+        const cyce_dtype_kernels *bf16
+        const cyce_dtype_kernels *bf16_f32
+        const cyce_dtype_kernels *f16
+        const cyce_dtype_kernels *f16_f32
         void (*log1p_values)(const double *s, double *out, int64_t n) noexcept nogil
     enum:
         CYCE_BINARY_BLOCK
@@ -122,13 +128,48 @@ def current_level():
 # ---------------------------------------------------------------------------
 # what the shims check: only what keeps memory safe
 
-cdef const cyce_dtype_kernels *kernels_of(cnp.ndarray x) except NULL:
+def is_bfloat16(dtype):
+    """Whether dtype is a bfloat16 NumPy dtype (ml_dtypes.bfloat16, the
+    one JAX uses): recognised by name and size, so that cyce never imports
+    ml_dtypes."""
+    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.name == "bfloat16"
+
+
+cdef bint is_half(cnp.ndarray x):
+    return cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT16 or is_bfloat16(x.dtype)
+
+
+cdef bint float32_output(cnp.ndarray x, object out):
+    """Whether out (a gradient or softmax, or None) is a float32 array for
+    a half x: the kernels then write float32 (master gradients)."""
+    return (out is not None and cnp.PyArray_TYPE(<cnp.ndarray?>out) == cnp.NPY_FLOAT32
+            and is_half(x))
+
+
+cdef const cyce_dtype_kernels *kernels_of(cnp.ndarray x, object out=None) except NULL:
+    """The kernels of x's dtype, writing out's (x's own, or float32 for a
+    half x)."""
     cdef int typenum = cnp.PyArray_TYPE(x)
+    cdef bint to_float32 = float32_output(x, out)
     if typenum == cnp.NPY_FLOAT32:
         return table.f32
     if typenum == cnp.NPY_FLOAT64:
         return table.f64
+    if typenum == cnp.NPY_FLOAT16:
+        return table.f16_f32 if to_float32 else table.f16
+    if is_bfloat16(x.dtype):
+        return table.bf16_f32 if to_float32 else table.bf16
     raise TypeError(f"no kernel for dtype {x.dtype}")
+
+
+cdef int compute_typenum(cnp.ndarray x) except -1:
+    """The dtype the kernels of x's dtype compute in, and so of their
+    losses, weights and logsumexp: float32 for bfloat16 and float16."""
+    return cnp.NPY_FLOAT32 if is_half(x) else cnp.PyArray_TYPE(x)
+
+
+cdef int out_typenum(cnp.ndarray x, object out) except -1:
+    return cnp.NPY_FLOAT32 if float32_output(x, out) else cnp.PyArray_TYPE(x)
 
 
 cdef void *data_of(object a, int typenum) except? NULL:
@@ -145,9 +186,8 @@ cdef void *data_of(object a, int typenum) except? NULL:
 cdef cyce_rows rows_of(cnp.ndarray x, object grad, object row_loss) except *:
     """The arrays of a call over the rows of x, an (N, C) array."""
     cdef cyce_rows rows
-    cdef int typenum = cnp.PyArray_TYPE(x)
-    rows.x = data_of(x, typenum)
-    rows.grad = data_of(grad, typenum)
+    rows.x = data_of(x, cnp.PyArray_TYPE(x))
+    rows.grad = data_of(grad, out_typenum(x, grad))
     rows.labels = NULL
     rows.targets = NULL
     rows.targets_f64 = 0
@@ -239,6 +279,31 @@ cdef inline Schedule schedule_of(int64_t n, int64_t per_task, int n_threads) noe
     return s
 
 
+ctypedef struct Scratch:
+    void *block         # to free() after the prange (NULL: none)
+    char *first         # thread 0's row, on a cache line
+    Py_ssize_t stride   # bytes from one thread's row to the next
+
+
+cdef Scratch new_scratch(const cyce_dtype_kernels *k, int64_t n_classes, int n_threads,
+                         bint wanted) except *:
+    """A row of exps per thread, for the dtypes whose exps go to a scratch
+    row (the half types) when a gradient or softmax is written."""
+    cdef Scratch sc = Scratch(NULL, NULL, 0)
+    if not wanted or k.exps_itemsize == 0:
+        return sc
+    sc.stride = (<Py_ssize_t>(n_classes * k.exps_itemsize) + 63) // 64 * 64
+    sc.block = malloc(sc.stride * max(n_threads, 1) + 64)
+    if sc.block == NULL:
+        raise MemoryError()
+    sc.first = <char *>sc.block + (64 - <uintptr_t>sc.block % 64) % 64
+    return sc
+
+
+cdef inline void *scratch_row(Scratch sc, int thread) noexcept nogil:
+    return NULL if sc.first == NULL else <void *>(sc.first + thread * sc.stride)
+
+
 cdef double *new_task_sums(Py_ssize_t n_tasks) except NULL:
     """One float64 per task, for the losses' sums (to free() after the prange):
     the loss alone allocates nothing per row."""
@@ -255,7 +320,7 @@ def logsumexp_rows(cnp.ndarray x, cnp.ndarray out, int n_threads):
     """out[i] = logsumexp(x[i]) over the rows of x, an (N, C) array."""
     cdef const cyce_dtype_kernels *k = kernels_of(x)
     cdef cyce_rows rows = rows_of(x, None, None)
-    cdef void *out_data = data_of(out, cnp.PyArray_TYPE(x))
+    cdef void *out_data = data_of(out, compute_typenum(x))
     cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
                                   n_threads)
     cdef Py_ssize_t t
@@ -269,17 +334,20 @@ def logsumexp_rows(cnp.ndarray x, cnp.ndarray out, int n_threads):
 
 def softmax_rows(cnp.ndarray x, cnp.ndarray out, bint log_space, int n_threads):
     """out = softmax(x) or log_softmax(x) row by row; out may be x."""
-    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef const cyce_dtype_kernels *k = kernels_of(x, out)
     cdef cyce_rows rows = rows_of(x, out, None)
     cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
                                   n_threads)
+    cdef Scratch sc = new_scratch(k, rows.n_classes, s.threads, not log_space)
     cdef Py_ssize_t t
     cdef int64_t first
     with nogil:
         for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
                         use_threads_if=s.threads > 1):
             first = <int64_t>t * s.per_task
-            k.softmax(&rows, log_space, first, min(first + s.per_task, rows.n_rows))
+            k.softmax(&rows, log_space, scratch_row(sc, threadid()), first,
+                      min(first + s.per_task, rows.n_rows))
+        free(sc.block)
 
 
 def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_loss, *,
@@ -289,13 +357,14 @@ def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_l
     """Softmax cross entropy of the rows of x against int64 labels.  Writes
     the gradient times grad_scale to grad (unless None; may be x) and each
     row's loss to row_loss (unless None); returns the loss sum."""
-    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef const cyce_dtype_kernels *k = kernels_of(x, grad)
     cdef cyce_rows rows = rows_of(x, grad, row_loss)
     rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, ignore_index,
                                      label_smoothing, z_loss, grad_scale)
     cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
                                   n_threads)
+    cdef Scratch sc = new_scratch(k, rows.n_classes, s.threads, grad is not None)
     cdef Py_ssize_t t
     cdef int64_t first
     cdef double *task_loss = new_task_sums(s.n_tasks)
@@ -304,10 +373,11 @@ def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_l
         for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
                         use_threads_if=s.threads > 1):
             first = <int64_t>t * s.per_task
-            task_loss[t] = k.softmax_ce_hard(&rows, &opts, first,
+            task_loss[t] = k.softmax_ce_hard(&rows, &opts, scratch_row(sc, threadid()), first,
                                              min(first + s.per_task, rows.n_rows))
         total = fixed_order_sum(task_loss, s.n_tasks)
         free(task_loss)
+        free(sc.block)
     return total
 
 
@@ -316,20 +386,23 @@ def softmax_ce_soft_rows(cnp.ndarray x, object grad, object targets, object row_
                          double z_loss, double grad_scale, int n_threads):
     """softmax_ce_hard_rows against probabilities (float32 or float64, of
     x's shape); row_loss is required."""
-    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef const cyce_dtype_kernels *k = kernels_of(x, grad)
     cdef cyce_rows rows = rows_of(x, grad, row_loss)
     set_targets(&rows, targets)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, 0,
                                      label_smoothing, z_loss, grad_scale)
     cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
                                   n_threads)
+    cdef Scratch sc = new_scratch(k, rows.n_classes, s.threads, grad is not None)
     cdef Py_ssize_t t
     cdef int64_t first
     with nogil:
         for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
                         use_threads_if=s.threads > 1):
             first = <int64_t>t * s.per_task
-            k.softmax_ce_soft(&rows, &opts, first, min(first + s.per_task, rows.n_rows))
+            k.softmax_ce_soft(&rows, &opts, scratch_row(sc, threadid()), first,
+                              min(first + s.per_task, rows.n_rows))
+        free(sc.block)
     return fixed_order_sum(rows.row_loss, rows.n_rows)
 
 
@@ -343,9 +416,11 @@ def binary_elements(int kind, cnp.ndarray values, object targets, object weight,
     (rows, n_classes) values: the gradient times grad_scale to grad and each
     element's loss to loss_out, unless None (grad may be values); weight is a
     (rows, n_classes) view and pos_weight an (n_classes,) view, by strides,
-    of values' dtype, or None.  Returns the loss sum."""
-    cdef const cyce_dtype_kernels *k = kernels_of(values)
+    of the dtype computed in (values' own, float32 for the half types), as
+    loss_out is, or None.  Returns the loss sum."""
+    cdef const cyce_dtype_kernels *k = kernels_of(values, grad)
     cdef int typenum = cnp.PyArray_TYPE(values)
+    cdef int real_typenum = compute_typenum(values)
     cdef cyce_elements elements
     cdef cnp.ndarray view
     elements.values = data_of(values, typenum)
@@ -355,19 +430,19 @@ def binary_elements(int kind, cnp.ndarray values, object targets, object weight,
     elements.pos_weight = NULL
     if weight is not None:
         view = <cnp.ndarray?>weight
-        if cnp.PyArray_TYPE(view) != typenum or view.ndim != 2:
-            raise TypeError("weight must be a 2-D view of the values' dtype")
+        if cnp.PyArray_TYPE(view) != real_typenum or view.ndim != 2:
+            raise TypeError("weight must be a 2-D view of the values' compute dtype")
         elements.weight = <const char *>cnp.PyArray_DATA(view)
         elements.weight_strides[0] = view.strides[0]
         elements.weight_strides[1] = view.strides[1]
     if pos_weight is not None:
         view = <cnp.ndarray?>pos_weight
-        if cnp.PyArray_TYPE(view) != typenum or view.ndim != 1:
-            raise TypeError("pos_weight must be a 1-D view of the values' dtype")
+        if cnp.PyArray_TYPE(view) != real_typenum or view.ndim != 1:
+            raise TypeError("pos_weight must be a 1-D view of the values' compute dtype")
         elements.pos_weight = <const char *>cnp.PyArray_DATA(view)
         elements.pos_weight_stride = view.strides[0]
-    elements.grad = data_of(grad, typenum)
-    elements.loss_out = data_of(loss_out, typenum)
+    elements.grad = data_of(grad, out_typenum(values, grad))
+    elements.loss_out = data_of(loss_out, real_typenum)
     elements.n_elements = values.size
     elements.n_classes = n_classes
     elements.grad_scale = grad_scale
@@ -392,7 +467,7 @@ def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object ro
                         double grad_scale, int n_threads):
     """Categorical cross entropy of the rows of probs against int64 class
     indices or float targets of probs' shape (labels' dtype says which)."""
-    cdef const cyce_dtype_kernels *k = kernels_of(probs)
+    cdef const cyce_dtype_kernels *k = kernels_of(probs, grad)
     cdef cyce_rows rows = rows_of(probs, grad, row_loss)
     if cnp.PyArray_TYPE(<cnp.ndarray?>labels) != cnp.NPY_INT64:
         set_targets(&rows, labels)
@@ -458,11 +533,18 @@ def label_weight_sum(const int64_t[::1] labels, int64_t ignore_index,
 
 
 # ---------------------------------------------------------------------------
-# the kernels' exps and sums, exposed for their accuracy tests
+# the kernels' exps and sums, exposed for their accuracy tests (float32 and
+# float64: the half types compute with float32's)
+
+cdef const cyce_dtype_kernels *exp_kernels_of(cnp.ndarray x) except NULL:
+    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    if k.exp_values == NULL:
+        raise TypeError(f"the exp kernels are float32 and float64 only, got {x.dtype}")
+    return k
 
 def exp_values(cnp.ndarray x, cnp.ndarray out):
     """cyce's vectorised exp, elementwise, over a 1-D array."""
-    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef const cyce_dtype_kernels *k = exp_kernels_of(x)
     cdef const void *src = data_of(x, cnp.PyArray_TYPE(x))
     cdef void *dst = data_of(out, cnp.PyArray_TYPE(x))
     with nogil:
@@ -471,7 +553,7 @@ def exp_values(cnp.ndarray x, cnp.ndarray out):
 
 def exp_nonpos_values(cnp.ndarray x, cnp.ndarray out):
     """The softmax kernels' exp for x <= 0, elementwise."""
-    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef const cyce_dtype_kernels *k = exp_kernels_of(x)
     cdef const void *src = data_of(x, cnp.PyArray_TYPE(x))
     cdef void *dst = data_of(out, cnp.PyArray_TYPE(x))
     with nogil:
@@ -482,7 +564,7 @@ def span_exp_sum_count(cnp.ndarray x, object out, double shift, double top):
     """The softmax rows' exp-and-sum loop over x: out (unless None) =
     exp(x - shift); returns (the sum in x's dtype of the terms where
     x != top, how many x == top)."""
-    cdef const cyce_dtype_kernels *k = kernels_of(x)
+    cdef const cyce_dtype_kernels *k = exp_kernels_of(x)
     cdef const void *src = data_of(x, cnp.PyArray_TYPE(x))
     cdef void *dst = data_of(out, cnp.PyArray_TYPE(x))
     cdef double total = 0, count = 0

@@ -25,9 +25,10 @@ def gradient_scale(reduction, denominator):
 
 
 def total(loss_sum, reduction, denominator, dtype):
-    """The loss as a NumPy scalar of dtype: the kernel's float64 sum, over the
-    denominator for the means (0/0 is nan, as in PyTorch).  A float32 loss
-    beyond 3.4e38 is inf."""
+    """The loss as a NumPy scalar of dtype (float32 or float64: a half
+    input's loss is float32): the kernel's float64 sum, over the denominator
+    for the means (0/0 is nan, as in PyTorch).  A float32 loss beyond 3.4e38
+    is inf."""
     if reduction in ("mean", "batchmean"):
         if denominator != 0.0:
             loss_sum = loss_sum / denominator

@@ -29,18 +29,21 @@ def logsumexp(x, *, out=None, num_threads=None):
     """log(sum(exp(x))) over the last axis, computed without overflow.
 
     Returns an array of shape ``x.shape[:-1]`` (a scalar for 1-D ``x``) in
-    x's dtype, or ``out`` when given.  Like PyTorch, a row holding ``+inf``
-    gives ``inf``, an all ``-inf`` row gives ``-inf``, a NaN gives NaN.
+    x's dtype (float32 for float16 and bfloat16 input: a bfloat16 logsumexp
+    would keep three digits), or ``out`` when given.  Like PyTorch, a row
+    holding ``+inf`` gives ``inf``, an all ``-inf`` row gives ``-inf``, a NaN
+    gives NaN.
     """
     a = check.float_array("x", x)
     n_threads = check.num_threads(num_threads)
     shape = a.shape[:-1]
+    dtype = check.compute_dtype(a.dtype)
     if out is not None:
-        check.writable_output("out", out, shape, a.dtype)
+        check.writable_output("out", out, shape, dtype)
         check.no_overlap("out", out, [("x", a)])
         result = out
     else:
-        result = np.empty(shape, dtype=a.dtype)
+        result = np.empty(shape, dtype=dtype)
     rows = _rows(a)
     _core.logsumexp_rows(rows, result.reshape(-1), threads_for(n_threads, rows.shape[0], rows.size))
     if out is None and result.ndim == 0:
@@ -56,7 +59,7 @@ def _softmax_into(x, out, num_threads, log_space):
         rows = _rows(a)
         target = np.empty(rows.shape, dtype=a.dtype)
     else:
-        check.writable_output("out", out, a.shape, a.dtype)
+        check.writable_output("out", out, a.shape, *check.output_dtypes(a.dtype))
         if isinstance(x, np.ndarray) and check.same_memory(out, x):
             rows = out.reshape(-1, n_classes)  # in place: the kernel reads each row before writing it
         else:
@@ -71,7 +74,8 @@ def log_softmax(x, *, out=None, num_threads=None):
     """log_softmax over the last axis: ``x - logsumexp(x)``, computed as
     ``(x - max) - log(sum(exp(x - max)))``.  ``out=x`` works in place (x must
     then be a writable C-contiguous array).  A row holding NaN or ``+inf``, or
-    only ``-inf``, is NaN throughout (as in PyTorch)."""
+    only ``-inf``, is NaN throughout (as in PyTorch).  The result has x's
+    dtype, or out's: float32 ``out`` for float16 or bfloat16 ``x`` works too."""
     return _softmax_into(x, out, num_threads, True)
 
 
@@ -176,7 +180,7 @@ def categorical_ce(probs, labels, *, eps=None, weight=None, ignore_index=-100,
     """
     p = check.float_array("probs", probs)
     reduction = check.option_in("reduction", reduction, check.REDUCTIONS)
-    eps = np.finfo(p.dtype).eps if eps is None else check.real_in("eps", eps, 0.0, 1.0)
+    eps = _machine_eps(p.dtype) if eps is None else check.real_in("eps", eps, 0.0, 1.0)
     check.probabilities("probs", p, p.shape)
     call = _RowLoss("probs", p, probs, labels, weight, None, ignore_index,
                     return_grad, inplace, grad_out, num_threads)
@@ -188,6 +192,12 @@ def categorical_ce(probs, labels, *, eps=None, weight=None, ignore_index=-100,
         ignore_index=call.ignore_index, eps=eps, grad_scale=call.grad_scale(reduction),
         n_threads=call.threads)
     return call.result(reduction, loss_sum, row_loss)
+
+
+def _machine_eps(dtype):
+    """The spacing of 1 and the next value of dtype (np.finfo has no
+    bfloat16, whose 8 significant bits make it 2**-7)."""
+    return 2.0**-7 if check.is_half(dtype) and dtype != check.FLOAT16 else float(np.finfo(dtype).eps)
 
 
 class _RowLoss:
@@ -243,9 +253,10 @@ class _RowLoss:
 
     def result(self, reduction, loss_sum, row_loss):
         """The loss (and the gradient, when asked for) of the reduction."""
+        dtype = check.compute_dtype(self.x.dtype)
         if reduction == "none":
-            loss = reduce.per_row_losses(row_loss, self.x.dtype, self.batch_shape)
+            loss = reduce.per_row_losses(row_loss, dtype, self.batch_shape)
         else:
-            loss = reduce.total(loss_sum, reduction, self.denom, self.x.dtype)
+            loss = reduce.total(loss_sum, reduction, self.denom, dtype)
         # grad is the caller's own array when it received the gradient (inplace, grad_out)
         return (loss, self.grad) if self.want_grad else loss

@@ -18,26 +18,45 @@ import numpy as np
 from . import _core
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT32 = np.dtype(np.float32)
+FLOAT16 = np.dtype(np.float16)
 REDUCTIONS = ("mean", "sum", "none")
+SUPPORTED = "float32, float64, float16 or bfloat16 (ml_dtypes.bfloat16)"
 
 
 def _kind_name(a):
     return f"an array of dtype {a.dtype}"
 
 
+def is_half(dtype):
+    """float16, or a bfloat16 NumPy dtype (recognised without ml_dtypes)."""
+    return dtype == FLOAT16 or _core.is_bfloat16(dtype)
+
+
+def compute_dtype(dtype):
+    """The dtype a kernel computes in for input of dtype, and so the dtype
+    of its losses and logsumexp: float32 for the half types, else dtype."""
+    return FLOAT32 if is_half(dtype) else dtype
+
+
+def output_dtypes(dtype):
+    """The dtypes a gradient or softmax of input of dtype may be written
+    in: the input's own, or float32 for a half input (master gradients)."""
+    return (dtype, FLOAT32) if is_half(dtype) else (dtype,)
+
+
 def float_array(name, x):
-    """x as a float32/float64 ndarray with at least one axis and C >= 1."""
+    """x as a float32, float64, float16 or bfloat16 ndarray with at least
+    one axis and C >= 1."""
     a = np.asarray(x)
-    if a.dtype not in FLOAT_DTYPES:
-        if a.dtype == np.float16:
-            hint = f"float16 is not supported: pass {name}.astype(np.float32)"
-        elif a.dtype.kind in "iub":
+    if a.dtype not in FLOAT_DTYPES and not is_half(a.dtype):
+        if a.dtype.kind in "iub":
             hint = f"pass {name}.astype(np.float32) or np.float64"
         elif a.dtype == object and hasattr(x, "__dlpack__"):
             hint = f"NumPy reads this DLPack producer through np.from_dlpack({name}) (no copy)"
         else:
-            hint = "pass float32 or float64 values"
-        raise TypeError(f"{name} must be float32 or float64, got {_kind_name(a)}: {hint}")
+            hint = f"pass {SUPPORTED} values"
+        raise TypeError(f"{name} must be {SUPPORTED}, got {_kind_name(a)}: {hint}")
     if a.ndim == 0:
         raise ValueError(f"{name} must have shape (..., C) with the classes on the last axis, got a 0-d array")
     if a.shape[-1] == 0:
@@ -139,10 +158,14 @@ def class_labels(labels, batch_shape, n_classes, ignore_index, name="labels"):
 
 
 def probabilities(name, t, shape):
-    """Float probabilities of the given shape, each in [0, 1], no NaN.  Not
-    copied (they may be as large as the logits)."""
+    """Float probabilities of the given shape, each in [0, 1], no NaN.
+    float32 and float64 are not copied (they may be as large as the
+    logits); float16 and bfloat16 ones are converted to float32 once (the
+    kernels read probabilities in float32 or float64)."""
+    if is_half(t.dtype):
+        t = t.astype(FLOAT32)
     if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64 probabilities, got {_kind_name(t)}")
+        raise TypeError(f"{name} must be {SUPPORTED} probabilities, got {_kind_name(t)}")
     if t.shape != shape:
         raise ValueError(f"{name} has shape {t.shape}, expected {shape}")
     if t.size == 0:
@@ -162,7 +185,7 @@ def probabilities(name, t, shape):
 def weights(name, w, shape, what):
     """A float64 C-contiguous copy of finite weights of the given shape."""
     a = np.asarray(w)
-    if a.dtype.kind not in "iuf":
+    if a.dtype.kind not in "iuf" and not is_half(a.dtype):
         raise TypeError(f"{name} must hold real numbers ({what}), got {_kind_name(a)}")
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape} ({what}), got shape {a.shape}")
@@ -174,20 +197,22 @@ def weights(name, w, shape, what):
     return a
 
 
-def writable_output(name, out, shape, dtype):
-    """A caller's output buffer: an ndarray of this exact shape and dtype,
-    C-contiguous and writable (cyce never writes through a copy)."""
+def writable_output(name, out, shape, *dtypes):
+    """A caller's output buffer: an ndarray of this exact shape and one of
+    these dtypes, C-contiguous and writable (cyce never writes through a
+    copy)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
     if isinstance(out, np.matrix):
         raise TypeError(f"{name} must be an ndarray, not np.matrix (which stays 2-D when "
                         f"flattened): pass np.asarray({name})")
-    if out.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.dtype not in dtypes:
+        names = " or ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name} must have dtype {names}, got {out.dtype}")
     if out.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
     if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous: pass np.empty({shape}, dtype=np.{dtype})")
+        raise ValueError(f"{name} must be C-contiguous: pass np.empty({shape}, dtype={name}.dtype)")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
     return out
@@ -252,7 +277,7 @@ def gradient_destination(name, x, original, inplace, grad_out, return_grad, alia
                 )
         return x, True
     if grad_out is not None:
-        writable_output("grad_out", grad_out, x.shape, x.dtype)
+        writable_output("grad_out", grad_out, x.shape, *output_dtypes(x.dtype))
         if isinstance(original, np.ndarray) and same_memory(grad_out, x):
             return gradient_destination(name, x, original, True, None, True, aliases)
         no_overlap("grad_out", grad_out, [(name, x)] + list(aliases))

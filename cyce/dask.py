@@ -314,12 +314,13 @@ def _split(pairs, x, reduction, loss_dims, return_grad, denominator=None):
     """(the loss, grad or None) from an array whose chunks are (loss, grad)
     tuples: each chunk is computed once for both.  For "none" the loss is
     the per-row (per-element) array, else _total_loss of the chunks."""
+    loss_dtype = check.compute_dtype(x.dtype)   # float32 for float16 and bfloat16
     if reduction == "none":
         loss = da.blockwise(_pick, tuple(range(loss_dims)), pairs, tuple(range(x.ndim)), item=0,
-                            depth=x.ndim - loss_dims, concatenate=False, dtype=x.dtype,
-                            meta=np.empty((0,) * loss_dims, dtype=x.dtype))
+                            depth=x.ndim - loss_dims, concatenate=False, dtype=loss_dtype,
+                            meta=np.empty((0,) * loss_dims, dtype=loss_dtype))
     else:
-        loss = _total_loss(pairs, reduction, x.dtype, denominator)
+        loss = _total_loss(pairs, reduction, loss_dtype, denominator)
     grad = None
     if return_grad:
         grad = pairs.map_blocks(_pick, item=1, depth=0, dtype=x.dtype,
@@ -522,8 +523,10 @@ def binary_ce(probs: _Array, targets: _Array, *, weight: _Array | None = None,
 def _rowwise(function, x, drop_last, num_threads):
     a = _logits("x", x)
     ndim = a.ndim - 1 if drop_last else a.ndim
-    return a.map_blocks(function, drop_axis=[a.ndim - 1] if drop_last else [], dtype=a.dtype,
-                        num_threads=_threads(num_threads), meta=np.empty((0,) * ndim, dtype=a.dtype))
+    # logsumexp of a half type is float32
+    dtype = check.compute_dtype(a.dtype) if drop_last else a.dtype
+    return a.map_blocks(function, drop_axis=[a.ndim - 1] if drop_last else [], dtype=dtype,
+                        num_threads=_threads(num_threads), meta=np.empty((0,) * ndim, dtype=dtype))
 
 
 def logsumexp(x: _Array, *, out: None = None, num_threads: int | None = None) -> Any:

@@ -33,9 +33,11 @@ def y():
 
 SOFTMAX_CE_CASES = {
     # name: (kwargs or replacement args, error, message pattern)
-    "int logits": ("logits", np.arange(24).reshape(6, 4), TypeError, r"logits must be float32 or float64.*int64"),
-    "float16 logits": ("logits", np.ones((6, 4), np.float16), TypeError, r"float16 is not supported"),
-    "complex logits": ("logits", np.ones((6, 4), np.complex64), TypeError, r"logits must be float32 or float64"),
+    "int logits": ("logits", np.arange(24).reshape(6, 4), TypeError,
+                   r"logits must be float32, float64, float16 or bfloat16.*int64"),
+    "int16 logits": ("logits", np.ones((6, 4), np.int16), TypeError, r"float16 or bfloat16.*int16"),
+    "complex logits": ("logits", np.ones((6, 4), np.complex64), TypeError,
+                       r"logits must be float32, float64, float16 or bfloat16"),
     "object logits": ("logits", np.array([[object()] * 4] * 6), TypeError, r"logits must be float32"),
     "bool logits": ("logits", np.ones((6, 4), bool), TypeError, r"logits must be float32"),
     "0-d logits": ("logits", np.float32(1.0), ValueError, r"logits must have shape \(\.\.\., C\).*0-d"),
@@ -147,7 +149,7 @@ def test_positions_in_leading_dimensions():
 @pytest.mark.parametrize("name", ["logsumexp", "log_softmax", "softmax"])
 def test_softmax_functions_reject(name):
     fn = getattr(cyce, name)
-    assert_rejected(fn, (np.arange(6).reshape(2, 3),), {}, TypeError, r"x must be float32 or float64")
+    assert_rejected(fn, (np.arange(6).reshape(2, 3),), {}, TypeError, r"x must be float32, float64, float16 or bfloat16")
     assert_rejected(fn, (np.ones((2, 0)),), {}, ValueError, r"zero classes")
     assert_rejected(fn, (np.float64(3.0),), {}, ValueError, r"0-d")
     assert_rejected(fn, (np.ones((2, 3)),), {"num_threads": 0}, ValueError, r"num_threads")

@@ -262,7 +262,7 @@ def test_the_sdist_carries_everything_to_build(sdist):
         for required in ("README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "setup.py",
                          "MANIFEST.in", "docs/api.md", "cyce/py.typed", "cyce/_softmax.pyi",
                          "cyce/_binary.pyi", "cyce/_core.pyi", "cyce/_core.pyx",
-                         "cyce/_src/cyce_kernels.c",
+                         "cyce/_src/cyce_kernels.c", "cyce/_src/cyce_kernels_half.c",
                          "tests/conftest.py", "tests/reference.py", "tests/typing_example.py",
                          "examples/dask_eval.py", "examples/torch_training.py"):
             assert required in names, required

@@ -54,8 +54,13 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_poly(__m512d r)
     return _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
 }
 
+#ifndef CYCE_HALF_TYPES
 #define CYCE_REAL float
+#define CYCE_STORE float
+#define CYCE_NATIVE 1
 #define CYCE_SUFFIX f32
+#define CYCE_VLOAD(p) _mm512_loadu_ps(p)
+#define CYCE_VLOAD_MASKZ(mask, p) _mm512_maskz_loadu_ps(mask, p)
 #define CYCE_LANES 16
 #define CYCE_MASK __mmask16
 #define CYCE_V __m512
@@ -66,7 +71,11 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_poly(__m512d r)
 #include "cyce_avx512_template.h"
 
 #define CYCE_REAL double
+#define CYCE_STORE double
+#define CYCE_NATIVE 1
 #define CYCE_SUFFIX f64
+#define CYCE_VLOAD(p) _mm512_loadu_pd(p)
+#define CYCE_VLOAD_MASKZ(mask, p) _mm512_maskz_loadu_pd(mask, p)
 #define CYCE_LANES 8
 #define CYCE_MASK __mmask8
 #define CYCE_V __m512d
@@ -75,5 +84,54 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_poly(__m512d r)
 #define CYCE_VPOLY cyce_v8_exp_poly
 #define CYCE_VCONST(name) CYCE_EXP_##name
 #include "cyce_avx512_template.h"
+
+#else
+
+/* 16 bfloat16 or float16 values (their bits), widened to float: a shift
+ * into the upper half, or vcvtph2ps; masked lanes read nothing and are 0. */
+static inline __attribute__((always_inline)) __m512 cyce_v16_bf16_load(__mmask16 lanes,
+                                                                       const uint16_t *p)
+{
+    __m256i bits = _mm256_maskz_loadu_epi16(lanes, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+static inline __attribute__((always_inline)) __m512 cyce_v16_f16_load(__mmask16 lanes,
+                                                                      const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, p));
+}
+
+#define CYCE_REAL float
+#define CYCE_STORE uint16_t
+#define CYCE_NATIVE 0
+#define CYCE_SUFFIX bf16
+#define CYCE_VLOAD(p) cyce_v16_bf16_load((__mmask16)0xffff, p)
+#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_bf16_load(mask, p)
+#define CYCE_LANES 16
+#define CYCE_MASK __mmask16
+#define CYCE_V __m512
+#define CYCE_VOP(op) _mm512_##op##_ps
+#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
+#define CYCE_VPOLY cyce_v16_expf_poly
+#define CYCE_VCONST(name) CYCE_EXPF_##name
+#include "cyce_avx512_template.h"
+
+#define CYCE_REAL float
+#define CYCE_STORE uint16_t
+#define CYCE_NATIVE 0
+#define CYCE_SUFFIX f16
+#define CYCE_VLOAD(p) cyce_v16_f16_load((__mmask16)0xffff, p)
+#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_f16_load(mask, p)
+#define CYCE_LANES 16
+#define CYCE_MASK __mmask16
+#define CYCE_V __m512
+#define CYCE_VOP(op) _mm512_##op##_ps
+#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
+#define CYCE_VPOLY cyce_v16_expf_poly
+#define CYCE_VCONST(name) CYCE_EXPF_##name
+#include "cyce_avx512_template.h"
+
+#endif
 
 #endif

@@ -1,9 +1,12 @@
 /*
- * The AVX-512 exp-and-sum span of cyce_avx512.h, written once for float
- * and double: cyce_avx512.h includes it twice, with CYCE_REAL, CYCE_LANES,
+ * The AVX-512 exp-and-sum span of cyce_avx512.h, written once for every
+ * input dtype: cyce_avx512.h includes it once per dtype, with CYCE_REAL,
+ * CYCE_STORE and CYCE_NATIVE (as for cyce_rows_template.h), CYCE_LANES,
  * CYCE_MASK, CYCE_V, CYCE_VOP (the intrinsic of an operation),
- * CYCE_VCMP_MASK, CYCE_VPOLY (the exp's polynomial) and CYCE_VCONST (the
- * exp's constants in cyce_exp.h), which it undefines at its end.
+ * CYCE_VLOAD and CYCE_VLOAD_MASKZ (a load of CYCE_LANES stored elements,
+ * widened to CYCE_REAL, and its masked form), CYCE_VCMP_MASK, CYCE_VPOLY (the exp's polynomial) and
+ * CYCE_VCONST (the exp's constants in cyce_exp.h), which it undefines at
+ * its end.
  */
 #define CYCE_CAT_(a, b) a##_##b
 #define CYCE_CAT(a, b) CYCE_CAT_(a, b)
@@ -33,7 +36,7 @@ static inline __attribute__((always_inline)) CYCE_V CYCE_FN(cyce_vexp_nonpos)(CY
  * The last partial vector goes through masks.  The lanes are reduced at the
  * end in a fixed order: the result depends on start and stop only. */
 static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
-    const CYCE_REAL *x, CYCE_REAL *out, int64_t start, int64_t stop, CYCE_REAL shift,
+    const CYCE_STORE *x, CYCE_REAL *out, int64_t start, int64_t stop, CYCE_REAL shift,
     CYCE_REAL top, CYCE_REAL *sum, CYCE_REAL *count)
 {
     const CYCE_V vshift = CYCE_VOP(set1)(shift), vtop = CYCE_VOP(set1)(top);
@@ -53,18 +56,18 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
     const CYCE_MASK all = (CYCE_MASK)~(CYCE_MASK)0;
     if (out == NULL) {
         for (; j + CYCE_LANES <= stop; j += CYCE_LANES) {
-            CYCE_V xv = CYCE_VOP(loadu)(x + j);
+            CYCE_V xv = CYCE_VLOAD(x + j);
             CYCE_SPAN_VECTOR(all, xv, (void)0);
         }
     } else {
         for (; j + CYCE_LANES <= stop; j += CYCE_LANES) {
-            CYCE_V xv = CYCE_VOP(loadu)(x + j);
+            CYCE_V xv = CYCE_VLOAD(x + j);
             CYCE_SPAN_VECTOR(all, xv, CYCE_VOP(storeu)(out + j, e));
         }
     }
     if (j < stop) {
         CYCE_MASK tail = (CYCE_MASK)((1u << (stop - j)) - 1u);
-        CYCE_V xv = CYCE_VOP(maskz_loadu)(tail, x + j);
+        CYCE_V xv = CYCE_VLOAD_MASKZ(tail, x + j);
         CYCE_SPAN_VECTOR(tail, xv, if (out != NULL) CYCE_VOP(mask_storeu)(out + j, tail, e));
     }
 #undef CYCE_SPAN_VECTOR
@@ -99,9 +102,9 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
  * wait on memory rather than on the splits
  * (docs/performance.md#cache-line-alignment). */
 static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_avx512)(
-    const CYCE_REAL *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
-    const CYCE_REAL *next, int64_t next_len, CYCE_REAL *next_max, double *count,
-    const CYCE_REAL *ahead, CYCE_REAL *prev, CYCE_REAL prev_scale)
+    const CYCE_STORE *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
+    const CYCE_STORE *next, int64_t next_len, CYCE_REAL *next_max, double *count,
+    const CYCE_STORE *ahead, CYCE_REAL *prev, CYCE_REAL prev_scale)
 {
     const CYCE_V vshift = CYCE_VOP(set1)(shift), vtop = CYCE_VOP(set1)(top);
     const CYCE_V vscale = CYCE_VOP(set1)(prev_scale), one = CYCE_VOP(set1)(1);
@@ -109,10 +112,12 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
     CYCE_V rest = CYCE_VOP(setzero)(), others = CYCE_VOP(setzero)();
     CYCE_V vmax = CYCE_VOP(set1)(-INFINITY);
     const int64_t fused = next_len < len ? next_len : len;
-    const int64_t far = CYCE_PREFETCH_FAR_BYTES / (int64_t)sizeof(CYCE_REAL);
-    /* a vector is a cache line: the lanes before the first line */
-    const int64_t line_head = sizeof(CYCE_REAL) == 4
-        ? cyce_line_head(out != NULL ? out : x, sizeof(CYCE_REAL)) : 0;
+    const int64_t far = CYCE_PREFETCH_FAR_BYTES / (int64_t)sizeof(CYCE_STORE);
+    /* a vector of float is a cache line: the lanes before the first line
+     * (of the exps written, else of a float input) */
+    const int64_t line_head = sizeof(CYCE_REAL) != 4 ? 0
+        : out != NULL ? cyce_line_head(out, sizeof(CYCE_REAL))
+        : sizeof(CYCE_STORE) == 4 ? cyce_line_head(x, sizeof(CYCE_REAL)) : 0;
     const int64_t head = line_head < len ? line_head : 0;
     double total = 0.0;
     int64_t j = 0;
@@ -121,7 +126,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
      * not at the top (lanes `other`) to the sums. */
 #define CYCE_BLOCK_VECTOR(lanes, NEXT, SUM)                                         \
     do {                                                                            \
-        CYCE_V xv = CYCE_VOP(maskz_loadu)(lanes, x + j);                            \
+        CYCE_V xv = CYCE_VLOAD_MASKZ(lanes, x + j);                                 \
         CYCE_V e = CYCE_VEXP(CYCE_VOP(sub)(xv, vshift));                            \
         CYCE_MASK other = CYCE_VCMP_MASK(lanes, xv, vtop, _CMP_NEQ_UQ);             \
         NEXT;                                                                       \
@@ -141,7 +146,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
     } while (0)
     /* the next block's max over `next_lanes` of the vector at j */
 #define CYCE_NEXT_MAX(next_lanes)                                                   \
-    vmax = CYCE_VOP(mask_max)(vmax, next_lanes, CYCE_VOP(maskz_loadu)(next_lanes, next + j), vmax)
+    vmax = CYCE_VOP(mask_max)(vmax, next_lanes, CYCE_VLOAD_MASKZ(next_lanes, next + j), vmax)
     /* ... over the lanes of the vector at j below fused */
 #define CYCE_NEXT_MAX_FUSED                                                         \
     CYCE_NEXT_MAX(j + CYCE_LANES <= fused ? all                                     \
@@ -191,6 +196,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
 
 #undef CYCE_FIRST_LANES
 
+#if CYCE_NATIVE
 /* out[j] = exp(x[j]) for x[j] <= 0 (or NaN), j < n: the exp above alone
  * (for its tests and the benchmark's exp floor). */
 static inline void CYCE_FN(cyce_exp_nonpos_avx512)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n)
@@ -204,13 +210,18 @@ static inline void CYCE_FN(cyce_exp_nonpos_avx512)(const CYCE_REAL *x, CYCE_REAL
         CYCE_VOP(mask_storeu)(out + j, tail, CYCE_VEXP(CYCE_VOP(maskz_loadu)(tail, x + j)));
     }
 }
+#endif
 
 #undef CYCE_REAL
+#undef CYCE_STORE
+#undef CYCE_NATIVE
 #undef CYCE_SUFFIX
 #undef CYCE_LANES
 #undef CYCE_MASK
 #undef CYCE_V
 #undef CYCE_VOP
+#undef CYCE_VLOAD
+#undef CYCE_VLOAD_MASKZ
 #undef CYCE_VCMP_MASK
 #undef CYCE_VEXP
 #undef CYCE_VPOLY

@@ -11,6 +11,7 @@
 #ifndef CYCE_KERNELS_H
 #define CYCE_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -28,7 +29,8 @@ typedef struct {
 } cyce_ce_opts;
 
 /* The arrays of one call over rows (all C-contiguous, n_rows x n_classes
- * unless said otherwise; the element type is the table's dtype). */
+ * unless said otherwise; x and grad of the table's dtype, probabilities
+ * float or double). */
 typedef struct {
     const void *x;
     void *grad;                   /* NULL for the loss alone; may be x */
@@ -42,7 +44,9 @@ typedef struct {
 
 /* The arrays of an elementwise binary loss over the flattened
  * (n_elements / n_classes, n_classes) array; weight and pos_weight are
- * broadcast through their byte strides. */
+ * broadcast through their byte strides.  values and grad are of the
+ * table's dtype; weight, pos_weight and loss_out of the type it computes in
+ * (float for bfloat16 and float16). */
 typedef struct {
     const void *values;
     const void *targets;
@@ -70,18 +74,28 @@ enum { CYCE_SIGMOID_BCE = 0, CYCE_PROBABILITY_BCE = 1 };
 
 /* The kernels of one storage dtype.  A task is a range of rows (or, for
  * the binary losses, of CYCE_BINARY_BLOCK elements); a task returning a
- * double returns the sum of its losses in row order. */
+ * double returns the sum of its losses in row order.
+ *
+ * The tasks that take a scratch row store a row's exps there where the
+ * dtype cannot hold them unrounded (bfloat16, float16): n_classes *
+ * exps_itemsize bytes of the calling thread's own, needed when a gradient
+ * or softmax is written; exps_itemsize is 0 (no scratch: pass NULL) for
+ * float and double, whose exps go to the output itself.  logsumexp writes
+ * float for the half types. */
 typedef struct {
+    size_t exps_itemsize;
     void (*logsumexp)(const cyce_rows *rows, void *out, int64_t first, int64_t stop);
-    void (*softmax)(const cyce_rows *rows, int log_space, int64_t first, int64_t stop);
-    double (*softmax_ce_hard)(const cyce_rows *rows, const cyce_ce_opts *opts,
+    void (*softmax)(const cyce_rows *rows, int log_space, void *scratch, int64_t first,
+                    int64_t stop);
+    double (*softmax_ce_hard)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
                               int64_t first, int64_t stop);
-    void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts,
+    void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
                             int64_t first, int64_t stop);
     double (*binary)(const cyce_elements *elements, int kind, int64_t start, int64_t stop);
     void (*categorical_ce)(const cyce_rows *rows, const cyce_ce_opts *opts, double eps,
                            int64_t first, int64_t stop);
-    /* the exps and the exp-and-sum loop the kernels use, for their tests */
+    /* the exps and the exp-and-sum loop the kernels use, for their tests
+     * (NULL for the half types) */
     void (*exp_values)(const void *x, void *out, int64_t n);
     void (*exp_nonpos_values)(const void *x, void *out, int64_t n);
     void (*span_exp_sum_count)(const void *x, void *out, int64_t n, double shift, double top,
@@ -93,6 +107,10 @@ typedef struct {
     const char *cflags;           /* the flags this table's object was compiled with */
     const cyce_dtype_kernels *f32;
     const cyce_dtype_kernels *f64;
+    const cyce_dtype_kernels *bf16;
+    const cyce_dtype_kernels *bf16_f32;   /* bfloat16 input, float gradient or softmax */
+    const cyce_dtype_kernels *f16;
+    const cyce_dtype_kernels *f16_f32;
     void (*log1p_values)(const double *s, double *out, int64_t n);
 } cyce_kernel_table;
 
@@ -131,11 +149,13 @@ static inline int cyce_default_threads(void)
 #endif
 }
 
+/* AVX2 and FMA, and F16C (float16 conversions; every AVX2 CPU has it) */
 static inline int cyce_cpu_has_avx2_fma(void)
 {
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+        && __builtin_cpu_supports("f16c");
 #else
     return 0;
 #endif

@@ -1,7 +1,12 @@
 /*
  * The row kernels of one storage dtype, and their tasks: cyce_kernels.c
- * includes this file once per dtype, with CYCE_REAL and CYCE_SUFFIX set
- * (the same mechanism as cyce_rows_template.h, whose loops these call).
+ * includes this file once per pair of dtypes (input, gradient), with the
+ * macros of cyce_rows_template.h, whose loops these call, and CYCE_SUFFIX.
+ *
+ * A row's exps go to `exps`: the gradient itself where CYCE_EXPS_IN_GRAD,
+ * otherwise (a half type's gradient) the float row `scratch` of the calling
+ * thread (a task takes it only where the table's exps_itemsize is not 0),
+ * from which the scaling pass rounds them into the gradient.
  *
  * A task is what one thread does between two of the module's prange steps:
  * a range of rows, whose results go to per-row (or per-task) slots, so the
@@ -16,12 +21,12 @@
 /* sum(exp(x - m)) - 1 for m = max(x), storing exp(x - m) in out unless out
  * is NULL (out may be x).  The next row (x + n) is prefetched meanwhile when
  * rows are long, but not too long for two to fit in L2. */
-static inline double CYCE_FN(row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n,
+static inline double CYCE_FN(row_exp_sum_m1)(const CYCE_STORE *x, CYCE_REAL *out, int64_t n,
                                              CYCE_REAL m)
 {
-    const CYCE_REAL *ahead = NULL;
+    const CYCE_STORE *ahead = NULL;
     if (CYCE_PREFETCH_MIN_CLASSES <= n
-            && n * (int64_t)sizeof(CYCE_REAL) <= CYCE_PREFETCH_MAX_BYTES) {
+            && n * (int64_t)sizeof(CYCE_STORE) <= CYCE_PREFETCH_MAX_BYTES) {
         ahead = x + n;
     }
     return CYCE_FN(cyce_row_exp_sum_m1)(x, out, n, m, ahead);
@@ -30,7 +35,7 @@ static inline double CYCE_FN(row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL *out,
 /* sum(exp(x - max)) - 1, and max(x) into *m, in one pass over a row on its
  * own (no chaining, no deferred scaling): out, unless NULL, gets
  * exp(x - block max), and factor each block's rescaling to the row max. */
-static inline double CYCE_FN(row_blocked_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL *out,
+static inline double CYCE_FN(row_blocked_exp_sum_m1)(const CYCE_STORE *x, CYCE_REAL *out,
                                                      int64_t n, CYCE_REAL *m, double *factor)
 {
     CYCE_REAL carried_max = 0;
@@ -41,15 +46,15 @@ static inline double CYCE_FN(row_blocked_exp_sum_m1)(const CYCE_REAL *x, CYCE_RE
 /* log(sum(exp(x))), the max subtracted first.  An infinite max is returned
  * as it is (+inf for a row holding +inf, -inf for an all -inf row, as in
  * PyTorch); a NaN anywhere gives NaN (the max may skip it). */
-static inline double CYCE_FN(row_logsumexp)(const CYCE_REAL *x, int64_t n)
+static inline double CYCE_FN(row_logsumexp)(const CYCE_STORE *x, int64_t n)
 {
     double factor[CYCE_ONLINE_MAX_BLOCKS];
     CYCE_REAL m;
     double total_m1 = CYCE_FN(row_blocked_exp_sum_m1)(x, NULL, n, &m, factor);
     if (!isfinite(m)) {
         for (int64_t j = 0; j < n; j++) {
-            if (x[j] != x[j]) {
-                return x[j];
+            if (CYCE_LOAD(x[j]) != CYCE_LOAD(x[j])) {
+                return CYCE_LOAD(x[j]);
             }
         }
         return m;
@@ -61,7 +66,8 @@ static void CYCE_FN(logsumexp_task)(const cyce_rows *rows, void *out, int64_t fi
                                     int64_t stop)
 {
     const int64_t n = rows->n_classes;
-    const CYCE_REAL *x = (const CYCE_REAL *)rows->x;
+    const CYCE_STORE *x = (const CYCE_STORE *)rows->x;
+    /* in CYCE_REAL: a half type's logsumexp is float (it would keep three digits) */
     for (int64_t i = first; i < stop; i++) {
         ((CYCE_REAL *)out)[i] = (CYCE_REAL)CYCE_FN(row_logsumexp)(x + i * n, n);
     }
@@ -69,21 +75,23 @@ static void CYCE_FN(logsumexp_task)(const cyce_rows *rows, void *out, int64_t fi
 
 /* softmax or log_softmax of rows into rows->grad (which may be x).  A row
  * holding NaN or +inf, or only -inf, is NaN throughout: its sum is NaN. */
-static void CYCE_FN(softmax_task)(const cyce_rows *rows, int log_space, int64_t first,
-                                  int64_t stop)
+static void CYCE_FN(softmax_task)(const cyce_rows *rows, int log_space, void *scratch,
+                                  int64_t first, int64_t stop)
 {
     const int64_t n = rows->n_classes;
     double factor[CYCE_ONLINE_MAX_BLOCKS];
     for (int64_t i = first; i < stop; i++) {
-        const CYCE_REAL *x = (const CYCE_REAL *)rows->x + i * n;
-        CYCE_REAL *out = (CYCE_REAL *)rows->grad + i * n;
+        const CYCE_STORE *x = (const CYCE_STORE *)rows->x + i * n;
+        CYCE_GRAD *out = (CYCE_GRAD *)rows->grad + i * n;
+        CYCE_REAL *exps = CYCE_EXPS_IN_GRAD ? (CYCE_REAL *)out : (CYCE_REAL *)scratch;
         CYCE_REAL m;
         if (log_space) {
             double total_m1 = CYCE_FN(row_blocked_exp_sum_m1)(x, NULL, n, &m, factor);
             CYCE_FN(cyce_row_sub2)(x, out, n, m, (CYCE_REAL)log1p(total_m1));
         } else {
-            double total_m1 = CYCE_FN(row_blocked_exp_sum_m1)(x, out, n, &m, factor);
-            CYCE_FN(cyce_row_blocked_scale_sub)(out, NULL, n, factor, 1.0 / (1.0 + total_m1), 0);
+            double total_m1 = CYCE_FN(row_blocked_exp_sum_m1)(x, exps, n, &m, factor);
+            CYCE_FN(cyce_row_blocked_scale_sub)(exps, out, NULL, n, factor,
+                                                1.0 / (1.0 + total_m1), 0);
         }
     }
 }
@@ -92,35 +100,36 @@ static void CYCE_FN(softmax_task)(const cyce_rows *rows, int log_space, int64_t 
 
 /* The waiting row's scaling (grad is pending->grad), in a pass of its own:
  * for a task's last row, or before a row that takes no exps. */
-static inline void CYCE_FN(finish_deferred)(CYCE_REAL *grad, cyce_deferred *pending, int64_t n)
+static inline void CYCE_FN(finish_deferred)(CYCE_GRAD *grad, cyce_deferred *pending, int64_t n)
 {
     if (grad == NULL) {
         return;
     }
-    CYCE_FN(cyce_row_blocked_scale_sub)(grad, NULL, n, pending->factor, pending->exp_scale, 0);
-    grad[pending->label] = (CYCE_REAL)pending->label_grad;
+    CYCE_FN(cyce_row_blocked_scale_sub)((const CYCE_REAL *)pending->exps, grad, NULL, n,
+                                        pending->factor, pending->exp_scale, 0);
+    grad[pending->label] = CYCE_TO_GRAD((CYCE_REAL)pending->label_grad);
     pending->grad = NULL;
 }
 
 /* One row with label smoothing: the max first (the smoothing sum
  * sum_c w_c (x_c - max) needs it), then the exps and sum, then the scaling. */
 static inline double CYCE_FN(row_softmax_ce_hard_smoothed)(
-    const CYCE_REAL *x, CYCE_REAL *grad, int64_t n, int64_t label, double row_weight,
-    cyce_ce_opts opts)
+    const CYCE_STORE *x, CYCE_GRAD *grad, CYCE_REAL *exps, int64_t n, int64_t label,
+    double row_weight, cyce_ce_opts opts)
 {
     CYCE_REAL m = CYCE_FN(cyce_row_max)(x, n);
     double smooth_shifted = CYCE_FN(cyce_row_sum_shifted)(x, opts.class_weight, n, m);
-    double label_shifted = (double)x[label] - (double)m;
-    double total_m1 = CYCE_FN(row_exp_sum_m1)(x, grad, n, m);
+    double label_shifted = (double)CYCE_LOAD(x[label]) - (double)m;
+    double total_m1 = CYCE_FN(row_exp_sum_m1)(x, exps, n, m);
     cyce_hard_row row = {m, total_m1, label_shifted,
-                         grad == NULL ? 0.0 : cyce_label_exp_m1(label_shifted, grad[label]),
+                         grad == NULL ? 0.0 : cyce_label_exp_m1(label_shifted, exps[label]),
                          opts.class_weight == NULL ? 1.0 : opts.class_weight[label],
                          smooth_shifted, row_weight};
     cyce_hard_terms terms = cyce_softmax_ce_hard_terms(n, row, opts);
     if (grad != NULL) {
-        CYCE_FN(cyce_row_scale_sub)(grad, opts.class_weight, n, (CYCE_REAL)terms.exp_scale,
+        CYCE_FN(cyce_row_scale_sub)(exps, grad, opts.class_weight, n, (CYCE_REAL)terms.exp_scale,
                                     (CYCE_REAL)terms.weight_scale);
-        grad[label] = (CYCE_REAL)terms.label_grad;
+        grad[label] = CYCE_TO_GRAD((CYCE_REAL)terms.label_grad);
     }
     return terms.loss;
 }
@@ -139,35 +148,37 @@ static inline double CYCE_FN(row_softmax_ce_hard_smoothed)(
  * row's scaling waits in turn (factor must then outlive the call, and not be
  * pending's). */
 static inline double CYCE_FN(row_softmax_ce_hard)(
-    const CYCE_REAL *x, CYCE_REAL *grad, int64_t n, int64_t label, double row_weight,
-    cyce_ce_opts opts, CYCE_REAL *carried_max, int *carried, int fuse_next,
+    const CYCE_STORE *x, CYCE_GRAD *grad, CYCE_REAL *exps, int64_t n, int64_t label,
+    double row_weight, cyce_ce_opts opts, CYCE_REAL *carried_max, int *carried, int fuse_next,
     double *factor, cyce_deferred *pending, int defer)
 {
     if (opts.label_smoothing != 0.0) {
         *carried = 0;
-        return CYCE_FN(row_softmax_ce_hard_smoothed)(x, grad, n, label, row_weight, opts);
+        return CYCE_FN(row_softmax_ce_hard_smoothed)(x, grad, exps, n, label, row_weight, opts);
     }
     CYCE_REAL m;
-    double label_x = x[label];
-    CYCE_REAL *prev = (CYCE_REAL *)pending->grad;
+    double label_x = CYCE_LOAD(x[label]);
+    /* only float rows defer: prev is their own gradient, scaled in place */
+    CYCE_REAL *prev = pending->grad == NULL ? NULL : (CYCE_REAL *)pending->exps;
     double total_m1 = CYCE_FN(cyce_row_blocked_exp_sum_m1)(
-        x, grad, n, carried_max, *carried, fuse_next, &m, factor, prev, pending->factor,
+        x, exps, n, carried_max, *carried, fuse_next, &m, factor, prev, pending->factor,
         pending->exp_scale);
     int64_t block = CYCE_FN(cyce_online_block)(n);
     if (prev != NULL) {
-        prev[pending->label] = (CYCE_REAL)pending->label_grad;
+        ((CYCE_GRAD *)pending->grad)[pending->label] = CYCE_TO_GRAD((CYCE_REAL)pending->label_grad);
         pending->grad = NULL;
     }
     *carried = fuse_next;
     double label_shifted = label_x - (double)m;
     cyce_hard_row row = {m, total_m1, label_shifted,
                          grad == NULL ? 0.0 : cyce_label_exp_m1(
-                             label_shifted, (double)grad[label] * factor[label / block]),
+                             label_shifted, (double)exps[label] * factor[label / block]),
                          opts.class_weight == NULL ? 1.0 : opts.class_weight[label],
                          0.0, row_weight};
     cyce_hard_terms terms = cyce_softmax_ce_hard_terms(n, row, opts);
     if (grad != NULL) {
         pending->grad = grad;
+        pending->exps = exps;
         pending->factor = factor;
         pending->exp_scale = terms.exp_scale;
         pending->label = label;
@@ -184,13 +195,13 @@ static inline double CYCE_FN(row_softmax_ce_hard)(
  * float64 sum of at most CYCE_TILE terms; the compensated sum is across
  * tasks) and writes each row's loss to rows->row_loss unless NULL. */
 static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce_opts *options,
-                                            int64_t first, int64_t stop)
+                                            void *scratch, int64_t first, int64_t stop)
 {
     /* a copy no store through grad can alias: its values stay loop-invariant */
     const cyce_ce_opts opts = *options;
     const int64_t n = rows->n_classes, n_rows = stop - first;
-    const CYCE_REAL *x = (const CYCE_REAL *)rows->x + first * n;
-    CYCE_REAL *grad = rows->grad == NULL ? NULL : (CYCE_REAL *)rows->grad + first * n;
+    const CYCE_STORE *x = (const CYCE_STORE *)rows->x + first * n;
+    CYCE_GRAD *grad = rows->grad == NULL ? NULL : (CYCE_GRAD *)rows->grad + first * n;
     const int64_t *labels = rows->labels + first;
     const double *row_weight = opts.sample_weight == NULL ? NULL : opts.sample_weight + first;
     double tile_loss[CYCE_TILE];
@@ -199,21 +210,26 @@ static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce
         int carried = 0;
         /* the block factors of a row and of the one whose scaling waits for it */
         double factors[2][CYCE_ONLINE_MAX_BLOCKS];
-        cyce_deferred pending = {NULL, NULL, 0.0, 0, 0.0};
-        /* deferring measured faster for float rows only (docs/performance.md#deferred-scaling) */
-        int defer = sizeof(CYCE_REAL) == 4
+        cyce_deferred pending = {NULL, NULL, NULL, 0.0, 0, 0.0};
+        /* deferring measured faster for float rows only
+         * (docs/performance.md#deferred-scaling); exps in the scratch row
+         * share it, so their scaling cannot wait */
+        int defer = CYCE_EXPS_IN_GRAD && sizeof(CYCE_REAL) == 4
             && n * (int64_t)sizeof(CYCE_REAL) <= CYCE_DEFER_MAX_BYTES;
         for (int64_t r = 0; r < n_rows; r++) {
             if (labels[r] == opts.ignore_index) {
                 tile_loss[r] = 0.0;
                 carried = 0;
                 if (grad != NULL) {
-                    CYCE_FN(finish_deferred)((CYCE_REAL *)pending.grad, &pending, n);
-                    memset(grad + r * n, 0, (size_t)n * sizeof(CYCE_REAL));
+                    CYCE_FN(finish_deferred)((CYCE_GRAD *)pending.grad, &pending, n);
+                    memset(grad + r * n, 0, (size_t)n * sizeof(CYCE_GRAD));
                 }
             } else {
+                CYCE_GRAD *row_grad = grad == NULL ? NULL : grad + r * n;
+                CYCE_REAL *exps = CYCE_EXPS_IN_GRAD ? (CYCE_REAL *)row_grad
+                                              : (grad == NULL ? NULL : (CYCE_REAL *)scratch);
                 tile_loss[r] = CYCE_FN(row_softmax_ce_hard)(
-                    x + r * n, grad == NULL ? NULL : grad + r * n, n, labels[r],
+                    x + r * n, row_grad, exps, n, labels[r],
                     row_weight == NULL ? 1.0 : row_weight[r], opts, &carried_max, &carried,
                     r + 1 < n_rows, factors[r % 2], &pending, defer && r + 1 < n_rows);
             }
@@ -243,8 +259,8 @@ static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce
  * 2 z lse) p - w t'.  A class with t'_c = 0 adds 0 even where x_c = -inf
  * (0 log 0 = 0).  grad may be x (all reads of x come first). */
 static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_soft)(
-    const CYCE_REAL *x, CYCE_REAL *grad, int64_t n, const void *target, int target_f64,
-    double row_weight, cyce_ce_opts opts)
+    const CYCE_STORE *x, CYCE_GRAD *grad, CYCE_REAL *exps, int64_t n, const void *target,
+    int target_f64, double row_weight, cyce_ce_opts opts)
 {
     CYCE_REAL m = CYCE_FN(cyce_row_max)(x, n);
     const double *class_weight = opts.class_weight;
@@ -259,41 +275,47 @@ static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_soft)
         }
         if (wt != 0.0) {
             mass = mass + wt;
-            mass_shifted = mass_shifted + wt * ((double)x[c] - (double)m);
+            mass_shifted = mass_shifted + wt * ((double)CYCE_LOAD(x[c]) - (double)m);
         }
     }
-    double total_m1 = CYCE_FN(row_exp_sum_m1)(x, grad, n, m);
+    double total_m1 = CYCE_FN(row_exp_sum_m1)(x, exps, n, m);
     double total = 1.0 + total_m1;
     double log_total = log1p(total_m1);
     double lse = (double)m + log_total;
     if (grad != NULL) {
         double coef = row_weight * opts.grad_scale;
-        CYCE_FN(cyce_row_scale_sub)(grad, NULL, n,
-                                    (CYCE_REAL)(coef * (mass + 2.0 * opts.z_loss * lse) / total), 0);
+        CYCE_REAL exp_scale = (CYCE_REAL)(coef * (mass + 2.0 * opts.z_loss * lse) / total);
+        /* a half type's gradient is rounded once, from both terms */
+        if (CYCE_EXPS_IN_GRAD) {
+            CYCE_FN(cyce_row_scale_sub)(exps, grad, NULL, n, exp_scale, 0);
+        }
         for (int64_t c = 0; c < n; c++) {
             double wt = keep * CYCE_TARGET(target, target_f64, c) + uniform;
             if (class_weight != NULL) {
                 wt = wt * class_weight[c];
             }
-            grad[c] -= (CYCE_REAL)(coef * wt);
+            grad[c] = CYCE_EXPS_IN_GRAD ? CYCE_TO_GRAD(grad[c] - (CYCE_REAL)(coef * wt))
+                                        : CYCE_TO_GRAD(exps[c] * exp_scale - (CYCE_REAL)(coef * wt));
         }
     }
     return row_weight * (mass * log_total - mass_shifted + opts.z_loss * lse * lse);
 }
 
 static void CYCE_FN(softmax_ce_soft_task)(const cyce_rows *rows, const cyce_ce_opts *options,
-                                          int64_t first, int64_t stop)
+                                          void *scratch, int64_t first, int64_t stop)
 {
     const cyce_ce_opts opts = *options;
     const int64_t n = rows->n_classes;
     for (int64_t i = first; i < stop; i++) {
-        const CYCE_REAL *x = (const CYCE_REAL *)rows->x + i * n;
-        CYCE_REAL *grad = rows->grad == NULL ? NULL : (CYCE_REAL *)rows->grad + i * n;
+        const CYCE_STORE *x = (const CYCE_STORE *)rows->x + i * n;
+        CYCE_GRAD *grad = rows->grad == NULL ? NULL : (CYCE_GRAD *)rows->grad + i * n;
+        CYCE_REAL *exps = CYCE_EXPS_IN_GRAD || grad == NULL ? (CYCE_REAL *)grad
+                                                            : (CYCE_REAL *)scratch;
         double row_weight = opts.sample_weight == NULL ? 1.0 : opts.sample_weight[i];
         rows->row_loss[i] = rows->targets_f64
-            ? CYCE_FN(row_softmax_ce_soft)(x, grad, n, (const double *)rows->targets + i * n,
+            ? CYCE_FN(row_softmax_ce_soft)(x, grad, exps, n, (const double *)rows->targets + i * n,
                                            1, row_weight, opts)
-            : CYCE_FN(row_softmax_ce_soft)(x, grad, n, (const float *)rows->targets + i * n,
+            : CYCE_FN(row_softmax_ce_soft)(x, grad, exps, n, (const float *)rows->targets + i * n,
                                            0, row_weight, opts);
     }
 }
@@ -306,8 +328,9 @@ static void CYCE_FN(softmax_ce_soft_task)(const cyce_rows *rows, const cyce_ce_o
 static inline __attribute__((always_inline)) double CYCE_FN(binary_span)(
     const cyce_elements *el, int kind, int target_f64, int64_t start, int64_t stop)
 {
-    const CYCE_REAL *values = (const CYCE_REAL *)el->values;
-    CYCE_REAL *grad = (CYCE_REAL *)el->grad;
+    const CYCE_STORE *values = (const CYCE_STORE *)el->values;
+    CYCE_GRAD *grad = (CYCE_GRAD *)el->grad;
+    /* the losses and weights of a half type are float */
     CYCE_REAL *loss_out = (CYCE_REAL *)el->loss_out;
     int64_t row = start / el->n_classes;
     int64_t col = start - row * el->n_classes;
@@ -319,16 +342,18 @@ static inline __attribute__((always_inline)) double CYCE_FN(binary_span)(
         if (kind == CYCE_SIGMOID_BCE) {
             double pw = el->pos_weight == NULL ? 1.0
                 : *(const CYCE_REAL *)(el->pos_weight + col * el->pos_weight_stride);
-            element = cyce_elem_sigmoid_bce(values[i], CYCE_TARGET(el->targets, target_f64, i), pw);
+            element = cyce_elem_sigmoid_bce(CYCE_LOAD(values[i]),
+                                            CYCE_TARGET(el->targets, target_f64, i), pw);
         } else {
-            element = cyce_elem_probability_bce(values[i], CYCE_TARGET(el->targets, target_f64, i));
+            element = cyce_elem_probability_bce(CYCE_LOAD(values[i]),
+                                                CYCE_TARGET(el->targets, target_f64, i));
         }
         total = total + w * element.loss;
         if (loss_out != NULL) {
             loss_out[i] = (CYCE_REAL)(w * element.loss);
         }
         if (grad != NULL) {
-            grad[i] = (CYCE_REAL)(w * element.grad * el->grad_scale);
+            grad[i] = CYCE_TO_GRAD((CYCE_REAL)(w * element.grad * el->grad_scale));
         }
         col = col + 1;
         if (col == el->n_classes) {
@@ -354,14 +379,14 @@ static double CYCE_FN(binary_task)(const cyce_elements *el, int kind, int64_t st
 /* -w log(max(p_y, eps)) for a row against class index y; gradient -w / p_y
  * at the label where p_y >= eps (0 where clipped: the clip's derivative),
  * 0 elsewhere. */
-static inline double CYCE_FN(row_categorical_ce_label)(const CYCE_REAL *probs, CYCE_REAL *grad,
+static inline double CYCE_FN(row_categorical_ce_label)(const CYCE_STORE *probs, CYCE_GRAD *grad,
                                                        int64_t n, int64_t label, double weight,
                                                        double eps, double grad_scale)
 {
-    double p = probs[label];
+    double p = CYCE_LOAD(probs[label]);
     if (grad != NULL) {
-        memset(grad, 0, (size_t)n * sizeof(CYCE_REAL));
-        grad[label] = (CYCE_REAL)(p >= eps ? -weight / p * grad_scale : 0.0);
+        memset(grad, 0, (size_t)n * sizeof(CYCE_GRAD));
+        grad[label] = CYCE_TO_GRAD((CYCE_REAL)(p >= eps ? -weight / p * grad_scale : 0.0));
     }
     return -weight * log(fmax(p, eps));
 }
@@ -370,19 +395,19 @@ static inline double CYCE_FN(row_categorical_ce_label)(const CYCE_REAL *probs, C
  * with y_c = 0 adds 0 (also where p_c = 0).  Gradient -w_c y_c / p_c where
  * p_c >= eps, else 0. */
 static inline __attribute__((always_inline)) double CYCE_FN(row_categorical_ce_soft)(
-    const CYCE_REAL *probs, CYCE_REAL *grad, int64_t n, const void *target, int target_f64,
+    const CYCE_STORE *probs, CYCE_GRAD *grad, int64_t n, const void *target, int target_f64,
     const double *class_weight, double eps, double grad_scale)
 {
     double loss = 0.0;
     for (int64_t c = 0; c < n; c++) {
-        double p = probs[c];
+        double p = CYCE_LOAD(probs[c]);
         double wy = class_weight == NULL ? CYCE_TARGET(target, target_f64, c)
                                          : class_weight[c] * CYCE_TARGET(target, target_f64, c);
         if (wy != 0.0) {
             loss = loss - wy * log(fmax(p, eps));
         }
         if (grad != NULL) {
-            grad[c] = (CYCE_REAL)((wy != 0.0 && p >= eps) ? -wy / p * grad_scale : 0.0);
+            grad[c] = CYCE_TO_GRAD((CYCE_REAL)((wy != 0.0 && p >= eps) ? -wy / p * grad_scale : 0.0));
         }
     }
     return loss;
@@ -397,8 +422,8 @@ static void CYCE_FN(categorical_ce_task)(const cyce_rows *rows, const cyce_ce_op
     const int64_t n = rows->n_classes;
     const double *class_weight = opts->class_weight;
     for (int64_t i = first; i < stop; i++) {
-        const CYCE_REAL *probs = (const CYCE_REAL *)rows->x + i * n;
-        CYCE_REAL *grad = rows->grad == NULL ? NULL : (CYCE_REAL *)rows->grad + i * n;
+        const CYCE_STORE *probs = (const CYCE_STORE *)rows->x + i * n;
+        CYCE_GRAD *grad = rows->grad == NULL ? NULL : (CYCE_GRAD *)rows->grad + i * n;
         double loss;
         if (rows->labels == NULL) {
             loss = rows->targets_f64
@@ -409,7 +434,7 @@ static void CYCE_FN(categorical_ce_task)(const cyce_rows *rows, const cyce_ce_op
         } else if (rows->labels[i] == opts->ignore_index) {
             loss = 0.0;
             if (grad != NULL) {
-                memset(grad, 0, (size_t)n * sizeof(CYCE_REAL));
+                memset(grad, 0, (size_t)n * sizeof(CYCE_GRAD));
             }
         } else {
             int64_t label = rows->labels[i];
@@ -421,7 +446,8 @@ static void CYCE_FN(categorical_ce_task)(const cyce_rows *rows, const cyce_ce_op
     }
 }
 
-/* ---- the exps, for their tests ---- */
+/* ---- the exps, for their tests (float and double only) ---- */
+#if CYCE_NATIVE
 
 static void CYCE_FN(exp_values)(const void *x, void *out, int64_t n)
 {
@@ -444,17 +470,30 @@ static void CYCE_FN(span_exp_sum_count)(const void *x, void *out, int64_t n, dou
     *sum = s;
     *count = c;
 }
+#endif
 
+/* static, unless the includer exports it under a name of its own */
+#ifdef CYCE_TABLE_NAME
+const cyce_dtype_kernels CYCE_TABLE_NAME(CYCE_SUFFIX) = {
+#else
 static const cyce_dtype_kernels CYCE_FN(cyce_kernels) = {
+#endif
+    CYCE_EXPS_IN_GRAD ? 0 : sizeof(CYCE_REAL),
     CYCE_FN(logsumexp_task),
     CYCE_FN(softmax_task),
     CYCE_FN(softmax_ce_hard_task),
     CYCE_FN(softmax_ce_soft_task),
     CYCE_FN(binary_task),
     CYCE_FN(categorical_ce_task),
+#if CYCE_NATIVE
     CYCE_FN(exp_values),
     CYCE_FN(exp_nonpos_values),
     CYCE_FN(span_exp_sum_count),
+#else
+    NULL,
+    NULL,
+    NULL,
+#endif
 };
 
 #undef CYCE_FN

@@ -1,7 +1,7 @@
 /*
  * cyce_rows.h -- the row primitives the row kernels of
- * cyce_kernels_template.h call, for float and double, and their tuning
- * constants.
+ * cyce_kernels_template.h call, for each storage dtype (float, double,
+ * bfloat16, float16), and their tuning constants.
  *
  * The functions are static inline: cyce_kernels.c is compiled once per
  * instruction set (baseline, avx2, avx512: setup.py), and each object
@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <math.h>
 #include "cyce_exp.h"
+#include "cyce_half.h"
 
 #include "cyce_kernels.h"
 
@@ -168,20 +169,105 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
 #define CYCE_AVX512_SPANS 1
 #endif
 
+#ifndef CYCE_HALF_TYPES
+/* float and double: stored as they are computed, gradients of their own dtype */
+#define CYCE_LOAD(v) (v)
+#define CYCE_TO_GRAD(v) (v)
+#define CYCE_NATIVE 1
+#define CYCE_EXPS_IN_GRAD 1
+
 #define CYCE_REAL float
+#define CYCE_STORE float
+#define CYCE_GRAD float
 #define CYCE_SUFFIX f32
+#define CYCE_XSUFFIX f32
 #define CYCE_EXP cyce_expf_nonpos
 #include "cyce_rows_template.h"
 #undef CYCE_REAL
+#undef CYCE_STORE
+#undef CYCE_GRAD
 #undef CYCE_SUFFIX
+#undef CYCE_XSUFFIX
 #undef CYCE_EXP
 
 #define CYCE_REAL double
+#define CYCE_STORE double
+#define CYCE_GRAD double
 #define CYCE_SUFFIX f64
+#define CYCE_XSUFFIX f64
 #define CYCE_EXP cyce_exp_nonpos
 #include "cyce_rows_template.h"
 #undef CYCE_REAL
+#undef CYCE_STORE
+#undef CYCE_GRAD
 #undef CYCE_SUFFIX
+#undef CYCE_XSUFFIX
 #undef CYCE_EXP
+
+#undef CYCE_LOAD
+#undef CYCE_TO_GRAD
+#undef CYCE_NATIVE
+#undef CYCE_EXPS_IN_GRAD
+
+#else
+/* bfloat16 and float16: their bits (cyce_half.h), computed in float, with
+ * a gradient of the input's dtype or a float one */
+#define CYCE_NATIVE 0
+#define CYCE_REAL float
+#define CYCE_STORE uint16_t
+#define CYCE_EXP cyce_expf_nonpos
+
+#define CYCE_XSUFFIX bf16
+#define CYCE_LOAD(v) cyce_bf16_to_float(v)
+#define CYCE_EXPS_IN_GRAD 0
+#define CYCE_GRAD uint16_t
+#define CYCE_TO_GRAD(v) cyce_float_to_bf16(v)
+#define CYCE_SUFFIX bf16
+#include "cyce_rows_template.h"
+#undef CYCE_EXPS_IN_GRAD
+#undef CYCE_GRAD
+#undef CYCE_TO_GRAD
+#undef CYCE_SUFFIX
+#define CYCE_EXPS_IN_GRAD 1
+#define CYCE_GRAD float
+#define CYCE_TO_GRAD(v) (v)
+#define CYCE_SUFFIX bf16_f32
+#include "cyce_rows_template.h"
+#undef CYCE_EXPS_IN_GRAD
+#undef CYCE_GRAD
+#undef CYCE_TO_GRAD
+#undef CYCE_SUFFIX
+#undef CYCE_LOAD
+#undef CYCE_XSUFFIX
+
+#define CYCE_XSUFFIX f16
+#define CYCE_LOAD(v) cyce_f16_to_float(v)
+#define CYCE_EXPS_IN_GRAD 0
+#define CYCE_GRAD uint16_t
+#define CYCE_TO_GRAD(v) cyce_float_to_f16(v)
+#define CYCE_SUFFIX f16
+#include "cyce_rows_template.h"
+#undef CYCE_EXPS_IN_GRAD
+#undef CYCE_GRAD
+#undef CYCE_TO_GRAD
+#undef CYCE_SUFFIX
+#define CYCE_EXPS_IN_GRAD 1
+#define CYCE_GRAD float
+#define CYCE_TO_GRAD(v) (v)
+#define CYCE_SUFFIX f16_f32
+#include "cyce_rows_template.h"
+#undef CYCE_EXPS_IN_GRAD
+#undef CYCE_GRAD
+#undef CYCE_TO_GRAD
+#undef CYCE_SUFFIX
+#undef CYCE_LOAD
+#undef CYCE_XSUFFIX
+
+#undef CYCE_NATIVE
+#undef CYCE_REAL
+#undef CYCE_STORE
+#undef CYCE_EXP
+
+#endif
 
 #endif

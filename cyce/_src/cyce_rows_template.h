@@ -1,6 +1,18 @@
 /*
- * One contiguous row's hot loops, written once for both float dtypes.
- * cyce_rows.h includes this file twice, with CYCE_REAL = float / double.
+ * One contiguous row's hot loops, written once for every storage dtype.
+ * cyce_rows.h includes this file once per pair of dtypes, with CYCE_STORE
+ * the element type of the input (float, double, or the uint16_t bits of
+ * bfloat16 and float16), CYCE_GRAD that of the gradient or softmax written
+ * (the input's, or float for a half input's float32 gradient), CYCE_REAL
+ * the type computed in (float for the half types), CYCE_LOAD and
+ * CYCE_TO_GRAD converting from and to them, CYCE_EXPS_IN_GRAD 1 where
+ * CYCE_GRAD is CYCE_REAL, CYCE_NATIVE 1 for float and double, CYCE_SUFFIX
+ * naming the pair and CYCE_XSUFFIX the input's dtype.
+ *
+ * The exps of a row go to `out`, of CYCE_REAL: where CYCE_EXPS_IN_GRAD the
+ * gradient itself (scaled in place), otherwise a float row of the caller's,
+ * scaled and rounded into the gradient (exps rounded to a half type and
+ * scaled afterwards would be rounded twice).
  *
  * Every loop is branch-free so GCC vectorises it; reductions carry
  * `omp simd reduction(...)`, which lets GCC reassociate just that loop (we do
@@ -17,6 +29,8 @@
 #define CYCE_CAT_(a, b) a##_##b
 #define CYCE_CAT(a, b) CYCE_CAT_(a, b)
 #define CYCE_FN(name) CYCE_CAT(name, CYCE_SUFFIX)
+/* the AVX-512 loops read the input alone: one of each per input dtype */
+#define CYCE_XFN(name) CYCE_CAT(name, CYCE_XSUFFIX)
 
 /* The largest element (-inf for an all -inf row).  A NaN may or may not win;
  * callers rely on the NaN reaching the sum of exp instead.  Four quarters of
@@ -24,26 +38,27 @@
  * max instructions, four chains keep the vector ports busy
  * (docs/performance.md#row-max).  The max is exact, so the order changes
  * nothing. */
-static inline CYCE_REAL CYCE_FN(cyce_row_max)(const CYCE_REAL *x, int64_t n)
+static inline CYCE_REAL CYCE_FN(cyce_row_max)(const CYCE_STORE *x, int64_t n)
 {
     int64_t quarter = n / 4;
-    const CYCE_REAL *x1 = x + quarter, *x2 = x + 2 * quarter, *x3 = x + 3 * quarter;
+    const CYCE_STORE *x1 = x + quarter, *x2 = x + 2 * quarter, *x3 = x + 3 * quarter;
     CYCE_REAL m0 = -INFINITY, m1 = -INFINITY, m2 = -INFINITY, m3 = -INFINITY;
 #pragma omp simd reduction(max:m0, m1, m2, m3)
     for (int64_t j = 0; j < quarter; j++) {
-        m0 = x[j] > m0 ? x[j] : m0;
-        m1 = x1[j] > m1 ? x1[j] : m1;
-        m2 = x2[j] > m2 ? x2[j] : m2;
-        m3 = x3[j] > m3 ? x3[j] : m3;
+        m0 = CYCE_LOAD(x[j]) > m0 ? CYCE_LOAD(x[j]) : m0;
+        m1 = CYCE_LOAD(x1[j]) > m1 ? CYCE_LOAD(x1[j]) : m1;
+        m2 = CYCE_LOAD(x2[j]) > m2 ? CYCE_LOAD(x2[j]) : m2;
+        m3 = CYCE_LOAD(x3[j]) > m3 ? CYCE_LOAD(x3[j]) : m3;
     }
     for (int64_t j = 4 * quarter; j < n; j++) {
-        m0 = x[j] > m0 ? x[j] : m0;
+        m0 = CYCE_LOAD(x[j]) > m0 ? CYCE_LOAD(x[j]) : m0;
     }
     m0 = m1 > m0 ? m1 : m0;
     m2 = m3 > m2 ? m3 : m2;
     return m2 > m0 ? m2 : m0;
 }
 
+#if CYCE_NATIVE
 /* out[j] = exp(x[j]) for x[j] <= 0 (or NaN), j < n, with the exp the
  * softmax loops use (in the avx512 object, cyce_avx512.h's). */
 static inline void CYCE_FN(cyce_exp_nonpos_values)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n)
@@ -57,6 +72,7 @@ static inline void CYCE_FN(cyce_exp_nonpos_values)(const CYCE_REAL *x, CYCE_REAL
     }
 #endif
 }
+#endif
 
 /* exp(x[j] - shift) for start <= j < stop, stored in out unless out is
  * NULL; the terms equal to `top` (exactly 1) are counted into *count, the
@@ -64,26 +80,26 @@ static inline void CYCE_FN(cyce_exp_nonpos_values)(const CYCE_REAL *x, CYCE_REAL
  * values passed in).  The loop of cyce_row_exp_sum_m1 and of the blocks'
  * stretches without a next block to read. */
 static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_count)(
-    const CYCE_REAL *x, CYCE_REAL *out, int64_t start, int64_t stop, CYCE_REAL shift,
+    const CYCE_STORE *x, CYCE_REAL *out, int64_t start, int64_t stop, CYCE_REAL shift,
     CYCE_REAL top, CYCE_REAL *sum, CYCE_REAL *count)
 {
 #ifdef CYCE_AVX512_SPANS
-    CYCE_FN(cyce_span_avx512)(x, out, start, stop, shift, top, sum, count);
+    CYCE_XFN(cyce_span_avx512)(x, out, start, stop, shift, top, sum, count);
 #else
     CYCE_REAL s = *sum, c = *count;
     if (out == NULL) {
 #pragma omp simd reduction(+:s, c)
         for (int64_t j = start; j < stop; j++) {
-            CYCE_REAL e = CYCE_EXP(x[j] - shift);
-            int is_top = x[j] == top;
+            CYCE_REAL e = CYCE_EXP(CYCE_LOAD(x[j]) - shift);
+            int is_top = CYCE_LOAD(x[j]) == top;
             s += is_top ? 0 : e;
             c += is_top ? 1 : 0;
         }
     } else {
 #pragma omp simd reduction(+:s, c)
         for (int64_t j = start; j < stop; j++) {
-            CYCE_REAL e = CYCE_EXP(x[j] - shift);
-            int is_top = x[j] == top;
+            CYCE_REAL e = CYCE_EXP(CYCE_LOAD(x[j]) - shift);
+            int is_top = CYCE_LOAD(x[j]) == top;
             out[j] = e;
             s += is_top ? 0 : e;
             c += is_top ? 1 : 0;
@@ -106,9 +122,9 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_coun
  * stores and one multiply per vector run beside the exps' arithmetic, where
  * a pass of its own would leave the vector units idle. */
 static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
-    const CYCE_REAL *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
-    const CYCE_REAL *next, int64_t next_len, CYCE_REAL *next_max, double *count,
-    const CYCE_REAL *ahead, int64_t n_ahead, CYCE_REAL *prev, CYCE_REAL prev_scale)
+    const CYCE_STORE *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
+    const CYCE_STORE *next, int64_t next_len, CYCE_REAL *next_max, double *count,
+    const CYCE_STORE *ahead, int64_t n_ahead, CYCE_REAL *prev, CYCE_REAL prev_scale)
 {
 #ifdef CYCE_AVX512_SPANS
     CYCE_REAL m;
@@ -117,13 +133,13 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
      * loop read memory slower (docs/performance.md#unswitched-block-loop) */
     double rest;
     if (prev != NULL) {
-        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
+        rest = CYCE_XFN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
                                                   &m, count, ahead, prev, prev_scale);
     } else if (out != NULL) {
-        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
+        rest = CYCE_XFN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
                                                   &m, count, ahead, NULL, 0);
     } else {
-        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, NULL, len, shift, top, next, next_len,
+        rest = CYCE_XFN(cyce_block_exp_sum_avx512)(x, NULL, len, shift, top, next, next_len,
                                                   &m, count, ahead, NULL, 0);
     }
     (void)n_ahead;   /* ahead + j is prefetched with each vector j < len */
@@ -131,7 +147,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
     double rest = 0.0, counted = 0.0;
     CYCE_REAL m = -INFINITY;
     /* the share of `ahead` to prefetch per CYCE_BLOCK, whole cache lines */
-    const int64_t line = CYCE_LINE / (int64_t)sizeof(CYCE_REAL);
+    const int64_t line = CYCE_LINE / (int64_t)sizeof(CYCE_STORE);
     int64_t ahead_step = ahead == NULL ? 0
         : (n_ahead * CYCE_BLOCK / len + line - 1) / line * line;
     int64_t prefetched = 0;
@@ -154,21 +170,21 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
         if (out == NULL) {
 #pragma omp simd reduction(+:s, c) reduction(max:m)
             for (int64_t j = start; j < fused; j++) {
-                CYCE_REAL e = CYCE_EXP(x[j] - shift);
-                int is_top = x[j] == top;
+                CYCE_REAL e = CYCE_EXP(CYCE_LOAD(x[j]) - shift);
+                int is_top = CYCE_LOAD(x[j]) == top;
                 s += is_top ? 0 : e;
                 c += is_top ? 1 : 0;
-                m = next[j] > m ? next[j] : m;
+                m = CYCE_LOAD(next[j]) > m ? CYCE_LOAD(next[j]) : m;
             }
         } else {
 #pragma omp simd reduction(+:s, c) reduction(max:m)
             for (int64_t j = start; j < fused; j++) {
-                CYCE_REAL e = CYCE_EXP(x[j] - shift);
-                int is_top = x[j] == top;
+                CYCE_REAL e = CYCE_EXP(CYCE_LOAD(x[j]) - shift);
+                int is_top = CYCE_LOAD(x[j]) == top;
                 out[j] = e;
                 s += is_top ? 0 : e;
                 c += is_top ? 1 : 0;
-                m = next[j] > m ? next[j] : m;
+                m = CYCE_LOAD(next[j]) > m ? CYCE_LOAD(next[j]) : m;
             }
         }
         CYCE_FN(cyce_span_exp_sum_count)(x, out, fused, stop, shift, top, &s, &c);
@@ -207,8 +223,8 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
  * prefetched into cache block by block.  This pass is compute-bound on a row
  * already in L2, so the memory system is otherwise idle here, while the next
  * row's first pass (its max) would wait on DRAM. */
-static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n,
-                                                  CYCE_REAL max, const CYCE_REAL *ahead)
+static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_STORE *x, CYCE_REAL *out, int64_t n,
+                                                  CYCE_REAL max, const CYCE_STORE *ahead)
 {
     /* what "equal to the max" compares against: NaN, equal to nothing, when
      * the max is infinite */
@@ -220,7 +236,7 @@ static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL 
     for (int64_t block = 0; block < n; block += CYCE_BLOCK) {
         int64_t end = block + CYCE_BLOCK < n ? block + CYCE_BLOCK : n;
         if (ahead != NULL) {
-            for (int64_t j = block; j < end; j += CYCE_LINE / (int64_t)sizeof(CYCE_REAL)) {
+            for (int64_t j = block; j < end; j += CYCE_LINE / (int64_t)sizeof(CYCE_STORE)) {
                 __builtin_prefetch(ahead + j, 0, 2);
             }
         }
@@ -235,7 +251,7 @@ static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_REAL *x, CYCE_REAL 
 /* sum_j w[j] * (x[j] - shift), w == NULL meaning all ones.  With shift the row
  * max every term has one sign, so the sum has no cancellation (label
  * smoothing needs it next to W * log(sum exp)). */
-static inline double CYCE_FN(cyce_row_sum_shifted)(const CYCE_REAL *x, const double *w,
+static inline double CYCE_FN(cyce_row_sum_shifted)(const CYCE_STORE *x, const double *w,
                                                   int64_t n, CYCE_REAL shift)
 {
     double total = 0.0;
@@ -245,32 +261,41 @@ static inline double CYCE_FN(cyce_row_sum_shifted)(const CYCE_REAL *x, const dou
             CYCE_REAL s = 0;
 #pragma omp simd reduction(+:s)
             for (int64_t j = start; j < stop; j++) {
-                s += x[j] - shift;
+                s += CYCE_LOAD(x[j]) - shift;
             }
             total += (double)s;
         }
     } else {
 #pragma omp simd reduction(+:total)
         for (int64_t j = 0; j < n; j++) {
-            total += w[j] * (double)(x[j] - shift);
+            total += w[j] * (double)(CYCE_LOAD(x[j]) - shift);
         }
     }
     return total;
 }
 
-/* out[j] = out[j] * a - b * w[j] for start <= j < stop (w == NULL: all ones) */
+/* out[j] = exps[j] * a - b * w[j] for start <= j < stop (w == NULL: all
+ * ones), rounded to out's dtype.  Where CYCE_EXPS_IN_GRAD the exps are
+ * out's own values (exps == out). */
+#if CYCE_EXPS_IN_GRAD
+#define CYCE_EXPS_AT(exps, out, j) (out)[j]
+#else
+#define CYCE_EXPS_AT(exps, out, j) (exps)[j]
+#endif
 static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_scale_sub)(
-    CYCE_REAL *out, const double *w, int64_t start, int64_t stop, CYCE_REAL a, CYCE_REAL b)
+    const CYCE_REAL *exps, CYCE_GRAD *out, const double *w, int64_t start, int64_t stop,
+    CYCE_REAL a, CYCE_REAL b)
 {
+    (void)exps;
     if (w == NULL) {
 #pragma omp simd
         for (int64_t j = start; j < stop; j++) {
-            out[j] = out[j] * a - b;
+            out[j] = CYCE_TO_GRAD(CYCE_EXPS_AT(exps, out, j) * a - b);
         }
     } else {
 #pragma omp simd
         for (int64_t j = start; j < stop; j++) {
-            out[j] = out[j] * a - (CYCE_REAL)(b * w[j]);
+            out[j] = CYCE_TO_GRAD(CYCE_EXPS_AT(exps, out, j) * a - (CYCE_REAL)(b * w[j]));
         }
     }
 }
@@ -281,16 +306,17 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_scale_sub)(
  * when its scaling pass comes, and the hardware prefetcher alone left the
  * pass waiting on memory; shorter rows are in L2 and go without
  * (docs/performance.md#scaling-pass-prefetch). */
-static inline void CYCE_FN(cyce_lines_scale_sub)(CYCE_REAL *out, const double *w, int64_t n,
-                                                CYCE_REAL a, CYCE_REAL b, int far)
+static inline void CYCE_FN(cyce_lines_scale_sub)(const CYCE_REAL *exps, CYCE_GRAD *out,
+                                                const double *w, int64_t n, CYCE_REAL a,
+                                                CYCE_REAL b, int far)
 {
-    const int64_t ahead = CYCE_PREFETCH_AHEAD_BYTES / (int64_t)sizeof(CYCE_REAL);
-    const int64_t line = CYCE_LINE / (int64_t)sizeof(CYCE_REAL);
-    int64_t head = cyce_line_head(out, sizeof(CYCE_REAL));
+    const int64_t ahead = CYCE_PREFETCH_AHEAD_BYTES / (int64_t)sizeof(CYCE_GRAD);
+    const int64_t line = CYCE_LINE / (int64_t)sizeof(CYCE_GRAD);
+    int64_t head = cyce_line_head(out, sizeof(CYCE_GRAD));
     head = head < n ? head : n;
-    CYCE_FN(cyce_span_scale_sub)(out, w, 0, head, a, b);
+    CYCE_FN(cyce_span_scale_sub)(exps, out, w, 0, head, a, b);
     if (!far) {
-        CYCE_FN(cyce_span_scale_sub)(out, w, head, n, a, b);
+        CYCE_FN(cyce_span_scale_sub)(exps, out, w, head, n, a, b);
         return;
     }
     for (int64_t start = head; start < n; start += CYCE_BLOCK) {
@@ -298,21 +324,21 @@ static inline void CYCE_FN(cyce_lines_scale_sub)(CYCE_REAL *out, const double *w
         for (int64_t j = start; j < stop; j += line) {
             __builtin_prefetch(out + j + ahead, 1, 2);
         }
-        CYCE_FN(cyce_span_scale_sub)(out, w, start, stop, a, b);
+        CYCE_FN(cyce_span_scale_sub)(exps, out, w, start, stop, a, b);
     }
 }
 
-/* out[j] = out[j] * a - b * w[j]  (w == NULL: all ones).  Turns the stored
+/* out[j] = exps[j] * a - b * w[j]  (w == NULL: all ones).  Turns the stored
  * exp(x - max) into the gradient: a = scale * total target weight / sum exp,
  * b = scale * smoothing / C.
  *
  * The elements before out's first cache line go first (cyce_line_head), so
  * that the vectors of the rest do not split over two lines; each element is
  * computed on its own, so the bits are the same. */
-static inline void CYCE_FN(cyce_row_scale_sub)(CYCE_REAL *out, const double *w, int64_t n,
-                                              CYCE_REAL a, CYCE_REAL b)
+static inline void CYCE_FN(cyce_row_scale_sub)(const CYCE_REAL *exps, CYCE_GRAD *out,
+                                              const double *w, int64_t n, CYCE_REAL a, CYCE_REAL b)
 {
-    CYCE_FN(cyce_lines_scale_sub)(out, w, n, a, b,
+    CYCE_FN(cyce_lines_scale_sub)(exps, out, w, n, a, b,
                                   n * (int64_t)sizeof(CYCE_REAL) > CYCE_DEFER_MAX_BYTES);
 }
 
@@ -368,7 +394,7 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * its exps exactly 0.  An infinite row max makes the row NaN, as in
  * cyce_row_exp_sum_m1 (for -inf, explicitly: no block computes inf - inf). */
 static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
-    const CYCE_REAL *x, CYCE_REAL *out, int64_t n, CYCE_REAL *carried_max, int carried,
+    const CYCE_STORE *x, CYCE_REAL *out, int64_t n, CYCE_REAL *carried_max, int carried,
     int fuse_next, CYCE_REAL *row_max, double *factor, CYCE_REAL *prev,
     const double *prev_factor, double prev_a)
 {
@@ -376,7 +402,7 @@ static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
     /* a row of one block prefetches the row after the next one (the next one
      * it reads for its max; docs/performance.md#prefetch-distance) */
     const int64_t ahead = n < block ? 2 * n
-        : CYCE_PREFETCH_AHEAD_BYTES / (int64_t)sizeof(CYCE_REAL);
+        : CYCE_PREFETCH_AHEAD_BYTES / (int64_t)sizeof(CYCE_STORE);
     int64_t n_blocks = (n + block - 1) / block;
     CYCE_REAL block_max[CYCE_ONLINE_MAX_BLOCKS];
     double rest[CYCE_ONLINE_MAX_BLOCKS], count[CYCE_ONLINE_MAX_BLOCKS];
@@ -416,28 +442,29 @@ static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
     return max == -INFINITY ? (double)NAN : total_m1 + (count_at_max - 1.0);
 }
 
-/* out[j] = out[j] * (a * factor[k]) - b * w[j] over the blocks of
+/* out[j] = exps[j] * (a * factor[k]) - b * w[j] over the blocks of
  * cyce_row_blocked_exp_sum_m1: cyce_row_scale_sub, with each block's exps
  * rescaled to the row max on the way. */
-static inline void CYCE_FN(cyce_row_blocked_scale_sub)(CYCE_REAL *out, const double *w, int64_t n,
+static inline void CYCE_FN(cyce_row_blocked_scale_sub)(const CYCE_REAL *exps, CYCE_GRAD *out,
+                                                      const double *w, int64_t n,
                                                       const double *factor, double a, CYCE_REAL b)
 {
     int64_t block = CYCE_FN(cyce_online_block)(n);
     int far = n * (int64_t)sizeof(CYCE_REAL) > CYCE_DEFER_MAX_BYTES;
     for (int64_t start = 0, k = 0; start < n; start += block, k++) {
         int64_t len = n - start < block ? n - start : block;
-        CYCE_FN(cyce_lines_scale_sub)(out + start, w == NULL ? NULL : w + start, len,
-                                      (CYCE_REAL)(a * factor[k]), b, far);
+        CYCE_FN(cyce_lines_scale_sub)(exps + start, out + start, w == NULL ? NULL : w + start,
+                                      len, (CYCE_REAL)(a * factor[k]), b, far);
     }
 }
 
 /* out[j] = (x[j] - shift) - log_sum: log_softmax.  out may be x. */
-static inline void CYCE_FN(cyce_row_sub2)(const CYCE_REAL *x, CYCE_REAL *out, int64_t n,
+static inline void CYCE_FN(cyce_row_sub2)(const CYCE_STORE *x, CYCE_GRAD *out, int64_t n,
                                          CYCE_REAL shift, CYCE_REAL log_sum)
 {
 #pragma omp simd
     for (int64_t j = 0; j < n; j++) {
-        out[j] = (x[j] - shift) - log_sum;
+        out[j] = CYCE_TO_GRAD((CYCE_LOAD(x[j]) - shift) - log_sum);
     }
 }
 
@@ -458,12 +485,12 @@ static inline void CYCE_FN(cyce_row_sub2)(const CYCE_REAL *x, CYCE_REAL *out, in
  * Each lane computes its row alone, so a row's results do not depend on
  * which tile (or thread) it falls in. */
 static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_exp_sum_m1)(
-    const CYCE_REAL *x, int64_t n_rows, int64_t n, CYCE_REAL *cols, CYCE_REAL *max,
+    const CYCE_STORE *x, int64_t n_rows, int64_t n, CYCE_REAL *cols, CYCE_REAL *max,
     CYCE_REAL *sum_m1)
 {
     for (int64_t r = 0; r < CYCE_TILE; r++) {
         for (int64_t c = 0; c < n; c++) {
-            cols[c * CYCE_TILE + r] = r < n_rows ? x[r * n + c] : 0;
+            cols[c * CYCE_TILE + r] = r < n_rows ? CYCE_LOAD(x[r * n + c]) : 0;
         }
     }
     CYCE_REAL top[CYCE_TILE], count[CYCE_TILE];
@@ -509,7 +536,7 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_exp_sum_m1)(
 static inline void CYCE_FN(cyce_tile_scale_sub_store)(CYCE_REAL *cols, int64_t n_rows, int64_t n,
                                                       const CYCE_REAL *exp_scale,
                                                       const double *weight_scale,
-                                                      const double *w, CYCE_REAL *out)
+                                                      const double *w, CYCE_GRAD *out)
 {
     for (int64_t c = 0; c < n; c++) {
         CYCE_REAL *col = cols + c * CYCE_TILE;
@@ -521,7 +548,7 @@ static inline void CYCE_FN(cyce_tile_scale_sub_store)(CYCE_REAL *cols, int64_t n
     }
     for (int64_t r = 0; r < n_rows; r++) {
         for (int64_t c = 0; c < n; c++) {
-            out[r * n + c] = cols[c * CYCE_TILE + r];
+            out[r * n + c] = CYCE_TO_GRAD(cols[c * CYCE_TILE + r]);
         }
     }
 }
@@ -536,7 +563,7 @@ static inline void CYCE_FN(cyce_tile_scale_sub_store)(CYCE_REAL *cols, int64_t n
  * labels[r] == ignore_index) and, unless grad is NULL, grad + r*n, which may
  * be x + r*n: every read of x happens before the first write. */
 static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_softmax_ce_hard)(
-    const CYCE_REAL *x, CYCE_REAL *grad, int64_t n_rows, int64_t n, const int64_t *labels,
+    const CYCE_STORE *x, CYCE_GRAD *grad, int64_t n_rows, int64_t n, const int64_t *labels,
     const double *row_weight, cyce_ce_opts opts, double *row_loss)
 {
     const int64_t ignore_index = opts.ignore_index;
@@ -553,7 +580,7 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_softmax_ce_h
     for (int64_t r = 0; r < CYCE_TILE; r++) {
         int live = r < n_rows && labels[r] != ignore_index;
         int64_t label = live ? labels[r] : 0;
-        label_shifted[r] = live ? (double)x[r * n + label] - (double)max[r] : 0.0;
+        label_shifted[r] = live ? (double)CYCE_LOAD(x[r * n + label]) - (double)max[r] : 0.0;
         label_exp_m1[r] = cyce_label_exp_m1(label_shifted[r], cols[label * CYCE_TILE + r]);
         label_weight[r] = class_weight == NULL ? 1.0 : class_weight[label];
         weight[r] = !live ? 0.0 : (row_weight == NULL ? 1.0 : row_weight[r]);
@@ -580,10 +607,10 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_softmax_ce_h
     for (int64_t r = 0; r < n_rows; r++) {
         if (labels[r] == ignore_index) {
             for (int64_t c = 0; c < n; c++) {
-                grad[r * n + c] = 0;   /* even where the row holds NaN */
+                grad[r * n + c] = CYCE_TO_GRAD(0);   /* even where the row holds NaN */
             }
         } else {
-            grad[r * n + labels[r]] = (CYCE_REAL)label_grad[r];
+            grad[r * n + labels[r]] = CYCE_TO_GRAD((CYCE_REAL)label_grad[r]);
         }
     }
 }
@@ -592,7 +619,7 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_tile_softmax_ce_h
  * z-loss (the common call), compiled apart so that those zeros are constants
  * and their arithmetic folds away (docs/performance.md#short-rows). */
 static void CYCE_FN(cyce_tile_softmax_ce_hard_plain)(
-    const CYCE_REAL *x, CYCE_REAL *grad, int64_t n_rows, int64_t n, const int64_t *labels,
+    const CYCE_STORE *x, CYCE_GRAD *grad, int64_t n_rows, int64_t n, const int64_t *labels,
     int64_t ignore_index, double grad_scale, double *row_loss)
 {
     const cyce_ce_opts plain = {NULL, (double)n, NULL, 0.0, 0.0, grad_scale, ignore_index};
@@ -610,12 +637,14 @@ static void CYCE_FN(cyce_tile_softmax_ce_hard_plain)(
 
 /* the general case, a function of its own (the plain one inlines its body) */
 static void CYCE_FN(cyce_tile_softmax_ce_hard_general)(
-    const CYCE_REAL *x, CYCE_REAL *grad, int64_t n_rows, int64_t n, const int64_t *labels,
+    const CYCE_STORE *x, CYCE_GRAD *grad, int64_t n_rows, int64_t n, const int64_t *labels,
     const double *row_weight, const cyce_ce_opts *opts, double *row_loss)
 {
     CYCE_FN(cyce_tile_softmax_ce_hard)(x, grad, n_rows, n, labels, row_weight, *opts, row_loss);
 }
 
+#undef CYCE_EXPS_AT
+#undef CYCE_XFN
 #undef CYCE_FN
 #undef CYCE_CAT
 #undef CYCE_CAT_
