@@ -295,7 +295,7 @@ def labels_or_probabilities(name, labels, x, ignore_index):
     it names a class index, and no probability row can match it (PyTorch
     raises too)."""
     y = np.asarray(labels)
-    if y.dtype.kind == "f":
+    if y.dtype.kind == "f" or is_half(y.dtype):
         if ignore_index != DEFAULT_IGNORE_INDEX:
             raise ValueError(
                 f"ignore_index={ignore_index} applies to integer class indices, but {name} holds "
