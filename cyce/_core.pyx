@@ -287,12 +287,13 @@ ctypedef struct Scratch:
 
 cdef Scratch new_scratch(const cyce_dtype_kernels *k, int64_t n_classes, int n_threads,
                          bint wanted) except *:
-    """A row of exps per thread, for the dtypes whose exps go to a scratch
-    row (the half types) when a gradient or softmax is written."""
+    """Two rows of exps per thread (cyce_dtype_kernels), for the kernels
+    whose exps go to a scratch (a half-precision output) when a gradient or
+    softmax is written."""
     cdef Scratch sc = Scratch(NULL, NULL, 0)
     if not wanted or k.exps_itemsize == 0:
         return sc
-    sc.stride = (<Py_ssize_t>(n_classes * k.exps_itemsize) + 63) // 64 * 64
+    sc.stride = (2 * <Py_ssize_t>(n_classes * k.exps_itemsize) + 63) // 64 * 64
     sc.block = malloc(sc.stride * max(n_threads, 1) + 64)
     if sc.block == NULL:
         raise MemoryError()

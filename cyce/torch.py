@@ -7,12 +7,17 @@ namesakes and return the same values and input gradients; ``CrossEntropyLoss``,
 constructor arguments, buffers and state_dict keys) whose forward calls them.
 Importing this module needs torch; ``import cyce`` alone never imports it.
 
-How a call runs: CPU tensors of float32 and float64 (and bfloat16 / float16,
-computed in float32, see below) go through the ``torch.ops.cyce.*`` custom ops,
+How a call runs: CPU tensors of float32, float64, float16 and bfloat16 go
+through the ``torch.ops.cyce.*`` custom ops,
 whose forward computes the loss and, when the input requires grad, its
 gradient with cyce's kernel, and saves that gradient; their backward only
 scales it by ``grad_output``.  Any other input (another device, an integer or
 complex dtype) goes to torch's own function unchanged.
+
+Half precision: float16 and bfloat16 tensors are read where they are by
+cyce's half-precision kernels (float32 arithmetic, the gradient in the
+input's dtype); bfloat16 through ml_dtypes' NumPy dtype, so without
+ml_dtypes installed a bfloat16 input is computed on a float32 copy.
 
 Layout: the classes are on dim 1 (``(N, C)``, ``(N, C, d1, ...)``) or dim 0 for
 an unbatched ``(C,)`` input.  ``(N, C)`` C-contiguous input and K-dim input
@@ -46,10 +51,10 @@ __all__ = [
     "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "empty_cache",
 ]
 
-KERNEL_DTYPES = (torch.float32, torch.float64)
-# No half-precision kernels yet: these are computed in float32 (a float32 copy
-# of the input during the call), the loss and gradient returned in the input's dtype.
-UPCAST_DTYPES = (torch.bfloat16, torch.float16)
+KERNEL_DTYPES = (torch.float32, torch.float64, torch.float16)
+# bfloat16: cyce's kernels read it through ml_dtypes' NumPy dtype, or, without
+# ml_dtypes, a float32 copy (the loss and gradient returned in bfloat16)
+UPCAST_DTYPES = (torch.bfloat16,)
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -57,15 +62,42 @@ REDUCTIONS = ("mean", "sum", "none")
 # Tensors to and from the NumPy kernels
 # ---------------------------------------------------------------------------
 
+def _numpy_bfloat16() -> Optional[np.dtype]:
+    """ml_dtypes' bfloat16 NumPy dtype, or None without ml_dtypes."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+_BFLOAT16 = _numpy_bfloat16()
+
+
+def _upcast(t: Tensor) -> bool:
+    """Whether t is computed on a float32 copy (bfloat16 without ml_dtypes)."""
+    return t.dtype == torch.bfloat16 and _BFLOAT16 is None
+
+
 def _kernel_array(t: Tensor) -> np.ndarray:
-    """A NumPy view of a float32/float64 CPU tensor, or a float32 copy of a
-    half-precision one (in an array from NumPy's allocator, see _new_array)."""
+    """A NumPy view of a CPU tensor (bfloat16 through an int16 view, which
+    torch's numpy() allows), or a float32 copy of a bfloat16 one without
+    ml_dtypes (in an array from NumPy's allocator, see _new_array)."""
     t = t.detach()
-    if t.dtype in UPCAST_DTYPES:
+    if _upcast(t):
         copy = _new_array(t.shape, np.float32)
         torch.from_numpy(copy).copy_(t)
         return copy
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_BFLOAT16)
     return t.numpy()
+
+
+def _tensor_of(a: np.ndarray) -> Tensor:
+    """A tensor over a NumPy array's memory (bfloat16 through int16)."""
+    if a.dtype == _BFLOAT16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def _optional_array(t: Optional[Tensor]) -> Optional[np.ndarray]:
@@ -111,25 +143,29 @@ def _loss_tensor(loss, dtype: torch.dtype) -> Tensor:
 
 def _gradient_call(kernel, x: Tensor, want_grad: bool, **kwargs):
     """Run cyce's kernel on x (a CPU tensor): (loss, gradient tensor).  The
-    gradient goes into a new array (grad_out), or over the float32 copy of a
-    half-precision input; with want_grad False the loss alone is computed and
-    the gradient is an empty tensor (the op's schema needs a tensor)."""
+    gradient goes into a new array (grad_out) of x's dtype, or over the
+    float32 copy of an upcast input; with want_grad False the loss alone is
+    computed and the gradient is an empty tensor (the op's schema needs a
+    tensor)."""
     array = _kernel_array(x)
     kwargs["num_threads"] = torch.get_num_threads()
     if not want_grad:
         return _loss_tensor(kernel(array, **kwargs), x.dtype), x.new_empty(0)
-    if x.dtype in UPCAST_DTYPES:
+    if _upcast(x):
         loss, grad = kernel(array, inplace=True, **kwargs)
         return _loss_tensor(loss, x.dtype), torch.from_numpy(grad).to(x.dtype)
     grad = _new_array(array.shape, array.dtype)
     loss, _ = kernel(array, grad_out=grad, **kwargs)
-    return _loss_tensor(loss, x.dtype), torch.from_numpy(grad)
+    return _loss_tensor(loss, x.dtype), _tensor_of(grad)
 
 
 def _inplace_call(kernel, x: Tensor, **kwargs) -> Tensor:
     """Run cyce's kernel writing the gradient over x's own storage: the loss."""
     kwargs["num_threads"] = torch.get_num_threads()
-    loss, _ = kernel(x.detach().numpy(), inplace=True, **kwargs)
+    array = _kernel_array(x)
+    loss, _ = kernel(array, inplace=True, **kwargs)
+    if _upcast(x):
+        x.detach().copy_(torch.from_numpy(array))
     return _loss_tensor(loss, x.dtype)
 
 
@@ -442,7 +478,8 @@ def cross_entropy(
 
     The gradient with respect to the input is computed in the forward (when
     the input requires grad) and saved; a probability target gets none.
-    Double backward raises.  bfloat16 / float16 input is computed in float32.
+    Double backward raises.  bfloat16 / float16 input is computed in float32
+    by cyce's half-precision kernels, the gradient in the input's dtype.
     """
     reduction = _reduction(size_average, reduce, reduction)
     if not (isinstance(input, Tensor) and isinstance(target, Tensor) and _runs_on_cyce(input)):

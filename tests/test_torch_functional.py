@@ -150,6 +150,27 @@ def test_half_precision_is_computed_in_float32(dtype):
     torch.testing.assert_close(loss.float(), expected_loss, rtol=1e-2, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_in_place_writes_the_functional_gradient(dtype):
+    """inplace_backward on a half tensor: cyce's half kernels write the
+    gradient over the tensor's own storage (bfloat16 through ml_dtypes'
+    dtype, float16 through NumPy's), with the bits of the functional call."""
+    pytest.importorskip("ml_dtypes")
+    torch.manual_seed(3)
+    base = torch.randn(16, 300, dtype=dtype) * 4
+    target = torch.randint(0, 300, (16,))
+    leaf = base.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(ct.cross_entropy(leaf, target), leaf)
+    logits = (base * 1).requires_grad_()
+    hidden = logits * 1
+    storage = hidden.data_ptr()
+    loss = ct.cross_entropy(hidden, target, inplace_backward=True)
+    loss.backward()
+    assert hidden.data_ptr() == storage and logits.grad.dtype == dtype
+    torch.testing.assert_close(hidden.detach(), expected, rtol=0, atol=0)   # its storage
+    torch.testing.assert_close(logits.grad, expected, rtol=0, atol=0)
+
+
 def test_other_dtypes_and_devices_go_to_torch():
     """An input cyce does not compute is handed to torch's function: the
     same result, or the same error."""

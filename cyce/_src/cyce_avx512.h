@@ -57,6 +57,9 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_poly(__m512d r)
 #ifndef CYCE_HALF_TYPES
 #define CYCE_REAL float
 #define CYCE_STORE float
+#define CYCE_GRAD float
+#define CYCE_EXPS_IN_GRAD 1
+#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
 #define CYCE_NATIVE 1
 #define CYCE_SUFFIX f32
 #define CYCE_VLOAD(p) _mm512_loadu_ps(p)
@@ -72,6 +75,9 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_poly(__m512d r)
 
 #define CYCE_REAL double
 #define CYCE_STORE double
+#define CYCE_GRAD double
+#define CYCE_EXPS_IN_GRAD 1
+#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_pd(p, mask, v)
 #define CYCE_NATIVE 1
 #define CYCE_SUFFIX f64
 #define CYCE_VLOAD(p) _mm512_loadu_pd(p)
@@ -102,12 +108,54 @@ static inline __attribute__((always_inline)) __m512 cyce_v16_f16_load(__mmask16 
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, p));
 }
 
+/* 16 floats rounded to nearest even into bfloat16 (cyce_float_to_bf16's
+ * integer steps, a NaN kept quiet) or float16 (vcvtps2ph), masked lanes
+ * left as they are. */
+static inline __attribute__((always_inline)) void cyce_v16_bf16_store(uint16_t *p, __mmask16 lanes,
+                                                                      __m512 v)
+{
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lowest_kept = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lowest_kept));
+    __m512i quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x00400000));
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    __m512i bits = _mm512_srli_epi32(_mm512_mask_mov_epi32(rounded, nan, quiet), 16);
+    _mm512_mask_cvtepi32_storeu_epi16(p, lanes, bits);
+}
+
+static inline __attribute__((always_inline)) void cyce_v16_f16_store(uint16_t *p, __mmask16 lanes,
+                                                                     __m512 v)
+{
+    _mm256_mask_storeu_epi16(p, lanes, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
 #define CYCE_REAL float
 #define CYCE_STORE uint16_t
 #define CYCE_NATIVE 0
 #define CYCE_SUFFIX bf16
 #define CYCE_VLOAD(p) cyce_v16_bf16_load((__mmask16)0xffff, p)
 #define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_bf16_load(mask, p)
+#define CYCE_GRAD uint16_t
+#define CYCE_EXPS_IN_GRAD 0
+#define CYCE_VSTORE_GRAD(p, mask, v) cyce_v16_bf16_store(p, mask, v)
+#define CYCE_LANES 16
+#define CYCE_MASK __mmask16
+#define CYCE_V __m512
+#define CYCE_VOP(op) _mm512_##op##_ps
+#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
+#define CYCE_VPOLY cyce_v16_expf_poly
+#define CYCE_VCONST(name) CYCE_EXPF_##name
+#include "cyce_avx512_template.h"
+
+#define CYCE_REAL float
+#define CYCE_STORE uint16_t
+#define CYCE_NATIVE 0
+#define CYCE_SUFFIX bf16_f32
+#define CYCE_VLOAD(p) cyce_v16_bf16_load((__mmask16)0xffff, p)
+#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_bf16_load(mask, p)
+#define CYCE_GRAD float
+#define CYCE_EXPS_IN_GRAD 1
+#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
 #define CYCE_LANES 16
 #define CYCE_MASK __mmask16
 #define CYCE_V __m512
@@ -123,6 +171,27 @@ static inline __attribute__((always_inline)) __m512 cyce_v16_f16_load(__mmask16 
 #define CYCE_SUFFIX f16
 #define CYCE_VLOAD(p) cyce_v16_f16_load((__mmask16)0xffff, p)
 #define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_f16_load(mask, p)
+#define CYCE_GRAD uint16_t
+#define CYCE_EXPS_IN_GRAD 0
+#define CYCE_VSTORE_GRAD(p, mask, v) cyce_v16_f16_store(p, mask, v)
+#define CYCE_LANES 16
+#define CYCE_MASK __mmask16
+#define CYCE_V __m512
+#define CYCE_VOP(op) _mm512_##op##_ps
+#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
+#define CYCE_VPOLY cyce_v16_expf_poly
+#define CYCE_VCONST(name) CYCE_EXPF_##name
+#include "cyce_avx512_template.h"
+
+#define CYCE_REAL float
+#define CYCE_STORE uint16_t
+#define CYCE_NATIVE 0
+#define CYCE_SUFFIX f16_f32
+#define CYCE_VLOAD(p) cyce_v16_f16_load((__mmask16)0xffff, p)
+#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_f16_load(mask, p)
+#define CYCE_GRAD float
+#define CYCE_EXPS_IN_GRAD 1
+#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
 #define CYCE_LANES 16
 #define CYCE_MASK __mmask16
 #define CYCE_V __m512

@@ -1,7 +1,10 @@
 /*
  * The AVX-512 exp-and-sum span of cyce_avx512.h, written once for every
- * input dtype: cyce_avx512.h includes it once per dtype, with CYCE_REAL,
- * CYCE_STORE and CYCE_NATIVE (as for cyce_rows_template.h), CYCE_LANES,
+ * pair of dtypes: cyce_avx512.h includes it once per pair, with CYCE_REAL,
+ * CYCE_STORE, CYCE_GRAD, CYCE_EXPS_IN_GRAD and CYCE_NATIVE (as for
+ * cyce_rows_template.h),
+ * CYCE_VSTORE_GRAD (a masked store of CYCE_LANES values into CYCE_GRAD,
+ * rounded to it), CYCE_LANES,
  * CYCE_MASK, CYCE_V, CYCE_VOP (the intrinsic of an operation),
  * CYCE_VLOAD and CYCE_VLOAD_MASKZ (a load of CYCE_LANES stored elements,
  * widened to CYCE_REAL, and its masked form), CYCE_VCMP_MASK, CYCE_VPOLY (the exp's polynomial) and
@@ -83,8 +86,9 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
  * equal to `top` summed a CYCE_BLOCK at a time in the row's dtype (returned:
  * the total of those sums, in double), the others counted into *count;
  * *next_max = max(next[0:min(next_len, len)]), NaN skipped, -inf for none;
- * ahead + j prefetched for each vector (unless ahead is NULL); prev[0:len]
- * *= prev_scale (unless prev is NULL: the previous row's deferred scaling).
+ * ahead + j prefetched for each vector (unless ahead is NULL); prev_out[0:len]
+ * = prev[0:len] * prev_scale (unless prev is NULL: the previous row's
+ * deferred scaling; prev_out is prev itself where the exps are the gradient).
  *
  * The vectors of float rows start on the cache lines of the stream written
  * (out, else x; cyce_line_head): NumPy's large arrays start 16 bytes past a
@@ -104,8 +108,11 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
 static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_avx512)(
     const CYCE_STORE *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
     const CYCE_STORE *next, int64_t next_len, CYCE_REAL *next_max, double *count,
-    const CYCE_STORE *ahead, CYCE_REAL *prev, CYCE_REAL prev_scale)
+    const CYCE_STORE *ahead, CYCE_REAL *prev, CYCE_GRAD *prev_out, CYCE_REAL prev_scale)
 {
+#if CYCE_EXPS_IN_GRAD
+    prev_out = prev;   /* the exps are the gradient: scaled in place */
+#endif
     const CYCE_V vshift = CYCE_VOP(set1)(shift), vtop = CYCE_VOP(set1)(top);
     const CYCE_V vscale = CYCE_VOP(set1)(prev_scale), one = CYCE_VOP(set1)(1);
     const CYCE_MASK all = (CYCE_MASK)~(CYCE_MASK)0;
@@ -131,7 +138,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
         CYCE_MASK other = CYCE_VCMP_MASK(lanes, xv, vtop, _CMP_NEQ_UQ);             \
         NEXT;                                                                       \
         if (prev != NULL) {                                                         \
-            CYCE_VOP(mask_storeu)(prev + j, lanes, CYCE_VOP(mul)(                   \
+            CYCE_VSTORE_GRAD(prev_out + j, lanes, CYCE_VOP(mul)(                    \
                 CYCE_VOP(maskz_loadu)(lanes, prev + j), vscale));                   \
         }                                                                           \
         if (ahead != NULL) {                                                        \
@@ -214,6 +221,9 @@ static inline void CYCE_FN(cyce_exp_nonpos_avx512)(const CYCE_REAL *x, CYCE_REAL
 
 #undef CYCE_REAL
 #undef CYCE_STORE
+#undef CYCE_GRAD
+#undef CYCE_EXPS_IN_GRAD
+#undef CYCE_VSTORE_GRAD
 #undef CYCE_NATIVE
 #undef CYCE_SUFFIX
 #undef CYCE_LANES

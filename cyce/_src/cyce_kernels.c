@@ -23,28 +23,24 @@
 #define CYCE_STORE float
 #define CYCE_GRAD float
 #define CYCE_SUFFIX f32
-#define CYCE_XSUFFIX f32
 #define CYCE_EXP_ANY cyce_expf
 #include "cyce_kernels_template.h"
 #undef CYCE_REAL
 #undef CYCE_STORE
 #undef CYCE_GRAD
 #undef CYCE_SUFFIX
-#undef CYCE_XSUFFIX
 #undef CYCE_EXP_ANY
 
 #define CYCE_REAL double
 #define CYCE_STORE double
 #define CYCE_GRAD double
 #define CYCE_SUFFIX f64
-#define CYCE_XSUFFIX f64
 #define CYCE_EXP_ANY cyce_exp
 #include "cyce_kernels_template.h"
 #undef CYCE_REAL
 #undef CYCE_STORE
 #undef CYCE_GRAD
 #undef CYCE_SUFFIX
-#undef CYCE_XSUFFIX
 #undef CYCE_EXP_ANY
 
 #undef CYCE_LOAD

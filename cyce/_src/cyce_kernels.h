@@ -76,12 +76,12 @@ enum { CYCE_SIGMOID_BCE = 0, CYCE_PROBABILITY_BCE = 1 };
  * the binary losses, of CYCE_BINARY_BLOCK elements); a task returning a
  * double returns the sum of its losses in row order.
  *
- * The tasks that take a scratch row store a row's exps there where the
- * dtype cannot hold them unrounded (bfloat16, float16): n_classes *
- * exps_itemsize bytes of the calling thread's own, needed when a gradient
- * or softmax is written; exps_itemsize is 0 (no scratch: pass NULL) for
- * float and double, whose exps go to the output itself.  logsumexp writes
- * float for the half types. */
+ * The tasks that take a scratch store a row's exps there where the output
+ * cannot hold them unrounded (a bfloat16 or float16 one): two rows of
+ * n_classes * exps_itemsize bytes of the calling thread's own (a row whose
+ * scaling waits, and the next), needed when a gradient or softmax is
+ * written; exps_itemsize is 0 (no scratch: pass NULL) where the exps go to
+ * the output itself.  logsumexp writes float for the half types. */
 typedef struct {
     size_t exps_itemsize;
     void (*logsumexp)(const cyce_rows *rows, void *out, int64_t first, int64_t stop);

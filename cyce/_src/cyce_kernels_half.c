@@ -16,7 +16,6 @@
 #define CYCE_STORE uint16_t
 #define CYCE_EXP_ANY cyce_expf
 
-#define CYCE_XSUFFIX bf16
 #define CYCE_LOAD(v) cyce_bf16_to_float(v)
 #define CYCE_EXPS_IN_GRAD 0
 #define CYCE_GRAD uint16_t
@@ -37,9 +36,7 @@
 #undef CYCE_TO_GRAD
 #undef CYCE_SUFFIX
 #undef CYCE_LOAD
-#undef CYCE_XSUFFIX
 
-#define CYCE_XSUFFIX f16
 #define CYCE_LOAD(v) cyce_f16_to_float(v)
 #define CYCE_EXPS_IN_GRAD 0
 #define CYCE_GRAD uint16_t
@@ -60,7 +57,6 @@
 #undef CYCE_TO_GRAD
 #undef CYCE_SUFFIX
 #undef CYCE_LOAD
-#undef CYCE_XSUFFIX
 
 #undef CYCE_NATIVE
 #undef CYCE_REAL

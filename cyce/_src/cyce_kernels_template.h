@@ -40,7 +40,7 @@ static inline double CYCE_FN(row_blocked_exp_sum_m1)(const CYCE_STORE *x, CYCE_R
 {
     CYCE_REAL carried_max = 0;
     return CYCE_FN(cyce_row_blocked_exp_sum_m1)(x, out, n, &carried_max, 0, 0, m, factor,
-                                                NULL, NULL, 0.0);
+                                                NULL, NULL, NULL, 0.0);
 }
 
 /* log(sum(exp(x))), the max subtracted first.  An infinite max is returned
@@ -158,11 +158,10 @@ static inline double CYCE_FN(row_softmax_ce_hard)(
     }
     CYCE_REAL m;
     double label_x = CYCE_LOAD(x[label]);
-    /* only float rows defer: prev is their own gradient, scaled in place */
     CYCE_REAL *prev = pending->grad == NULL ? NULL : (CYCE_REAL *)pending->exps;
     double total_m1 = CYCE_FN(cyce_row_blocked_exp_sum_m1)(
-        x, exps, n, carried_max, *carried, fuse_next, &m, factor, prev, pending->factor,
-        pending->exp_scale);
+        x, exps, n, carried_max, *carried, fuse_next, &m, factor, prev,
+        (CYCE_GRAD *)pending->grad, pending->factor, pending->exp_scale);
     int64_t block = CYCE_FN(cyce_online_block)(n);
     if (prev != NULL) {
         ((CYCE_GRAD *)pending->grad)[pending->label] = CYCE_TO_GRAD((CYCE_REAL)pending->label_grad);
@@ -211,10 +210,9 @@ static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce
         /* the block factors of a row and of the one whose scaling waits for it */
         double factors[2][CYCE_ONLINE_MAX_BLOCKS];
         cyce_deferred pending = {NULL, NULL, NULL, 0.0, 0, 0.0};
-        /* deferring measured faster for float rows only
-         * (docs/performance.md#deferred-scaling); exps in the scratch row
-         * share it, so their scaling cannot wait */
-        int defer = CYCE_EXPS_IN_GRAD && sizeof(CYCE_REAL) == 4
+        /* deferring measured faster for rows computed in float only
+         * (docs/performance.md#deferred-scaling) */
+        int defer = sizeof(CYCE_REAL) == 4
             && n * (int64_t)sizeof(CYCE_REAL) <= CYCE_DEFER_MAX_BYTES;
         for (int64_t r = 0; r < n_rows; r++) {
             if (labels[r] == opts.ignore_index) {
@@ -226,8 +224,9 @@ static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce
                 }
             } else {
                 CYCE_GRAD *row_grad = grad == NULL ? NULL : grad + r * n;
+                /* scratch rows take turns: the waiting row's and this one's */
                 CYCE_REAL *exps = CYCE_EXPS_IN_GRAD ? (CYCE_REAL *)row_grad
-                                              : (grad == NULL ? NULL : (CYCE_REAL *)scratch);
+                    : (grad == NULL ? NULL : (CYCE_REAL *)scratch + (r % 2) * n);
                 tile_loss[r] = CYCE_FN(row_softmax_ce_hard)(
                     x + r * n, row_grad, exps, n, labels[r],
                     row_weight == NULL ? 1.0 : row_weight[r], opts, &carried_max, &carried,

@@ -180,28 +180,24 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
 #define CYCE_STORE float
 #define CYCE_GRAD float
 #define CYCE_SUFFIX f32
-#define CYCE_XSUFFIX f32
 #define CYCE_EXP cyce_expf_nonpos
 #include "cyce_rows_template.h"
 #undef CYCE_REAL
 #undef CYCE_STORE
 #undef CYCE_GRAD
 #undef CYCE_SUFFIX
-#undef CYCE_XSUFFIX
 #undef CYCE_EXP
 
 #define CYCE_REAL double
 #define CYCE_STORE double
 #define CYCE_GRAD double
 #define CYCE_SUFFIX f64
-#define CYCE_XSUFFIX f64
 #define CYCE_EXP cyce_exp_nonpos
 #include "cyce_rows_template.h"
 #undef CYCE_REAL
 #undef CYCE_STORE
 #undef CYCE_GRAD
 #undef CYCE_SUFFIX
-#undef CYCE_XSUFFIX
 #undef CYCE_EXP
 
 #undef CYCE_LOAD
@@ -217,7 +213,6 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
 #define CYCE_STORE uint16_t
 #define CYCE_EXP cyce_expf_nonpos
 
-#define CYCE_XSUFFIX bf16
 #define CYCE_LOAD(v) cyce_bf16_to_float(v)
 #define CYCE_EXPS_IN_GRAD 0
 #define CYCE_GRAD uint16_t
@@ -238,9 +233,7 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
 #undef CYCE_TO_GRAD
 #undef CYCE_SUFFIX
 #undef CYCE_LOAD
-#undef CYCE_XSUFFIX
 
-#define CYCE_XSUFFIX f16
 #define CYCE_LOAD(v) cyce_f16_to_float(v)
 #define CYCE_EXPS_IN_GRAD 0
 #define CYCE_GRAD uint16_t
@@ -261,7 +254,6 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
 #undef CYCE_TO_GRAD
 #undef CYCE_SUFFIX
 #undef CYCE_LOAD
-#undef CYCE_XSUFFIX
 
 #undef CYCE_NATIVE
 #undef CYCE_REAL

@@ -6,8 +6,8 @@
  * (the input's, or float for a half input's float32 gradient), CYCE_REAL
  * the type computed in (float for the half types), CYCE_LOAD and
  * CYCE_TO_GRAD converting from and to them, CYCE_EXPS_IN_GRAD 1 where
- * CYCE_GRAD is CYCE_REAL, CYCE_NATIVE 1 for float and double, CYCE_SUFFIX
- * naming the pair and CYCE_XSUFFIX the input's dtype.
+ * CYCE_GRAD is CYCE_REAL, CYCE_NATIVE 1 for float and double, and
+ * CYCE_SUFFIX naming the pair.
  *
  * The exps of a row go to `out`, of CYCE_REAL: where CYCE_EXPS_IN_GRAD the
  * gradient itself (scaled in place), otherwise a float row of the caller's,
@@ -29,8 +29,13 @@
 #define CYCE_CAT_(a, b) a##_##b
 #define CYCE_CAT(a, b) CYCE_CAT_(a, b)
 #define CYCE_FN(name) CYCE_CAT(name, CYCE_SUFFIX)
-/* the AVX-512 loops read the input alone: one of each per input dtype */
-#define CYCE_XFN(name) CYCE_CAT(name, CYCE_XSUFFIX)
+/* element j of a row's exps, scaled into out: where CYCE_EXPS_IN_GRAD the
+ * exps are out's own values (exps == out) */
+#if CYCE_EXPS_IN_GRAD
+#define CYCE_EXPS_AT(exps, out, j) (out)[j]
+#else
+#define CYCE_EXPS_AT(exps, out, j) (exps)[j]
+#endif
 
 /* The largest element (-inf for an all -inf row).  A NaN may or may not win;
  * callers rely on the NaN reaching the sum of exp instead.  Four quarters of
@@ -84,7 +89,7 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_coun
     CYCE_REAL top, CYCE_REAL *sum, CYCE_REAL *count)
 {
 #ifdef CYCE_AVX512_SPANS
-    CYCE_XFN(cyce_span_avx512)(x, out, start, stop, shift, top, sum, count);
+    CYCE_FN(cyce_span_avx512)(x, out, start, stop, shift, top, sum, count);
 #else
     CYCE_REAL s = *sum, c = *count;
     if (out == NULL) {
@@ -117,15 +122,20 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_coun
  * last block, unless the next row's first block is read too; past len, after
  * the exps, for a next row's first block longer than this last one), `ahead`
  * (unless NULL: n_ahead elements, spread over the block) is prefetched, and
- * prev[0:len] (unless NULL: the previous row's block, in cache) is scaled
- * by prev_scale, a CYCE_BLOCK at a time ahead of the exps: its loads,
+ * prev[0:len] (unless NULL: the previous row's block of exps, in cache) is
+ * scaled by prev_scale into prev_out (prev itself where CYCE_EXPS_IN_GRAD),
+ * a CYCE_BLOCK at a time ahead of the exps: its loads,
  * stores and one multiply per vector run beside the exps' arithmetic, where
  * a pass of its own would leave the vector units idle. */
 static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
     const CYCE_STORE *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
     const CYCE_STORE *next, int64_t next_len, CYCE_REAL *next_max, double *count,
-    const CYCE_STORE *ahead, int64_t n_ahead, CYCE_REAL *prev, CYCE_REAL prev_scale)
+    const CYCE_STORE *ahead, int64_t n_ahead, CYCE_REAL *prev, CYCE_GRAD *prev_out,
+    CYCE_REAL prev_scale)
 {
+#if CYCE_EXPS_IN_GRAD
+    prev_out = prev;   /* the exps are the gradient: scaled in place */
+#endif
 #ifdef CYCE_AVX512_SPANS
     CYCE_REAL m;
     /* one copy of the loop per case, out and prev known in each: tested
@@ -133,14 +143,14 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
      * loop read memory slower (docs/performance.md#unswitched-block-loop) */
     double rest;
     if (prev != NULL) {
-        rest = CYCE_XFN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
-                                                  &m, count, ahead, prev, prev_scale);
+        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
+                                                  &m, count, ahead, prev, prev_out, prev_scale);
     } else if (out != NULL) {
-        rest = CYCE_XFN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
-                                                  &m, count, ahead, NULL, 0);
+        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
+                                                  &m, count, ahead, NULL, NULL, 0);
     } else {
-        rest = CYCE_XFN(cyce_block_exp_sum_avx512)(x, NULL, len, shift, top, next, next_len,
-                                                  &m, count, ahead, NULL, 0);
+        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, NULL, len, shift, top, next, next_len,
+                                                  &m, count, ahead, NULL, NULL, 0);
     }
     (void)n_ahead;   /* ahead + j is prefetched with each vector j < len */
 #else
@@ -164,7 +174,7 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
         if (prev != NULL) {
 #pragma omp simd
             for (int64_t j = start; j < stop; j++) {
-                prev[j] = prev[j] * prev_scale;
+                prev_out[j] = CYCE_TO_GRAD(CYCE_EXPS_AT(prev, prev_out, j) * prev_scale);
             }
         }
         if (out == NULL) {
@@ -275,13 +285,7 @@ static inline double CYCE_FN(cyce_row_sum_shifted)(const CYCE_STORE *x, const do
 }
 
 /* out[j] = exps[j] * a - b * w[j] for start <= j < stop (w == NULL: all
- * ones), rounded to out's dtype.  Where CYCE_EXPS_IN_GRAD the exps are
- * out's own values (exps == out). */
-#if CYCE_EXPS_IN_GRAD
-#define CYCE_EXPS_AT(exps, out, j) (out)[j]
-#else
-#define CYCE_EXPS_AT(exps, out, j) (exps)[j]
-#endif
+ * ones), rounded to out's dtype. */
 static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_scale_sub)(
     const CYCE_REAL *exps, CYCE_GRAD *out, const double *w, int64_t start, int64_t stop,
     CYCE_REAL a, CYCE_REAL b)
@@ -382,10 +386,11 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * prefetches past the array's end do not fault); a row of one block, the row
  * after the next.
  *
- * prev, unless NULL, is the previous row's gradient (n elements, the same
- * blocks), still exp(x - block max): it is scaled by (CYCE_REAL)(prev_a *
- * prev_factor[k]) block by block during this row's exps, which is what
- * cyce_row_blocked_scale_sub(prev, NULL, n, prev_factor, prev_a, 0) does in
+ * prev, unless NULL, is the previous row's exps (n elements, the same
+ * blocks), still exp(x - block max): they are scaled by (CYCE_REAL)(prev_a *
+ * prev_factor[k]) block by block during this row's exps into its gradient
+ * prev_out, which is what
+ * cyce_row_blocked_scale_sub(prev, prev_out, NULL, n, prev_factor, prev_a, 0) does in
  * a pass of its own (the same products, so the same bits).
  *
  * The sum: blocks whose max is the row's add their rest and count as in
@@ -395,9 +400,12 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  * cyce_row_exp_sum_m1 (for -inf, explicitly: no block computes inf - inf). */
 static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
     const CYCE_STORE *x, CYCE_REAL *out, int64_t n, CYCE_REAL *carried_max, int carried,
-    int fuse_next, CYCE_REAL *row_max, double *factor, CYCE_REAL *prev,
+    int fuse_next, CYCE_REAL *row_max, double *factor, CYCE_REAL *prev, CYCE_GRAD *prev_out,
     const double *prev_factor, double prev_a)
 {
+#if CYCE_EXPS_IN_GRAD
+    prev_out = prev;
+#endif
     int64_t block = CYCE_FN(cyce_online_block)(n);
     /* a row of one block prefetches the row after the next one (the next one
      * it reads for its max; docs/performance.md#prefetch-distance) */
@@ -423,6 +431,7 @@ static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
             x + start, out == NULL ? NULL : out + start, len, m == -INFINITY ? 0 : m,
             isfinite(m) ? m : (CYCE_REAL)NAN, x + start + len, next_len, &next_max, &count[k],
             x + start + ahead, len, prev == NULL ? NULL : prev + start,
+            prev == NULL ? NULL : prev_out + start,
             prev == NULL ? 0 : (CYCE_REAL)(prev_a * prev_factor[k]));
     }
     if (fuse_next) {
@@ -644,7 +653,6 @@ static void CYCE_FN(cyce_tile_softmax_ce_hard_general)(
 }
 
 #undef CYCE_EXPS_AT
-#undef CYCE_XFN
 #undef CYCE_FN
 #undef CYCE_CAT
 #undef CYCE_CAT_
