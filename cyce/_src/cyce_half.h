@@ -8,10 +8,11 @@
  * add of 0x7fff plus the kept part's lowest bit (ties to even).  Not
  * AVX512_BF16's vcvtneps2bf16, which flushes subnormal results to zero.
  *
- * float16 goes through F16C (vcvtph2ps / vcvtps2ph, via GCC's _Float16)
- * where the object is compiled for it, and through integer operations
- * otherwise (the baseline object); both are exact for subnormals, and give
- * +-inf for values beyond 65504 rounded, and a NaN for a NaN.
+ * float16 goes through integer operations here too, exact for subnormals,
+ * +-inf for values beyond 65504 rounded, a NaN for a NaN: the values F16C's
+ * vcvtph2ps / vcvtps2ph give (a NaN's payload aside), which the AVX-512
+ * loops use (cyce_avx512.h).  Not F16C through GCC's _Float16 in the C loops: GCC
+ * does not vectorise _Float16 conversions without AVX512-FP16.
  */
 #ifndef CYCE_HALF_H
 #define CYCE_HALF_H
@@ -48,25 +49,6 @@ static inline __attribute__((always_inline)) uint16_t cyce_float_to_bf16(float f
     return (uint16_t)((f != f ? quiet : rounded) >> 16);
 }
 
-#if defined(__F16C__) && defined(__FLT16_MAX__)
-
-static inline __attribute__((always_inline)) float cyce_f16_to_float(uint16_t h)
-{
-    _Float16 v;
-    memcpy(&v, &h, sizeof v);
-    return (float)v;
-}
-
-static inline __attribute__((always_inline)) uint16_t cyce_float_to_f16(float f)
-{
-    _Float16 v = (_Float16)f;
-    uint16_t h;
-    memcpy(&h, &v, sizeof h);
-    return h;
-}
-
-#else
-
 /* The exponent and mantissa move to float's places and the exponent is
  * rebiased by 112; an infinity or NaN (exponent 31) gets float's 255; a
  * subnormal or zero (exponent 0) is its mantissa times 2**-24, made exact
@@ -101,7 +83,5 @@ static inline __attribute__((always_inline)) uint16_t cyce_float_to_f16(float f)
                   : magnitude < 0x38800000u ? subnormal : normal;
     return (uint16_t)(bits | sign);
 }
-
-#endif
 
 #endif

@@ -13,9 +13,9 @@
  * a gradient of the input's dtype or a float one */
 #define CYCE_NATIVE 0
 #define CYCE_REAL float
-#define CYCE_STORE uint16_t
 #define CYCE_EXP_ANY cyce_expf
 
+#define CYCE_STORE uint16_t
 #define CYCE_LOAD(v) cyce_bf16_to_float(v)
 #define CYCE_EXPS_IN_GRAD 0
 #define CYCE_GRAD uint16_t
@@ -36,7 +36,9 @@
 #undef CYCE_TO_GRAD
 #undef CYCE_SUFFIX
 #undef CYCE_LOAD
+#undef CYCE_STORE
 
+#define CYCE_STORE uint16_t
 #define CYCE_LOAD(v) cyce_f16_to_float(v)
 #define CYCE_EXPS_IN_GRAD 0
 #define CYCE_GRAD uint16_t
@@ -57,9 +59,9 @@
 #undef CYCE_TO_GRAD
 #undef CYCE_SUFFIX
 #undef CYCE_LOAD
+#undef CYCE_STORE
 
 #undef CYCE_NATIVE
 #undef CYCE_REAL
-#undef CYCE_STORE
 #undef CYCE_EXP_ANY
 

@@ -210,9 +210,9 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
  * a gradient of the input's dtype or a float one */
 #define CYCE_NATIVE 0
 #define CYCE_REAL float
-#define CYCE_STORE uint16_t
 #define CYCE_EXP cyce_expf_nonpos
 
+#define CYCE_STORE uint16_t
 #define CYCE_LOAD(v) cyce_bf16_to_float(v)
 #define CYCE_EXPS_IN_GRAD 0
 #define CYCE_GRAD uint16_t
@@ -233,7 +233,9 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
 #undef CYCE_TO_GRAD
 #undef CYCE_SUFFIX
 #undef CYCE_LOAD
+#undef CYCE_STORE
 
+#define CYCE_STORE uint16_t
 #define CYCE_LOAD(v) cyce_f16_to_float(v)
 #define CYCE_EXPS_IN_GRAD 0
 #define CYCE_GRAD uint16_t
@@ -254,10 +256,10 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
 #undef CYCE_TO_GRAD
 #undef CYCE_SUFFIX
 #undef CYCE_LOAD
+#undef CYCE_STORE
 
 #undef CYCE_NATIVE
 #undef CYCE_REAL
-#undef CYCE_STORE
 #undef CYCE_EXP
 
 #endif

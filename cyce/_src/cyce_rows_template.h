@@ -327,6 +327,11 @@ static inline void CYCE_FN(cyce_lines_scale_sub)(const CYCE_REAL *exps, CYCE_GRA
         int64_t stop = start + CYCE_BLOCK < n ? start + CYCE_BLOCK : n;
         for (int64_t j = start; j < stop; j += line) {
             __builtin_prefetch(out + j + ahead, 1, 2);
+#if !CYCE_EXPS_IN_GRAD
+            /* the exps of a half gradient's line: float, two lines of their own */
+            __builtin_prefetch(exps + j + ahead, 0, 2);
+            __builtin_prefetch(exps + j + ahead + CYCE_LINE / (int64_t)sizeof(CYCE_REAL), 0, 2);
+#endif
         }
         CYCE_FN(cyce_span_scale_sub)(exps, out, w, start, stop, a, b);
     }
