@@ -365,11 +365,16 @@ def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_l
                                      label_smoothing, z_loss, grad_scale)
     cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
                                   n_threads)
-    cdef Scratch sc = new_scratch(k, rows.n_classes, s.threads, grad is not None)
     cdef Py_ssize_t t
     cdef int64_t first
     cdef double *task_loss = new_task_sums(s.n_tasks)
     cdef double total
+    cdef Scratch sc
+    try:
+        sc = new_scratch(k, rows.n_classes, s.threads, grad is not None)
+    except MemoryError:
+        free(task_loss)
+        raise
     with nogil:
         for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
                         use_threads_if=s.threads > 1):

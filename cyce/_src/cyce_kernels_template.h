@@ -1,7 +1,8 @@
 /*
- * The row kernels of one storage dtype, and their tasks: cyce_kernels.c
- * includes this file once per pair of dtypes (input, gradient), with the
- * macros of cyce_rows_template.h, whose loops these call, and CYCE_SUFFIX.
+ * The row kernels of one storage dtype, and their tasks: cyce_kernels.c and
+ * cyce_kernels_half.c include this file once per pair of dtypes (input,
+ * gradient), with the macros of cyce_rows_template.h, whose loops these
+ * call, and CYCE_SUFFIX.
  *
  * A row's exps go to `exps`: the gradient itself where CYCE_EXPS_IN_GRAD,
  * otherwise (a half type's gradient) the float row `scratch` of the calling
