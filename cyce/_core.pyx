@@ -81,6 +81,7 @@ cdef extern from "cyce_kernels.h" nogil:
         const cyce_dtype_kernels *bf16_f32
         const cyce_dtype_kernels *f16
         const cyce_dtype_kernels *f16_f32
+        const cyce_dtype_kernels *f32_stream
         void (*log1p_values)(const double *s, double *out, int64_t n) noexcept nogil
     enum:
         CYCE_BINARY_BLOCK
@@ -360,6 +361,8 @@ def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_l
     row's loss to row_loss (unless None); returns the loss sum."""
     cdef const cyce_dtype_kernels *k = kernels_of(x, grad)
     cdef cyce_rows rows = rows_of(x, grad, row_loss)
+    if k == table.f32 and table.f32_stream != NULL and rows.grad != NULL and rows.grad != rows.x:
+        k = table.f32_stream   # a gradient of its own: written without reading its lines
     rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, ignore_index,
                                      label_smoothing, z_loss, grad_scale)

@@ -19,6 +19,20 @@ from . import _core
 from ._dispatch import threads_for
 
 
+def new_gradient(shape, dtype):
+    """np.empty(shape, dtype) starting on a cache line (NumPy's large arrays
+    start 16 bytes past one), so that the float32 kernels can write its rows
+    with streaming stores, which do not read a line before writing it."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    block = np.empty(nbytes + _LINE, dtype=np.uint8)
+    start = -block.ctypes.data % _LINE
+    return block[start:start + nbytes].view(dtype).reshape(shape)
+
+
+_LINE = 64
+
+
 def _rows(x):
     """A C-contiguous (N, C) view of x, copying once only if x is strided."""
     x = np.ascontiguousarray(x)
@@ -235,7 +249,7 @@ class _RowLoss:
             self.soft, y, self.ignore_index, self.n_rows, self.class_weight, self.row_weight)
         self.rows = x.reshape(-1, n_classes) if grad is x else _rows(x)
         if self.want_grad and grad is None:
-            grad = np.empty(x.shape, dtype=x.dtype)
+            grad = new_gradient(x.shape, x.dtype)
         self.grad = grad
         self.grad_rows = None if grad is None else grad.reshape(-1, n_classes)
         if self.soft:

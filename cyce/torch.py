@@ -112,18 +112,22 @@ def _new_array(shape, dtype) -> np.ndarray:
     (see empty_cache): a training loop then touches no new memory per step."""
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if nbytes < SPARE_MIN_BYTES:
-        return np.empty(tuple(shape), dtype=dtype)
+        return _softmax.new_gradient(tuple(shape), dtype)
     with _spare_lock:
         spare = _spare.pop() if _spare else None
         # the list's reference gone, the spare is free when only `spare` and
         # getrefcount's argument refer to it (a tensor or view of it holds one more)
-        if spare is None or spare.nbytes != nbytes or sys.getrefcount(spare) > 2:
-            spare = np.empty(nbytes, dtype=np.uint8)
+        # the spare owns its memory, so every view of it counts in its refcount
+        if spare is None or spare.nbytes != nbytes + LINE or sys.getrefcount(spare) > 2:
+            spare = np.empty(nbytes + LINE, dtype=np.uint8)
         _spare.append(spare)
-    return spare.view(dtype).reshape(tuple(shape))
+    # on a cache line, as _softmax.new_gradient's
+    start = -spare.ctypes.data % LINE
+    return spare[start:start + nbytes].view(dtype).reshape(tuple(shape))
 
 
 SPARE_MIN_BYTES = 1 << 26
+LINE = 64
 _spare: list = []  # at most one buffer: the last large gradient's memory
 _spare_lock = threading.Lock()
 

@@ -201,6 +201,38 @@ static inline __attribute__((always_inline)) void cyce_v16_f16_store(uint16_t *p
 #define CYCE_VCONST(name) CYCE_EXPF_##name
 #include "cyce_avx512_template.h"
 
+/* 16 floats into a gradient no one reads before the call returns, without
+ * reading its line first: a streaming store where the vector is a whole
+ * aligned line, a plain one otherwise (the stores are ordered by the task's
+ * closing sfence). */
+static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p, __mmask16 lanes,
+                                                                       __m512 v)
+{
+    if (lanes == (__mmask16)0xffff && (uintptr_t)p % 64 == 0) {
+        _mm512_stream_ps(p, v);
+    } else {
+        _mm512_mask_storeu_ps(p, lanes, v);
+    }
+}
+
+#define CYCE_REAL float
+#define CYCE_STORE float
+#define CYCE_NATIVE 0
+#define CYCE_SUFFIX f32_stream
+#define CYCE_VLOAD(p) _mm512_loadu_ps(p)
+#define CYCE_VLOAD_MASKZ(mask, p) _mm512_maskz_loadu_ps(mask, p)
+#define CYCE_GRAD float
+#define CYCE_EXPS_IN_GRAD 0
+#define CYCE_VSTORE_GRAD(p, mask, v) cyce_v16_stream_store(p, mask, v)
+#define CYCE_LANES 16
+#define CYCE_MASK __mmask16
+#define CYCE_V __m512
+#define CYCE_VOP(op) _mm512_##op##_ps
+#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
+#define CYCE_VPOLY cyce_v16_expf_poly
+#define CYCE_VCONST(name) CYCE_EXPF_##name
+#include "cyce_avx512_template.h"
+
 #endif
 
 #endif

@@ -53,6 +53,9 @@ extern const cyce_dtype_kernels CYCE_CAT3(cyce_kernels, bf16, CYCE_ISA);
 extern const cyce_dtype_kernels CYCE_CAT3(cyce_kernels, bf16_f32, CYCE_ISA);
 extern const cyce_dtype_kernels CYCE_CAT3(cyce_kernels, f16, CYCE_ISA);
 extern const cyce_dtype_kernels CYCE_CAT3(cyce_kernels, f16_f32, CYCE_ISA);
+#ifdef CYCE_AVX512_SPANS
+extern const cyce_dtype_kernels CYCE_CAT3(cyce_kernels, f32_stream, CYCE_ISA);
+#endif
 
 static void log1p_values(const double *s, double *out, int64_t n)
 {
@@ -73,5 +76,10 @@ const cyce_kernel_table CYCE_TABLE(CYCE_ISA) = {
     &CYCE_CAT3(cyce_kernels, bf16_f32, CYCE_ISA),
     &CYCE_CAT3(cyce_kernels, f16, CYCE_ISA),
     &CYCE_CAT3(cyce_kernels, f16_f32, CYCE_ISA),
+#ifdef CYCE_AVX512_SPANS
+    &CYCE_CAT3(cyce_kernels, f32_stream, CYCE_ISA),
+#else
+    NULL,
+#endif
     log1p_values,
 };

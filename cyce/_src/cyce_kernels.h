@@ -111,6 +111,8 @@ typedef struct {
     const cyce_dtype_kernels *bf16_f32;   /* bfloat16 input, float gradient or softmax */
     const cyce_dtype_kernels *f16;
     const cyce_dtype_kernels *f16_f32;
+    /* float32 into a gradient of its own, streamed out (NULL: not this level) */
+    const cyce_dtype_kernels *f32_stream;
     void (*log1p_values)(const double *s, double *out, int64_t n);
 } cyce_kernel_table;
 

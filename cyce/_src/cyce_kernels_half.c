@@ -65,3 +65,26 @@
 #undef CYCE_REAL
 #undef CYCE_EXP_ANY
 
+#if defined(CYCE_AVX512_SPANS)
+#define CYCE_NATIVE 0
+#define CYCE_REAL float
+#define CYCE_STORE float
+#define CYCE_GRAD float
+#define CYCE_EXPS_IN_GRAD 0
+#define CYCE_LOAD(v) (v)
+#define CYCE_TO_GRAD(v) (v)
+#define CYCE_EXP_ANY cyce_expf
+#define CYCE_TASK_FENCE() _mm_sfence()
+#define CYCE_SUFFIX f32_stream
+#include "cyce_kernels_template.h"
+#undef CYCE_NATIVE
+#undef CYCE_REAL
+#undef CYCE_STORE
+#undef CYCE_GRAD
+#undef CYCE_EXPS_IN_GRAD
+#undef CYCE_LOAD
+#undef CYCE_TO_GRAD
+#undef CYCE_EXP_ANY
+#undef CYCE_TASK_FENCE
+#undef CYCE_SUFFIX
+#endif

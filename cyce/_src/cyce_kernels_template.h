@@ -249,6 +249,9 @@ static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce
     if (rows->row_loss != NULL) {
         memcpy(rows->row_loss + first, tile_loss, (size_t)n_rows * sizeof(double));
     }
+#ifdef CYCE_TASK_FENCE
+    CYCE_TASK_FENCE();
+#endif
     return total;
 }
 

@@ -262,6 +262,30 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
 #undef CYCE_REAL
 #undef CYCE_EXP
 
+#if defined(CYCE_AVX512_SPANS)
+/* float32 into a gradient of its own, whose exps go to the scratch rows and
+ * whose scaled values are streamed out (cyce_v16_stream_store) */
+#define CYCE_NATIVE 0
+#define CYCE_REAL float
+#define CYCE_STORE float
+#define CYCE_GRAD float
+#define CYCE_EXPS_IN_GRAD 0
+#define CYCE_LOAD(v) (v)
+#define CYCE_TO_GRAD(v) (v)
+#define CYCE_EXP cyce_expf_nonpos
+#define CYCE_SUFFIX f32_stream
+#include "cyce_rows_template.h"
+#undef CYCE_NATIVE
+#undef CYCE_REAL
+#undef CYCE_STORE
+#undef CYCE_GRAD
+#undef CYCE_EXPS_IN_GRAD
+#undef CYCE_LOAD
+#undef CYCE_TO_GRAD
+#undef CYCE_EXP
+#undef CYCE_SUFFIX
+#endif
+
 #endif
 
 #endif
