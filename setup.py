@@ -118,7 +118,11 @@ def want_simd(flags):
     return compiler_accepts(flags + ["-c"], link=False)
 
 
-KERNEL_SOURCES = ["cyce/_src/cyce_kernels.c", "cyce/_src/cyce_kernels_half.c"]
+# (source, flags of its own).  The scratch kernels (bfloat16, float16, the
+# streamed float32 gradient) at -O2: -O3's loop versioning and peeling of
+# their conversions made them 1.1 MB of the module, past the wheel's 1 MiB
+# (docs/performance.md#half-precision).
+KERNEL_SOURCES = [("cyce/_src/cyce_kernels.c", []), ("cyce/_src/cyce_kernels_half.c", ["-O2"])]
 HEADERS = sorted(os.path.join("cyce/_src", name) for name in os.listdir("cyce/_src")
                  if name.endswith(".h"))
 
@@ -134,15 +138,16 @@ class BuildKernels(build_ext):
     def build_extension(self, ext):
         objects = []
         for level, flags in ext.kernel_levels:
-            objects += self.compiler.compile(
-                KERNEL_SOURCES,
-                output_dir=os.path.join(self.build_temp, "kernels_" + level),
-                macros=[("CYCE_ISA", level), ("CYCE_SIMD_LEVEL", c_string(level)),
-                        ("CYCE_CFLAGS", c_string(" ".join(flags)))],
-                include_dirs=["cyce/_src"],
-                extra_postargs=flags,
-                depends=HEADERS,
-            )
+            for source, source_flags in KERNEL_SOURCES:
+                objects += self.compiler.compile(
+                    [source],
+                    output_dir=os.path.join(self.build_temp, "kernels_" + level),
+                    macros=[("CYCE_ISA", level), ("CYCE_SIMD_LEVEL", c_string(level)),
+                            ("CYCE_CFLAGS", c_string(" ".join(flags)))],
+                    include_dirs=["cyce/_src"],
+                    extra_postargs=flags + source_flags,
+                    depends=HEADERS,
+                )
         ext.extra_objects = objects
         super().build_extension(ext)
 
@@ -166,7 +171,7 @@ def extensions():
         extra_compile_args=base,
         extra_link_args=openmp_link + next(
             (flags for flags in STRIP_CANDIDATES if compiler_accepts(flags)), []),
-        depends=KERNEL_SOURCES + HEADERS,
+        depends=[source for source, _ in KERNEL_SOURCES] + HEADERS,
     )
     (core,) = cythonize([core], compiler_directives=DIRECTIVES)
     core.kernel_levels = levels

@@ -19,7 +19,7 @@ from . import _core
 from ._dispatch import threads_for
 
 
-def new_gradient(shape, dtype):
+def _new_gradient(shape, dtype):
     """np.empty(shape, dtype) starting on a cache line (NumPy's large arrays
     start 16 bytes past one), so that the float32 kernels can write its rows
     with streaming stores, which do not read a line before writing it."""
@@ -249,7 +249,7 @@ class _RowLoss:
             self.soft, y, self.ignore_index, self.n_rows, self.class_weight, self.row_weight)
         self.rows = x.reshape(-1, n_classes) if grad is x else _rows(x)
         if self.want_grad and grad is None:
-            grad = new_gradient(x.shape, x.dtype)
+            grad = _new_gradient(x.shape, x.dtype)
         self.grad = grad
         self.grad_rows = None if grad is None else grad.reshape(-1, n_classes)
         if self.soft:

@@ -112,7 +112,7 @@ def _new_array(shape, dtype) -> np.ndarray:
     (see empty_cache): a training loop then touches no new memory per step."""
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if nbytes < SPARE_MIN_BYTES:
-        return _softmax.new_gradient(tuple(shape), dtype)
+        return _softmax._new_gradient(tuple(shape), dtype)
     with _spare_lock:
         spare = _spare.pop() if _spare else None
         # the list's reference gone, the spare is free when only `spare` and
@@ -121,7 +121,7 @@ def _new_array(shape, dtype) -> np.ndarray:
         if spare is None or spare.nbytes != nbytes + LINE or sys.getrefcount(spare) > 2:
             spare = np.empty(nbytes + LINE, dtype=np.uint8)
         _spare.append(spare)
-    # on a cache line, as _softmax.new_gradient's
+    # on a cache line, as _softmax._new_gradient's
     start = -spare.ctypes.data % LINE
     return spare[start:start + nbytes].view(dtype).reshape(tuple(shape))
 

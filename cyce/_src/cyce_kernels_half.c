@@ -1,8 +1,10 @@
 /*
- * cyce_kernels_half.c -- the bfloat16 and float16 kernels of one
- * instruction set (setup.py compiles it beside cyce_kernels.c, with the
- * same flags), each dtype's table exported as
- * cyce_kernels_<dtype>_<level> for cyce_kernels.c's table.
+ * cyce_kernels_half.c -- the kernels of one instruction set whose exps go
+ * to scratch rows: bfloat16 and float16 (with a gradient of their own dtype
+ * or float), and, at the avx512 level, float32 into a gradient of its own,
+ * streamed out.  setup.py compiles it beside cyce_kernels.c, with the same
+ * flags then -O2; each table is exported as cyce_kernels_<dtypes>_<level>
+ * for cyce_kernels.c's table.
  */
 #define CYCE_HALF_TYPES 1
 #include "cyce_kernels_impl.h"
@@ -65,6 +67,7 @@
 #undef CYCE_REAL
 #undef CYCE_EXP_ANY
 
+/* float32 into a gradient of its own (cyce_rows.h's f32_stream loops) */
 #if defined(CYCE_AVX512_SPANS)
 #define CYCE_NATIVE 0
 #define CYCE_REAL float
