@@ -54,45 +54,10 @@ static inline __attribute__((always_inline)) __m512d cyce_v8_exp_poly(__m512d r)
     return _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
 }
 
-#ifndef CYCE_HALF_TYPES
-#define CYCE_REAL float
-#define CYCE_STORE float
-#define CYCE_GRAD float
-#define CYCE_EXPS_IN_GRAD 1
-#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
-#define CYCE_NATIVE 1
-#define CYCE_SUFFIX f32
-#define CYCE_VLOAD(p) _mm512_loadu_ps(p)
-#define CYCE_VLOAD_MASKZ(mask, p) _mm512_maskz_loadu_ps(mask, p)
-#define CYCE_LANES 16
-#define CYCE_MASK __mmask16
-#define CYCE_V __m512
-#define CYCE_VOP(op) _mm512_##op##_ps
-#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
-#define CYCE_VPOLY cyce_v16_expf_poly
-#define CYCE_VCONST(name) CYCE_EXPF_##name
-#include "cyce_avx512_template.h"
-
-#define CYCE_REAL double
-#define CYCE_STORE double
-#define CYCE_GRAD double
-#define CYCE_EXPS_IN_GRAD 1
-#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_pd(p, mask, v)
-#define CYCE_NATIVE 1
-#define CYCE_SUFFIX f64
-#define CYCE_VLOAD(p) _mm512_loadu_pd(p)
-#define CYCE_VLOAD_MASKZ(mask, p) _mm512_maskz_loadu_pd(mask, p)
-#define CYCE_LANES 8
-#define CYCE_MASK __mmask8
-#define CYCE_V __m512d
-#define CYCE_VOP(op) _mm512_##op##_pd
-#define CYCE_VCMP_MASK _mm512_mask_cmp_pd_mask
-#define CYCE_VPOLY cyce_v8_exp_poly
-#define CYCE_VCONST(name) CYCE_EXP_##name
-#include "cyce_avx512_template.h"
-
-#else
-
+/* The pairs of dtypes (input, gradient) of this translation unit, as in
+ * cyce_dtypes.h; the template undefines each pair's macros, the vector
+ * width's are undefined here. */
+#ifdef CYCE_HALF_TYPES
 /* 16 bfloat16 or float16 values (their bits), widened to float: a shift
  * into the upper half, or vcvtph2ps; masked lanes read nothing and are 0. */
 static inline __attribute__((always_inline)) __m512 cyce_v16_bf16_load(__mmask16 lanes,
@@ -129,78 +94,6 @@ static inline __attribute__((always_inline)) void cyce_v16_f16_store(uint16_t *p
     _mm256_mask_storeu_epi16(p, lanes, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-#define CYCE_REAL float
-#define CYCE_STORE uint16_t
-#define CYCE_NATIVE 0
-#define CYCE_SUFFIX bf16
-#define CYCE_VLOAD(p) cyce_v16_bf16_load((__mmask16)0xffff, p)
-#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_bf16_load(mask, p)
-#define CYCE_GRAD uint16_t
-#define CYCE_EXPS_IN_GRAD 0
-#define CYCE_VSTORE_GRAD(p, mask, v) cyce_v16_bf16_store(p, mask, v)
-#define CYCE_LANES 16
-#define CYCE_MASK __mmask16
-#define CYCE_V __m512
-#define CYCE_VOP(op) _mm512_##op##_ps
-#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
-#define CYCE_VPOLY cyce_v16_expf_poly
-#define CYCE_VCONST(name) CYCE_EXPF_##name
-#include "cyce_avx512_template.h"
-
-#define CYCE_REAL float
-#define CYCE_STORE uint16_t
-#define CYCE_NATIVE 0
-#define CYCE_SUFFIX bf16_f32
-#define CYCE_VLOAD(p) cyce_v16_bf16_load((__mmask16)0xffff, p)
-#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_bf16_load(mask, p)
-#define CYCE_GRAD float
-#define CYCE_EXPS_IN_GRAD 1
-#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
-#define CYCE_LANES 16
-#define CYCE_MASK __mmask16
-#define CYCE_V __m512
-#define CYCE_VOP(op) _mm512_##op##_ps
-#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
-#define CYCE_VPOLY cyce_v16_expf_poly
-#define CYCE_VCONST(name) CYCE_EXPF_##name
-#include "cyce_avx512_template.h"
-
-#define CYCE_REAL float
-#define CYCE_STORE uint16_t
-#define CYCE_NATIVE 0
-#define CYCE_SUFFIX f16
-#define CYCE_VLOAD(p) cyce_v16_f16_load((__mmask16)0xffff, p)
-#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_f16_load(mask, p)
-#define CYCE_GRAD uint16_t
-#define CYCE_EXPS_IN_GRAD 0
-#define CYCE_VSTORE_GRAD(p, mask, v) cyce_v16_f16_store(p, mask, v)
-#define CYCE_LANES 16
-#define CYCE_MASK __mmask16
-#define CYCE_V __m512
-#define CYCE_VOP(op) _mm512_##op##_ps
-#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
-#define CYCE_VPOLY cyce_v16_expf_poly
-#define CYCE_VCONST(name) CYCE_EXPF_##name
-#include "cyce_avx512_template.h"
-
-#define CYCE_REAL float
-#define CYCE_STORE uint16_t
-#define CYCE_NATIVE 0
-#define CYCE_SUFFIX f16_f32
-#define CYCE_VLOAD(p) cyce_v16_f16_load((__mmask16)0xffff, p)
-#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_f16_load(mask, p)
-#define CYCE_GRAD float
-#define CYCE_EXPS_IN_GRAD 1
-#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
-#define CYCE_LANES 16
-#define CYCE_MASK __mmask16
-#define CYCE_V __m512
-#define CYCE_VOP(op) _mm512_##op##_ps
-#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
-#define CYCE_VPOLY cyce_v16_expf_poly
-#define CYCE_VCONST(name) CYCE_EXPF_##name
-#include "cyce_avx512_template.h"
-
 /* 16 floats into a gradient no one reads before the call returns, without
  * reading its line first: a streaming store where the vector is a whole
  * aligned line, a plain one otherwise (the stores are ordered by the task's
@@ -215,7 +108,68 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
     }
 }
 
+#endif
+
+/* 16 float lanes */
 #define CYCE_REAL float
+#define CYCE_LANES 16
+#define CYCE_MASK __mmask16
+#define CYCE_V __m512
+#define CYCE_VOP(op) _mm512_##op##_ps
+#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
+#define CYCE_VPOLY cyce_v16_expf_poly
+#define CYCE_VCONST(name) CYCE_EXPF_##name
+#ifndef CYCE_HALF_TYPES
+#define CYCE_STORE float
+#define CYCE_NATIVE 1
+#define CYCE_SUFFIX f32
+#define CYCE_VLOAD(p) _mm512_loadu_ps(p)
+#define CYCE_VLOAD_MASKZ(mask, p) _mm512_maskz_loadu_ps(mask, p)
+#define CYCE_GRAD float
+#define CYCE_EXPS_IN_GRAD 1
+#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
+#include "cyce_avx512_template.h"
+#else
+#define CYCE_STORE uint16_t
+#define CYCE_NATIVE 0
+#define CYCE_SUFFIX bf16
+#define CYCE_VLOAD(p) cyce_v16_bf16_load((__mmask16)0xffff, p)
+#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_bf16_load(mask, p)
+#define CYCE_GRAD uint16_t
+#define CYCE_EXPS_IN_GRAD 0
+#define CYCE_VSTORE_GRAD(p, mask, v) cyce_v16_bf16_store(p, mask, v)
+#include "cyce_avx512_template.h"
+
+#define CYCE_STORE uint16_t
+#define CYCE_NATIVE 0
+#define CYCE_SUFFIX bf16_f32
+#define CYCE_VLOAD(p) cyce_v16_bf16_load((__mmask16)0xffff, p)
+#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_bf16_load(mask, p)
+#define CYCE_GRAD float
+#define CYCE_EXPS_IN_GRAD 1
+#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
+#include "cyce_avx512_template.h"
+
+#define CYCE_STORE uint16_t
+#define CYCE_NATIVE 0
+#define CYCE_SUFFIX f16
+#define CYCE_VLOAD(p) cyce_v16_f16_load((__mmask16)0xffff, p)
+#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_f16_load(mask, p)
+#define CYCE_GRAD uint16_t
+#define CYCE_EXPS_IN_GRAD 0
+#define CYCE_VSTORE_GRAD(p, mask, v) cyce_v16_f16_store(p, mask, v)
+#include "cyce_avx512_template.h"
+
+#define CYCE_STORE uint16_t
+#define CYCE_NATIVE 0
+#define CYCE_SUFFIX f16_f32
+#define CYCE_VLOAD(p) cyce_v16_f16_load((__mmask16)0xffff, p)
+#define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_f16_load(mask, p)
+#define CYCE_GRAD float
+#define CYCE_EXPS_IN_GRAD 1
+#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
+#include "cyce_avx512_template.h"
+
 #define CYCE_STORE float
 #define CYCE_NATIVE 0
 #define CYCE_SUFFIX f32_stream
@@ -224,15 +178,44 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
 #define CYCE_GRAD float
 #define CYCE_EXPS_IN_GRAD 0
 #define CYCE_VSTORE_GRAD(p, mask, v) cyce_v16_stream_store(p, mask, v)
-#define CYCE_LANES 16
-#define CYCE_MASK __mmask16
-#define CYCE_V __m512
-#define CYCE_VOP(op) _mm512_##op##_ps
-#define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
-#define CYCE_VPOLY cyce_v16_expf_poly
-#define CYCE_VCONST(name) CYCE_EXPF_##name
 #include "cyce_avx512_template.h"
+#endif
+#undef CYCE_REAL
+#undef CYCE_LANES
+#undef CYCE_MASK
+#undef CYCE_V
+#undef CYCE_VOP
+#undef CYCE_VCMP_MASK
+#undef CYCE_VPOLY
+#undef CYCE_VCONST
 
+#ifndef CYCE_HALF_TYPES
+/* 8 double lanes */
+#define CYCE_REAL double
+#define CYCE_LANES 8
+#define CYCE_MASK __mmask8
+#define CYCE_V __m512d
+#define CYCE_VOP(op) _mm512_##op##_pd
+#define CYCE_VCMP_MASK _mm512_mask_cmp_pd_mask
+#define CYCE_VPOLY cyce_v8_exp_poly
+#define CYCE_VCONST(name) CYCE_EXP_##name
+#define CYCE_STORE double
+#define CYCE_NATIVE 1
+#define CYCE_SUFFIX f64
+#define CYCE_VLOAD(p) _mm512_loadu_pd(p)
+#define CYCE_VLOAD_MASKZ(mask, p) _mm512_maskz_loadu_pd(mask, p)
+#define CYCE_GRAD double
+#define CYCE_EXPS_IN_GRAD 1
+#define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_pd(p, mask, v)
+#include "cyce_avx512_template.h"
+#undef CYCE_REAL
+#undef CYCE_LANES
+#undef CYCE_MASK
+#undef CYCE_V
+#undef CYCE_VOP
+#undef CYCE_VCMP_MASK
+#undef CYCE_VPOLY
+#undef CYCE_VCONST
 #endif
 
 #endif

@@ -1,15 +1,15 @@
 /*
  * The AVX-512 exp-and-sum span of cyce_avx512.h, written once for every
- * pair of dtypes: cyce_avx512.h includes it once per pair, with CYCE_REAL,
- * CYCE_STORE, CYCE_GRAD, CYCE_EXPS_IN_GRAD and CYCE_NATIVE (as for
- * cyce_rows_template.h),
- * CYCE_VSTORE_GRAD (a masked store of CYCE_LANES values into CYCE_GRAD,
- * rounded to it), CYCE_LANES,
- * CYCE_MASK, CYCE_V, CYCE_VOP (the intrinsic of an operation),
- * CYCE_VLOAD and CYCE_VLOAD_MASKZ (a load of CYCE_LANES stored elements,
- * widened to CYCE_REAL, and its masked form), CYCE_VCMP_MASK, CYCE_VPOLY (the exp's polynomial) and
- * CYCE_VCONST (the exp's constants in cyce_exp.h), which it undefines at
- * its end.
+ * pair of dtypes: cyce_avx512.h includes it once per pair, with
+ *   the vector width's macros: CYCE_REAL, CYCE_LANES, CYCE_MASK, CYCE_V,
+ *   CYCE_VOP (the intrinsic of an operation), CYCE_VCMP_MASK, CYCE_VPOLY
+ *   (the exp's polynomial) and CYCE_VCONST (its constants in cyce_exp.h),
+ *   which stay defined for the next pair of that width;
+ *   the pair's: CYCE_STORE, CYCE_GRAD, CYCE_EXPS_IN_GRAD, CYCE_NATIVE (as
+ *   for cyce_rows_template.h), CYCE_SUFFIX, CYCE_VLOAD and CYCE_VLOAD_MASKZ
+ *   (a load of CYCE_LANES stored elements, widened to CYCE_REAL, and its
+ *   masked form) and CYCE_VSTORE_GRAD (a masked store into CYCE_GRAD,
+ *   rounded to it), which it undefines at its end.
  */
 #define CYCE_CAT_(a, b) a##_##b
 #define CYCE_CAT(a, b) CYCE_CAT_(a, b)
@@ -219,20 +219,12 @@ static inline void CYCE_FN(cyce_exp_nonpos_avx512)(const CYCE_REAL *x, CYCE_REAL
 }
 #endif
 
-#undef CYCE_REAL
 #undef CYCE_STORE
 #undef CYCE_GRAD
 #undef CYCE_EXPS_IN_GRAD
 #undef CYCE_VSTORE_GRAD
 #undef CYCE_NATIVE
 #undef CYCE_SUFFIX
-#undef CYCE_LANES
-#undef CYCE_MASK
-#undef CYCE_V
-#undef CYCE_VOP
 #undef CYCE_VLOAD
 #undef CYCE_VLOAD_MASKZ
-#undef CYCE_VCMP_MASK
 #undef CYCE_VEXP
-#undef CYCE_VPOLY
-#undef CYCE_VCONST

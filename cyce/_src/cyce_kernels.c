@@ -13,40 +13,8 @@
 #define CYCE_CFLAGS ""
 #endif
 
-/* float and double: stored as they are computed, gradients of their own dtype */
-#define CYCE_LOAD(v) (v)
-#define CYCE_TO_GRAD(v) (v)
-#define CYCE_NATIVE 1
-#define CYCE_EXPS_IN_GRAD 1
-
-#define CYCE_REAL float
-#define CYCE_STORE float
-#define CYCE_GRAD float
-#define CYCE_SUFFIX f32
-#define CYCE_EXP_ANY cyce_expf
-#include "cyce_kernels_template.h"
-#undef CYCE_REAL
-#undef CYCE_STORE
-#undef CYCE_GRAD
-#undef CYCE_SUFFIX
-#undef CYCE_EXP_ANY
-
-#define CYCE_REAL double
-#define CYCE_STORE double
-#define CYCE_GRAD double
-#define CYCE_SUFFIX f64
-#define CYCE_EXP_ANY cyce_exp
-#include "cyce_kernels_template.h"
-#undef CYCE_REAL
-#undef CYCE_STORE
-#undef CYCE_GRAD
-#undef CYCE_SUFFIX
-#undef CYCE_EXP_ANY
-
-#undef CYCE_LOAD
-#undef CYCE_TO_GRAD
-#undef CYCE_NATIVE
-#undef CYCE_EXPS_IN_GRAD
+#define CYCE_TEMPLATE "cyce_kernels_template.h"
+#include "cyce_dtypes.h"
 
 /* cyce_kernels_half.c's, for the same instruction set */
 extern const cyce_dtype_kernels CYCE_CAT3(cyce_kernels, bf16, CYCE_ISA);
