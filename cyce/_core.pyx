@@ -137,7 +137,10 @@ def is_bfloat16(dtype):
 
 
 cdef bint is_half(cnp.ndarray x):
-    return cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT16 or is_bfloat16(x.dtype)
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64:
+        return False  # the common case, without is_bfloat16's attribute lookups
+    return typenum == cnp.NPY_FLOAT16 or is_bfloat16(x.dtype)
 
 
 cdef bint float32_output(cnp.ndarray x, object out):
@@ -151,15 +154,14 @@ cdef const cyce_dtype_kernels *kernels_of(cnp.ndarray x, object out=None) except
     """The kernels of x's dtype, writing out's (x's own, or float32 for a
     half x)."""
     cdef int typenum = cnp.PyArray_TYPE(x)
-    cdef bint to_float32 = float32_output(x, out)
     if typenum == cnp.NPY_FLOAT32:
         return table.f32
     if typenum == cnp.NPY_FLOAT64:
         return table.f64
     if typenum == cnp.NPY_FLOAT16:
-        return table.f16_f32 if to_float32 else table.f16
+        return table.f16_f32 if float32_output(x, out) else table.f16
     if is_bfloat16(x.dtype):
-        return table.bf16_f32 if to_float32 else table.bf16
+        return table.bf16_f32 if float32_output(x, out) else table.bf16
     raise TypeError(f"no kernel for dtype {x.dtype}")
 
 

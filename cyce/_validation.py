@@ -30,6 +30,8 @@ def _kind_name(a):
 
 def is_half(dtype):
     """float16, or a bfloat16 NumPy dtype (recognised without ml_dtypes)."""
+    if dtype in FLOAT_DTYPES:
+        return False  # the common case, without is_bfloat16's call
     return dtype == FLOAT16 or _core.is_bfloat16(dtype)
 
 
