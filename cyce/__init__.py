@@ -3,9 +3,11 @@
 from ._version import __version__
 from ._binary import binary_ce, sigmoid_bce
 from ._softmax import categorical_ce, log_softmax, logsumexp, softmax, softmax_ce
+from ._linear import LinearSoftmaxCE, linear_softmax_ce
 from ._info import show_config
 
 __all__ = [
     "__version__", "logsumexp", "log_softmax", "softmax", "softmax_ce",
-    "sigmoid_bce", "binary_ce", "categorical_ce", "show_config",
+    "sigmoid_bce", "binary_ce", "categorical_ce", "linear_softmax_ce", "LinearSoftmaxCE",
+    "show_config",
 ]

@@ -44,11 +44,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import _reduction as _torch_reduction
 
-from . import _binary, _softmax
+from . import _binary, _linear, _softmax
 
 __all__ = [
     "cross_entropy", "binary_cross_entropy_with_logits", "binary_cross_entropy",
-    "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "empty_cache",
+    "linear_cross_entropy", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss", "empty_cache",
 ]
 
 KERNEL_DTYPES = (torch.float32, torch.float64, torch.float16)
@@ -647,6 +647,183 @@ def binary_cross_entropy(
 
 def _at_least_1d(x: Tensor) -> Tensor:
     return x.reshape(1) if x.ndim == 0 else x
+
+
+# ---------------------------------------------------------------------------
+# Fused linear + cross entropy
+# ---------------------------------------------------------------------------
+
+@torch.library.custom_op("cyce::linear_cross_entropy", mutates_args=())
+def _linear_ce_op(
+    input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Optional[Tensor],
+    weight: Optional[Tensor], sample_weight: Optional[Tensor], ignore_index: int,
+    label_smoothing: float, z_loss: float, reduction: str, want_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """cyce.linear_softmax_ce of (R, H) input, (V, H) weight and (R,) int64
+    class indices: (loss, grad_input, grad_weight, grad_bias), the gradients
+    empty tensors when want_grad is False (grad_bias also without a bias).
+    float16 and bfloat16 are computed on float32 copies of input, weight and
+    bias (the GEMMs are NumPy's BLAS, which has no half types)."""
+    half = input.dtype in (torch.float16, torch.bfloat16)
+
+    def array(t):
+        if t is None:
+            return None
+        t = t.detach()
+        return (t.float() if half else t).contiguous().numpy()
+
+    result = _linear.linear_softmax_ce(
+        array(input), array(linear_weight), target.detach().numpy(),
+        linear_bias=array(linear_bias), weight=_optional_array(weight),
+        sample_weight=_optional_array(sample_weight), ignore_index=ignore_index,
+        reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
+        return_grad=want_grad, num_threads=_blas_threads())
+    if not want_grad:
+        empty = input.new_empty(0)
+        return _loss_tensor(result, input.dtype), empty, empty.clone(), empty.clone()
+    loss, grad_input, grad_weight, grad_bias = result
+
+    def tensor(a):
+        return input.new_empty(0) if a is None else torch.from_numpy(a).to(input.dtype)
+
+    return (_loss_tensor(loss, input.dtype), tensor(grad_input), tensor(grad_weight),
+            tensor(grad_bias))
+
+
+@_linear_ce_op.register_fake
+def _(input, linear_weight, target, linear_bias, weight, sample_weight, ignore_index,
+      label_smoothing, z_loss, reduction, want_grad):
+    loss = input.new_empty(input.shape[:1] if reduction == "none" else ())
+    if not want_grad:
+        return loss, input.new_empty(0), input.new_empty(0), input.new_empty(0)
+    grad_bias = input.new_empty(0) if linear_bias is None else torch.empty_like(linear_bias)
+    return (loss, torch.empty_like(input, memory_format=torch.contiguous_format),
+            torch.empty_like(linear_weight, memory_format=torch.contiguous_format), grad_bias)
+
+
+def _blas_threads() -> Optional[int]:
+    """torch's thread count for cyce and the BLAS, where threadpoolctl can
+    bound the BLAS (else both keep their defaults)."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def _save_linear_inputs(ctx, inputs, output):
+    """"mean" and "sum": the forward's gradients, scaled in the backward.
+    "none": the inputs, for a backward that recomputes the gradients with
+    grad_output as the rows' weights (a per-row grad_output cannot scale a
+    weight gradient summed over rows)."""
+    (x, w, target, bias, weight, sample_weight, ignore_index, smoothing, z_loss, reduction,
+     want_grad) = inputs
+    ctx.reduction, ctx.want_grad = reduction, want_grad
+    ctx.options = (ignore_index, smoothing, z_loss)
+    ctx.has_bias = bias is not None
+    ctx.set_materialize_grads(False)
+    if reduction == "none":
+        ctx.save_for_backward(x, w, target, bias, weight, sample_weight)
+    else:
+        _, grad_x, grad_w, grad_b = output
+        ctx.save_for_backward(grad_x, grad_w, grad_b)
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _linear_gradient(ctx, grad_loss, *unused):
+    nones = (None,) * 7
+    if grad_loss is None:
+        return (None,) * 4 + nones
+    if ctx.reduction == "none":
+        x, w, target, bias, weight, sample_weight = ctx.saved_tensors
+        rows_weight = grad_loss.detach().reshape(-1)
+        if sample_weight is not None:
+            rows_weight = rows_weight * sample_weight
+        _, grad_x, grad_w, grad_b = torch.ops.cyce.linear_cross_entropy(
+            x.detach(), w.detach(), target, None if bias is None else bias.detach(), weight,
+            rows_weight.to(torch.float64), *ctx.options, "sum", True)
+    else:
+        if not ctx.want_grad:
+            raise RuntimeError("cyce: this loss was computed without its gradient (want_grad=False)")
+        grad_x, grad_w, grad_b = ctx.saved_tensors
+        with torch.no_grad():
+            grad_x, grad_w, grad_b = (g * grad_loss for g in (grad_x, grad_w, grad_b))
+    if torch.is_grad_enabled() and not _is_traced(grad_loss):
+        grad_x, grad_w, grad_b = (
+            torch._C._functions.DelayedError(DOUBLE_BACKWARD, 1)(g.detach().requires_grad_())
+            for g in (grad_x, grad_w, grad_b))
+    return (grad_x, grad_w, None, grad_b if ctx.has_bias else None) + nones
+
+
+_linear_ce_op.register_autograd(_linear_gradient, setup_context=_save_linear_inputs)
+
+
+def linear_cross_entropy(
+    input: Tensor, linear_weight: Tensor, target: Tensor, *,
+    linear_bias: Optional[Tensor] = None, weight: Optional[Tensor] = None,
+    reduction: str = "mean", ignore_index: Optional[int] = None, label_smoothing: float = 0.0,
+    options=None, z_loss: float = 0.0,
+) -> Tensor:
+    """torch.nn.functional.linear_cross_entropy, computed by cyce on the CPU:
+    ``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)``
+    without the (N, V) logits, by cyce.linear_softmax_ce (rows in chunks
+    through GEMM and cyce's in-place softmax-CE kernel).
+
+    ``input`` is ``(N, H)`` or unbatched ``(H,)``, ``linear_weight`` ``(V, H)``,
+    ``linear_bias`` ``(V,)``, ``target`` int64 class indices ``(N,)`` (or
+    ``()``).  Differentiable with respect to input, linear_weight and
+    linear_bias; for "mean" and "sum" the gradients are computed in the
+    forward and scaled in the backward, for "none" the backward recomputes
+    them weighted by grad_output (one more logits GEMM).  ``options``
+    (torch's chunking options) is accepted and ignored: cyce always chunks.
+    cyce's extra: ``z_loss``.  float16 and bfloat16 are computed on float32
+    copies of input, weight and bias (results in the input's dtype).  Other
+    inputs (another device, probability targets, more than two dims) go to
+    torch's function (z_loss then raises NotImplementedError).
+    """
+    ignore_index = -100 if ignore_index is None else ignore_index
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    tensors = (input, linear_weight, target)
+    if not (all(isinstance(t, Tensor) for t in tensors) and _runs_on_cyce(input)
+            and input.ndim in (1, 2) and not target.is_floating_point()):
+        if z_loss != 0.0:
+            raise NotImplementedError("cyce.torch.linear_cross_entropy: z_loss needs CPU float "
+                                      "input of one or two dims and class-index targets")
+        return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias,
+                                      weight=weight, reduction=reduction,
+                                      ignore_index=ignore_index, label_smoothing=label_smoothing,
+                                      options=options)
+    if linear_weight.ndim != 2 or linear_weight.shape[1] != input.shape[-1]:
+        raise RuntimeError(f"linear_cross_entropy: input of shape {list(input.shape)} and "
+                           f"linear_weight of shape {list(linear_weight.shape)} cannot be "
+                           f"multiplied (linear_weight must be (V, {input.shape[-1]}))")
+    for name, t in (("linear_weight", linear_weight), ("linear_bias", linear_bias)):
+        if t is not None and t.dtype != input.dtype:
+            raise RuntimeError(f"expected {name} to have the input's dtype {input.dtype}, got "
+                               f"{t.dtype}")
+    n_classes = linear_weight.shape[0]
+    if linear_bias is not None and tuple(linear_bias.shape) != (n_classes,):
+        raise RuntimeError(f"linear_bias must have shape [{n_classes}], got "
+                           f"{list(linear_bias.shape)}")
+    if weight is not None and (weight.ndim != 1 or weight.shape[0] != n_classes):
+        raise RuntimeError(
+            f"weight tensor should be defined either for all {n_classes} classes or no classes "
+            f"but got weight tensor of shape: {list(weight.shape)}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    batch_shape = tuple(input.shape[:-1])
+    if target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {target.dtype}")
+    if tuple(target.shape) != batch_shape:
+        raise RuntimeError(f"Expected target size {list(batch_shape)}, got {list(target.shape)}")
+    x = input.reshape(-1, input.shape[-1])
+    want_grad = any(_wants_grad(t) for t in (input, linear_weight, linear_bias) if t is not None)
+    loss, *_ = torch.ops.cyce.linear_cross_entropy(
+        x, linear_weight, target.reshape(-1).to(torch.int64), linear_bias, weight, None,
+        int(ignore_index), float(label_smoothing), float(z_loss), reduction,
+        want_grad and reduction != "none")
+    return loss.reshape(batch_shape) if reduction == "none" else loss
 
 
 # ---------------------------------------------------------------------------

@@ -41,7 +41,7 @@ ROOT = PACKAGE.parent
 CHECKOUT = (ROOT / "pyproject.toml").is_file() and (ROOT / "setup.py").is_file()
 EXAMPLE = Path(__file__).resolve().parent / "typing_example.py"
 BUILT_LEVELS = _core.built_levels()
-PUBLIC_MODULES = ["_softmax", "_binary"]  # the modules whose functions cyce/__init__.py exports
+PUBLIC_MODULES = ["_softmax", "_binary", "_linear"]  # the modules whose functions cyce/__init__.py exports
 X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 MAX_WHEEL_BYTES = 1024 * 1024
 
@@ -237,8 +237,8 @@ def test_the_wheel_is_manylinux_small_and_complete(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = archive.read(f"cyce-{version}.dist-info/METADATA").decode()
-    for required in ("cyce/py.typed", "cyce/_softmax.pyi", "cyce/_binary.pyi", "cyce/_core.pyi",
-                     "cyce/dask.py", "cyce/torch.py"):
+    for required in ("cyce/py.typed", "cyce/_softmax.pyi", "cyce/_binary.pyi", "cyce/_linear.pyi",
+                     "cyce/_core.pyi", "cyce/dask.py", "cyce/torch.py"):
         assert required in names, required
     extensions = [n for n in names if n.endswith(".so") and not n.startswith("cyce.libs/")]
     assert len(extensions) == 1 and re.fullmatch(r"cyce/_core\.cpython-.*\.so", extensions[0]), extensions
@@ -261,10 +261,11 @@ def test_the_sdist_carries_everything_to_build(sdist):
 
         for required in ("README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "setup.py",
                          "MANIFEST.in", "docs/api.md", "cyce/py.typed", "cyce/_softmax.pyi",
-                         "cyce/_binary.pyi", "cyce/_core.pyi", "cyce/_core.pyx",
+                         "cyce/_binary.pyi", "cyce/_linear.pyi", "cyce/_core.pyi", "cyce/_core.pyx",
                          "cyce/_src/cyce_kernels.c", "cyce/_src/cyce_kernels_half.c",
                          "tests/conftest.py", "tests/reference.py", "tests/typing_example.py",
-                         "examples/dask_eval.py", "examples/torch_training.py"):
+                         "examples/dask_eval.py", "examples/torch_training.py",
+                         "examples/linear_head.py"):
             assert required in names, required
         # every file the Cython and C sources include is there
         for header in re.findall(r'extern from "([\w.]+)"', text("cyce/_core.pyx")):

@@ -65,6 +65,13 @@ def main() -> None:
     assert_type(cat_grad, FloatArray)
     step = train_step(logits.copy(), labels)
 
+    hidden = rng.standard_normal((8, 3), dtype=np.float32)
+    head = rng.standard_normal((5, 3), dtype=np.float32)
+    fused = cyce.linear_softmax_ce(hidden, head, labels, return_grad=True, chunk_rows=4)
+    assert_type(fused, cyce.LinearSoftmaxCE)
+    assert_type(fused.grad_linear_weight, FloatArray)
+    assert fused.grad_linear_bias is None
+
     report = io.StringIO()
     cyce.show_config(file=report)
     threads: int = _core.default_threads()
