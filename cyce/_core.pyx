@@ -267,6 +267,7 @@ cdef inline Py_ssize_t chunk_of(Py_ssize_t n_tasks, int n_threads) noexcept nogi
 
 
 ctypedef struct Schedule:
+    int64_t n            # rows (or elements) in all
     int64_t per_task     # rows (or elements) per task: from the shape alone
     Py_ssize_t n_tasks
     Py_ssize_t chunk     # tasks a thread takes at a time
@@ -275,6 +276,7 @@ ctypedef struct Schedule:
 
 cdef inline Schedule schedule_of(int64_t n, int64_t per_task, int n_threads) noexcept nogil:
     cdef Schedule s
+    s.n = n
     s.per_task = per_task
     s.n_tasks = n_tasks_of(n, per_task)
     s.chunk = chunk_of(s.n_tasks, n_threads)
@@ -308,13 +310,86 @@ cdef inline void *scratch_row(Scratch sc, int thread) noexcept nogil:
     return NULL if sc.first == NULL else <void *>(sc.first + thread * sc.stride)
 
 
-cdef double *new_task_sums(Py_ssize_t n_tasks) except NULL:
-    """One float64 per task, for the losses' sums (to free() after the prange):
-    the loss alone allocates nothing per row."""
-    cdef double *sums = <double *>malloc(max(n_tasks, 1) * sizeof(double))
-    if sums == NULL:
-        raise MemoryError()
-    return sums
+# ---------------------------------------------------------------------------
+# the one prange: every shim below fills a Call and runs its tasks here
+
+cdef enum Kernel:
+    LOGSUMEXP
+    SOFTMAX
+    CE_HARD
+    CE_SOFT
+    CATEGORICAL_CE
+    BINARY
+
+
+ctypedef struct Call:
+    Kernel kernel
+    const cyce_dtype_kernels *k
+    const cyce_rows *rows          # the row kernels'
+    const cyce_elements *elements  # BINARY's
+    const cyce_ce_opts *opts
+    void *out                      # LOGSUMEXP's results
+    int flag                       # SOFTMAX: log space; BINARY: the kind
+    double eps                     # CATEGORICAL_CE's clip
+
+
+cdef void run_tasks(const Call *c, Schedule s, Scratch sc, double *task_sums) noexcept nogil:
+    """Task t runs c's kernel over rows (elements) [t * s.per_task, ...) of s.n
+    and, for the kernels that return one, writes its loss sum to task_sums[t]."""
+    cdef Py_ssize_t t
+    cdef int64_t first, stop
+    cdef void *scratch
+    for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
+                    use_threads_if=s.threads > 1):
+        first = <int64_t>t * s.per_task
+        stop = min(first + s.per_task, s.n)
+        scratch = scratch_row(sc, threadid())
+        if c.kernel == CE_HARD:
+            task_sums[t] = c.k.softmax_ce_hard(c.rows, c.opts, scratch, first, stop)
+        elif c.kernel == BINARY:
+            task_sums[t] = c.k.binary(c.elements, c.flag, first, stop)
+        elif c.kernel == CE_SOFT:
+            c.k.softmax_ce_soft(c.rows, c.opts, scratch, first, stop)
+        elif c.kernel == SOFTMAX:
+            c.k.softmax(c.rows, c.flag, scratch, first, stop)
+        elif c.kernel == LOGSUMEXP:
+            c.k.logsumexp(c.rows, c.out, first, stop)
+        else:
+            c.k.categorical_ce(c.rows, c.opts, c.eps, first, stop)
+
+
+cdef double run(Call *c, Schedule s, bint scratch_wanted, bint summed) except? -1.0:
+    """Runs c's tasks without the GIL, with the scratch rows the kernel
+    needs; returns the tasks' loss sums added in task order (after the
+    prange: the same bits for any thread count) when summed, else 0."""
+    cdef double *task_sums = NULL
+    cdef double total = 0.0
+    cdef Scratch sc = new_scratch(c.k, c.rows.n_classes if c.rows != NULL else 0, s.threads,
+                                  scratch_wanted)
+    if summed:
+        task_sums = <double *>malloc(max(s.n_tasks, 1) * sizeof(double))
+        if task_sums == NULL:
+            free(sc.block)
+            raise MemoryError()
+    with nogil:
+        run_tasks(c, s, sc, task_sums)
+        if summed:
+            total = fixed_order_sum(task_sums, s.n_tasks)
+        free(task_sums)
+        free(sc.block)
+    return total
+
+
+cdef Call call_of(Kernel kernel, const cyce_dtype_kernels *k, const cyce_rows *rows,
+                  const cyce_ce_opts *opts) noexcept:
+    cdef Call c
+    c.kernel, c.k, c.rows, c.elements, c.opts = kernel, k, rows, NULL, opts
+    c.out, c.flag, c.eps = NULL, 0, 0.0
+    return c
+
+
+cdef inline Schedule row_schedule(const cyce_rows *rows, int n_threads) noexcept nogil:
+    return schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes), n_threads)
 
 
 # ---------------------------------------------------------------------------
@@ -322,36 +397,18 @@ cdef double *new_task_sums(Py_ssize_t n_tasks) except NULL:
 
 def logsumexp_rows(cnp.ndarray x, cnp.ndarray out, int n_threads):
     """out[i] = logsumexp(x[i]) over the rows of x, an (N, C) array."""
-    cdef const cyce_dtype_kernels *k = kernels_of(x)
     cdef cyce_rows rows = rows_of(x, None, None)
-    cdef void *out_data = data_of(out, compute_typenum(x))
-    cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
-                                  n_threads)
-    cdef Py_ssize_t t
-    cdef int64_t first
-    with nogil:
-        for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
-                        use_threads_if=s.threads > 1):
-            first = <int64_t>t * s.per_task
-            k.logsumexp(&rows, out_data, first, min(first + s.per_task, rows.n_rows))
+    cdef Call c = call_of(LOGSUMEXP, kernels_of(x), &rows, NULL)
+    c.out = data_of(out, compute_typenum(x))
+    run(&c, row_schedule(&rows, n_threads), False, False)
 
 
 def softmax_rows(cnp.ndarray x, cnp.ndarray out, bint log_space, int n_threads):
     """out = softmax(x) or log_softmax(x) row by row; out may be x."""
-    cdef const cyce_dtype_kernels *k = kernels_of(x, out)
     cdef cyce_rows rows = rows_of(x, out, None)
-    cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
-                                  n_threads)
-    cdef Scratch sc = new_scratch(k, rows.n_classes, s.threads, not log_space)
-    cdef Py_ssize_t t
-    cdef int64_t first
-    with nogil:
-        for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
-                        use_threads_if=s.threads > 1):
-            first = <int64_t>t * s.per_task
-            k.softmax(&rows, log_space, scratch_row(sc, threadid()), first,
-                      min(first + s.per_task, rows.n_rows))
-        free(sc.block)
+    cdef Call c = call_of(SOFTMAX, kernels_of(x, out), &rows, NULL)
+    c.flag = log_space
+    run(&c, row_schedule(&rows, n_threads), not log_space, False)
 
 
 def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_loss, *,
@@ -368,28 +425,8 @@ def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_l
     rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, ignore_index,
                                      label_smoothing, z_loss, grad_scale)
-    cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
-                                  n_threads)
-    cdef Py_ssize_t t
-    cdef int64_t first
-    cdef double *task_loss = new_task_sums(s.n_tasks)
-    cdef double total
-    cdef Scratch sc
-    try:
-        sc = new_scratch(k, rows.n_classes, s.threads, grad is not None)
-    except MemoryError:
-        free(task_loss)
-        raise
-    with nogil:
-        for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
-                        use_threads_if=s.threads > 1):
-            first = <int64_t>t * s.per_task
-            task_loss[t] = k.softmax_ce_hard(&rows, &opts, scratch_row(sc, threadid()), first,
-                                             min(first + s.per_task, rows.n_rows))
-        total = fixed_order_sum(task_loss, s.n_tasks)
-        free(task_loss)
-        free(sc.block)
-    return total
+    cdef Call c = call_of(CE_HARD, k, &rows, &opts)
+    return run(&c, row_schedule(&rows, n_threads), grad is not None, True)
 
 
 def softmax_ce_soft_rows(cnp.ndarray x, object grad, object targets, object row_loss, *,
@@ -397,23 +434,12 @@ def softmax_ce_soft_rows(cnp.ndarray x, object grad, object targets, object row_
                          double z_loss, double grad_scale, int n_threads):
     """softmax_ce_hard_rows against probabilities (float32 or float64, of
     x's shape); row_loss is required."""
-    cdef const cyce_dtype_kernels *k = kernels_of(x, grad)
     cdef cyce_rows rows = rows_of(x, grad, row_loss)
     set_targets(&rows, targets)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, 0,
                                      label_smoothing, z_loss, grad_scale)
-    cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
-                                  n_threads)
-    cdef Scratch sc = new_scratch(k, rows.n_classes, s.threads, grad is not None)
-    cdef Py_ssize_t t
-    cdef int64_t first
-    with nogil:
-        for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
-                        use_threads_if=s.threads > 1):
-            first = <int64_t>t * s.per_task
-            k.softmax_ce_soft(&rows, &opts, scratch_row(sc, threadid()), first,
-                              min(first + s.per_task, rows.n_rows))
-        free(sc.block)
+    cdef Call c = call_of(CE_SOFT, kernels_of(x, grad), &rows, &opts)
+    run(&c, row_schedule(&rows, n_threads), grad is not None, False)
     return fixed_order_sum(rows.row_loss, rows.n_rows)
 
 
@@ -429,7 +455,6 @@ def binary_elements(int kind, cnp.ndarray values, object targets, object weight,
     (rows, n_classes) view and pos_weight an (n_classes,) view, by strides,
     of the dtype computed in (values' own, float32 for the half types), as
     loss_out is, or None.  Returns the loss sum."""
-    cdef const cyce_dtype_kernels *k = kernels_of(values, grad)
     cdef int typenum = cnp.PyArray_TYPE(values)
     cdef int real_typenum = compute_typenum(values)
     cdef cyce_elements elements
@@ -457,20 +482,9 @@ def binary_elements(int kind, cnp.ndarray values, object targets, object weight,
     elements.n_elements = values.size
     elements.n_classes = n_classes
     elements.grad_scale = grad_scale
-    cdef Schedule s = schedule_of(elements.n_elements, CYCE_BINARY_BLOCK, n_threads)
-    cdef Py_ssize_t b
-    cdef int64_t start
-    cdef double *block_loss = new_task_sums(s.n_tasks)
-    cdef double total
-    with nogil:
-        for b in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
-                        use_threads_if=s.threads > 1):
-            start = <int64_t>b * CYCE_BINARY_BLOCK
-            block_loss[b] = k.binary(&elements, kind, start,
-                                     min(start + CYCE_BINARY_BLOCK, elements.n_elements))
-        total = fixed_order_sum(block_loss, s.n_tasks)
-        free(block_loss)
-    return total
+    cdef Call c = call_of(BINARY, kernels_of(values, grad), NULL, NULL)
+    c.elements, c.flag = &elements, kind
+    return run(&c, schedule_of(elements.n_elements, CYCE_BINARY_BLOCK, n_threads), False, True)
 
 
 def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object row_loss, *,
@@ -478,7 +492,6 @@ def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object ro
                         double grad_scale, int n_threads):
     """Categorical cross entropy of the rows of probs against int64 class
     indices or float targets of probs' shape (labels' dtype says which)."""
-    cdef const cyce_dtype_kernels *k = kernels_of(probs, grad)
     cdef cyce_rows rows = rows_of(probs, grad, row_loss)
     if cnp.PyArray_TYPE(<cnp.ndarray?>labels) != cnp.NPY_INT64:
         set_targets(&rows, labels)
@@ -486,15 +499,9 @@ def categorical_ce_rows(cnp.ndarray probs, object grad, object labels, object ro
         rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, None, ignore_index, 0.0,
                                      0.0, grad_scale)
-    cdef Schedule s = schedule_of(rows.n_rows, cyce_rows_per_task(rows.n_rows, rows.n_classes),
-                                  n_threads)
-    cdef Py_ssize_t t
-    cdef int64_t first
-    with nogil:
-        for t in prange(s.n_tasks, schedule="dynamic", chunksize=s.chunk, num_threads=s.threads,
-                        use_threads_if=s.threads > 1):
-            first = <int64_t>t * s.per_task
-            k.categorical_ce(&rows, &opts, eps, first, min(first + s.per_task, rows.n_rows))
+    cdef Call c = call_of(CATEGORICAL_CE, kernels_of(probs, grad), &rows, &opts)
+    c.eps = eps
+    run(&c, row_schedule(&rows, n_threads), False, False)
     return fixed_order_sum(rows.row_loss, rows.n_rows)
 
 
