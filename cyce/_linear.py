@@ -66,7 +66,7 @@ def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight
     dtype; ``grad_linear_bias`` is None without a bias.
 
     ``chunk_rows`` (an int >= 1) sets the rows per chunk; None picks them
-    from the 64 MiB budget.  Results for different chunk_rows agree within
+    from the 64 MiB budget (at least 256 rows, at most half of them).  Results for different chunk_rows agree within
     rounding, not to the bit (the GEMMs sum in another order).  For one
     chunk_rows and one thread count they are reproducible.
     ``num_threads`` bounds both the BLAS threads (through threadpoolctl)
@@ -77,6 +77,20 @@ def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight
     (``pip install cyce[linear]``), and threadpoolctl when num_threads is
     given.
     """
+    return _linear_softmax_ce(
+        hidden, linear_weight, labels, linear_bias=linear_bias, weight=weight,
+        sample_weight=sample_weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, z_loss=z_loss, return_grad=return_grad,
+        chunk_rows=chunk_rows, num_threads=num_threads)
+
+
+def _linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias, weight, sample_weight,
+                       ignore_index, reduction, label_smoothing, z_loss, return_grad,
+                       chunk_rows, num_threads, finite_sample_weight=True):
+    """linear_softmax_ce; cyce.torch's backward of reduction="none" passes
+    grad_output as sample_weight with finite_sample_weight=False, so that an
+    inf or nan there reaches the gradients as in torch (a loss scaler looks
+    for them) instead of raising."""
     # ---- validate everything; nothing is computed before the first GEMM ----
     h = _operand("hidden", hidden, 1)
     w = _operand("linear_weight", linear_weight, 2)
@@ -118,7 +132,7 @@ def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight
     row_weight = None
     if sample_weight is not None:
         row_weight = check.weights("sample_weight", sample_weight, batch_shape,
-                                   "one weight per sample").reshape(-1)
+                                   "one weight per sample", finite=finite_sample_weight).reshape(-1)
     if chunk_rows is not None:
         chunk_rows = check.integer("chunk_rows", chunk_rows)
         if chunk_rows < 1:
@@ -137,7 +151,9 @@ def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight
         kept = None  # every row takes part: chunks are slices, nothing is gathered
     n_kept = n_rows if kept is None else kept.size
     if chunk_rows is None:
-        chunk_rows = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (n_classes * h.dtype.itemsize))
+        # never all the rows at once, however few: no (N, V) logits at any size
+        chunk_rows = min(max(MIN_CHUNK_ROWS, CHUNK_BYTES // (n_classes * h.dtype.itemsize)),
+                         (n_kept + 1) // 2)
     chunk_rows = max(1, min(chunk_rows, n_kept))
 
     chunks = _Chunks(rows, w, bias, y, row_weight, kept, chunk_rows, return_grad)
@@ -282,6 +298,14 @@ def _blas_operand(m):
 
 def _gemm(gemm, alpha, a, b, beta, c):
     """c = alpha * a @ b + beta * c, written into the C-contiguous c."""
+    if c.size == 0:
+        return
+    if a.shape[1] == 0:  # no features (H = 0): the product is 0, which BLAS wrappers refuse
+        if beta == 0.0:
+            c.fill(0.0)
+        else:
+            c *= beta
+        return
     bt, trans_b = _blas_operand(b)
     at, trans_a = _blas_operand(a)
     gemm(alpha, bt, at, beta=beta, c=c.T, trans_a=trans_b, trans_b=trans_a, overwrite_c=1)

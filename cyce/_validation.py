@@ -184,17 +184,20 @@ def probabilities(name, t, shape):
     return t
 
 
-def weights(name, w, shape, what):
-    """A float64 C-contiguous copy of finite weights of the given shape."""
+def weights(name, w, shape, what, finite=True):
+    """A float64 C-contiguous copy of the weights of the given shape, each
+    finite unless finite is False."""
     a = np.asarray(w)
     if a.dtype.kind not in "iuf" and not is_half(a.dtype):
         raise TypeError(f"{name} must hold real numbers ({what}), got {_kind_name(a)}")
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape} ({what}), got shape {a.shape}")
     a = np.array(a, dtype=np.float64, order="C", copy=True)
-    finite = np.isfinite(a)
-    if not finite.all():
-        first = int(np.argmin(finite.reshape(-1)))
+    if not finite:
+        return a
+    is_finite = np.isfinite(a)
+    if not is_finite.all():
+        first = int(np.argmin(is_finite.reshape(-1)))
         raise ValueError(f"{name}{position(shape, first)} = {a.reshape(-1)[first].item()!r} is not finite")
     return a
 

@@ -672,12 +672,13 @@ def _linear_ce_op(
         t = t.detach()
         return (t.float() if half else t).contiguous().numpy()
 
-    result = _linear.linear_softmax_ce(
+    result = _linear._linear_softmax_ce(
         array(input), array(linear_weight), target.detach().numpy(),
         linear_bias=array(linear_bias), weight=_optional_array(weight),
         sample_weight=_optional_array(sample_weight), ignore_index=ignore_index,
         reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
-        return_grad=want_grad, num_threads=_blas_threads())
+        return_grad=want_grad, chunk_rows=None, num_threads=_blas_threads(),
+        finite_sample_weight=False)  # (only the backward of "none" passes sample_weight)
     if not want_grad:
         empty = input.new_empty(0)
         return _loss_tensor(result, input.dtype), empty, empty.clone(), empty.clone()
@@ -810,13 +811,13 @@ def linear_cross_entropy(
         raise RuntimeError(
             f"weight tensor should be defined either for all {n_classes} classes or no classes "
             f"but got weight tensor of shape: {list(weight.shape)}")
+    if weight is not None and weight.dtype != input.dtype:
+        raise RuntimeError(f"expected scalar type {input.dtype} but found {weight.dtype} (weight)")
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-    batch_shape = tuple(input.shape[:-1])
-    if target.dtype not in (torch.int64, torch.uint8):
-        raise RuntimeError(f"expected target dtype to be Long or Byte, but got {target.dtype}")
-    if tuple(target.shape) != batch_shape:
-        raise RuntimeError(f"Expected target size {list(batch_shape)}, got {list(target.shape)}")
+    logits_shape = (n_classes,) if input.ndim == 1 else (input.shape[0], n_classes)
+    batch_shape = _check_cross_entropy_target(input.new_empty(()).expand(logits_shape), target,
+                                              False)
     x = input.reshape(-1, input.shape[-1])
     want_grad = any(_wants_grad(t) for t in (input, linear_weight, linear_bias) if t is not None)
     loss, *_ = torch.ops.cyce.linear_cross_entropy(
