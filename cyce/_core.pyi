@@ -120,11 +120,11 @@ def label_weight_sum(
     """PyTorch's mean denominator: the sum over rows not ignored of
     class_weight[label] * sample_weight[row] (1 where not given), in row order."""
 
-def exp_values(x: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None:
-    """cyce's vectorised exp, elementwise."""
-
-def exp_nonpos_values(x: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None:
-    """The softmax kernels' exp for x <= 0, elementwise."""
+def exp_values(
+    x: npt.NDArray[_Float], out: npt.NDArray[_Float], *, nonpositive: bool = False
+) -> None:
+    """cyce's vectorised exp, elementwise; with nonpositive, the softmax
+    kernels' exp for x <= 0."""
 
 def span_exp_sum_count(
     x: npt.NDArray[_Float], out: npt.NDArray[_Float] | None, shift: float, top: float

@@ -560,22 +560,17 @@ cdef const cyce_dtype_kernels *exp_kernels_of(cnp.ndarray x) except NULL:
         raise TypeError(f"the exp kernels are float32 and float64 only, got {x.dtype}")
     return k
 
-def exp_values(cnp.ndarray x, cnp.ndarray out):
-    """cyce's vectorised exp, elementwise, over a 1-D array."""
+def exp_values(cnp.ndarray x, cnp.ndarray out, *, bint nonpositive=False):
+    """cyce's vectorised exp, elementwise, over a 1-D array; with
+    nonpositive, the softmax kernels' exp for x <= 0."""
     cdef const cyce_dtype_kernels *k = exp_kernels_of(x)
     cdef const void *src = data_of(x, cnp.PyArray_TYPE(x))
     cdef void *dst = data_of(out, cnp.PyArray_TYPE(x))
     with nogil:
-        k.exp_values(src, dst, x.shape[0])
-
-
-def exp_nonpos_values(cnp.ndarray x, cnp.ndarray out):
-    """The softmax kernels' exp for x <= 0, elementwise."""
-    cdef const cyce_dtype_kernels *k = exp_kernels_of(x)
-    cdef const void *src = data_of(x, cnp.PyArray_TYPE(x))
-    cdef void *dst = data_of(out, cnp.PyArray_TYPE(x))
-    with nogil:
-        k.exp_nonpos_values(src, dst, x.shape[0])
+        if nonpositive:
+            k.exp_nonpos_values(src, dst, x.shape[0])
+        else:
+            k.exp_values(src, dst, x.shape[0])
 
 
 def span_exp_sum_count(cnp.ndarray x, object out, double shift, double top):

@@ -494,12 +494,7 @@ def cross_entropy(
     n_classes = input.shape[0] if input.ndim == 1 else input.shape[1]
     soft = target.is_floating_point()
     batch_shape = _check_cross_entropy_target(input, target, soft)
-    if weight is not None and (weight.ndim != 1 or weight.shape[0] != n_classes):
-        raise RuntimeError(
-            f"weight tensor should be defined either for all {n_classes} classes or no classes "
-            f"but got weight tensor of shape: {list(weight.shape)}")
-    if weight is not None and weight.dtype != input.dtype:
-        raise RuntimeError(f"expected scalar type {input.dtype} but found {weight.dtype} (weight)")
+    _check_class_weight(weight, n_classes, input)
     if soft and ignore_index != -100:
         raise RuntimeError("ignore_index is not supported for floating point target")
     if not 0.0 <= label_smoothing <= 1.0:
@@ -525,6 +520,15 @@ def cross_entropy(
                 (labels, weight, row_weight, int(ignore_index), float(label_smoothing),
                  float(z_loss), reduction),
                 input, in_input_layout, batch_shape, 0 if input.ndim == 1 else 1)
+
+
+def _check_class_weight(weight: Optional[Tensor], n_classes: int, input: Tensor):
+    if weight is not None and (weight.ndim != 1 or weight.shape[0] != n_classes):
+        raise RuntimeError(
+            f"weight tensor should be defined either for all {n_classes} classes or no classes "
+            f"but got weight tensor of shape: {list(weight.shape)}")
+    if weight is not None and weight.dtype != input.dtype:
+        raise RuntimeError(f"expected scalar type {input.dtype} but found {weight.dtype} (weight)")
 
 
 def _check_cross_entropy_target(input: Tensor, target: Tensor, soft: bool) -> tuple:
@@ -807,12 +811,7 @@ def linear_cross_entropy(
     if linear_bias is not None and tuple(linear_bias.shape) != (n_classes,):
         raise RuntimeError(f"linear_bias must have shape [{n_classes}], got "
                            f"{list(linear_bias.shape)}")
-    if weight is not None and (weight.ndim != 1 or weight.shape[0] != n_classes):
-        raise RuntimeError(
-            f"weight tensor should be defined either for all {n_classes} classes or no classes "
-            f"but got weight tensor of shape: {list(weight.shape)}")
-    if weight is not None and weight.dtype != input.dtype:
-        raise RuntimeError(f"expected scalar type {input.dtype} but found {weight.dtype} (weight)")
+    _check_class_weight(weight, n_classes, input)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     logits_shape = (n_classes,) if input.ndim == 1 else (input.shape[0], n_classes)

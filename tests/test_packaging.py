@@ -86,7 +86,7 @@ def pxi_defs(path):
     defs = {}
     for match in re.finditer(r"^def (\w+)\((.*?)\):", text, re.MULTILINE | re.DOTALL):
         args = re.sub(r"\[[^\]]*\]", "", match.group(2))  # memoryview brackets hold commas
-        defs[match.group(1)] = [piece.split()[-1] for piece in args.split(",")
+        defs[match.group(1)] = [piece.split("=")[0].split()[-1] for piece in args.split(",")
                                 if piece.strip() and piece.strip() != "*"]
     return defs
 
