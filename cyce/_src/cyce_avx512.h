@@ -180,14 +180,7 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
 #define CYCE_VSTORE_GRAD(p, mask, v) cyce_v16_stream_store(p, mask, v)
 #include "cyce_avx512_template.h"
 #endif
-#undef CYCE_REAL
-#undef CYCE_LANES
-#undef CYCE_MASK
-#undef CYCE_V
-#undef CYCE_VOP
-#undef CYCE_VCMP_MASK
-#undef CYCE_VPOLY
-#undef CYCE_VCONST
+#include "cyce_avx512_width_end.h"
 
 #ifndef CYCE_HALF_TYPES
 /* 8 double lanes */
@@ -208,14 +201,7 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
 #define CYCE_EXPS_IN_GRAD 1
 #define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_pd(p, mask, v)
 #include "cyce_avx512_template.h"
-#undef CYCE_REAL
-#undef CYCE_LANES
-#undef CYCE_MASK
-#undef CYCE_V
-#undef CYCE_VOP
-#undef CYCE_VCMP_MASK
-#undef CYCE_VPOLY
-#undef CYCE_VCONST
+#include "cyce_avx512_width_end.h"
 #endif
 
 #endif

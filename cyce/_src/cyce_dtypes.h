@@ -58,52 +58,21 @@
 #define CYCE_EXP_ANY cyce_expf
 
 /* bfloat16 and float16, their bits (cyce_half.h), each with a gradient of
- * its own dtype and with a float one */
-
+ * its own dtype and with a float one (cyce_dtypes_half.h) */
 #define CYCE_STORE uint16_t
+
 #define CYCE_LOAD(v) cyce_bf16_to_float(v)
-#define CYCE_EXPS_IN_GRAD 0
-#define CYCE_GRAD uint16_t
-#define CYCE_TO_GRAD(v) cyce_float_to_bf16(v)
-#define CYCE_SUFFIX bf16
-#include CYCE_TEMPLATE
-#undef CYCE_EXPS_IN_GRAD
-#undef CYCE_GRAD
-#undef CYCE_TO_GRAD
-#undef CYCE_SUFFIX
-#define CYCE_EXPS_IN_GRAD 1
-#define CYCE_GRAD float
-#define CYCE_TO_GRAD(v) (v)
-#define CYCE_SUFFIX bf16_f32
-#include CYCE_TEMPLATE
-#undef CYCE_EXPS_IN_GRAD
-#undef CYCE_GRAD
-#undef CYCE_TO_GRAD
-#undef CYCE_SUFFIX
-#undef CYCE_LOAD
-#undef CYCE_STORE
+#define CYCE_HALF_TO_GRAD(v) cyce_float_to_bf16(v)
+#define CYCE_HALF_SUFFIX bf16
+#define CYCE_HALF_F32_SUFFIX bf16_f32
+#include "cyce_dtypes_half.h"
 
-#define CYCE_STORE uint16_t
 #define CYCE_LOAD(v) cyce_f16_to_float(v)
-#define CYCE_EXPS_IN_GRAD 0
-#define CYCE_GRAD uint16_t
-#define CYCE_TO_GRAD(v) cyce_float_to_f16(v)
-#define CYCE_SUFFIX f16
-#include CYCE_TEMPLATE
-#undef CYCE_EXPS_IN_GRAD
-#undef CYCE_GRAD
-#undef CYCE_TO_GRAD
-#undef CYCE_SUFFIX
-#define CYCE_EXPS_IN_GRAD 1
-#define CYCE_GRAD float
-#define CYCE_TO_GRAD(v) (v)
-#define CYCE_SUFFIX f16_f32
-#include CYCE_TEMPLATE
-#undef CYCE_EXPS_IN_GRAD
-#undef CYCE_GRAD
-#undef CYCE_TO_GRAD
-#undef CYCE_SUFFIX
-#undef CYCE_LOAD
+#define CYCE_HALF_TO_GRAD(v) cyce_float_to_f16(v)
+#define CYCE_HALF_SUFFIX f16
+#define CYCE_HALF_F32_SUFFIX f16_f32
+#include "cyce_dtypes_half.h"
+
 #undef CYCE_STORE
 
 #if defined(CYCE_AVX512_SPANS)
