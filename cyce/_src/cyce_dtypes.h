@@ -9,44 +9,19 @@
  */
 #ifndef CYCE_HALF_TYPES
 
-/* float and double: stored as they are computed, gradients of their own dtype */
-#define CYCE_LOAD(v) (v)
-#define CYCE_TO_GRAD(v) (v)
-#define CYCE_NATIVE 1
-#define CYCE_EXPS_IN_GRAD 1
-
-#define CYCE_REAL float
-#define CYCE_STORE float
-#define CYCE_GRAD float
+/* float and double: stored as they are computed, gradients of their own
+ * dtype (cyce_dtypes_native.h) */
+#define CYCE_NATIVE_TYPE float
 #define CYCE_SUFFIX f32
 #define CYCE_EXP cyce_expf_nonpos
 #define CYCE_EXP_ANY cyce_expf
-#include CYCE_TEMPLATE
-#undef CYCE_REAL
-#undef CYCE_STORE
-#undef CYCE_GRAD
-#undef CYCE_SUFFIX
-#undef CYCE_EXP
-#undef CYCE_EXP_ANY
+#include "cyce_dtypes_native.h"
 
-#define CYCE_REAL double
-#define CYCE_STORE double
-#define CYCE_GRAD double
+#define CYCE_NATIVE_TYPE double
 #define CYCE_SUFFIX f64
 #define CYCE_EXP cyce_exp_nonpos
 #define CYCE_EXP_ANY cyce_exp
-#include CYCE_TEMPLATE
-#undef CYCE_REAL
-#undef CYCE_STORE
-#undef CYCE_GRAD
-#undef CYCE_SUFFIX
-#undef CYCE_EXP
-#undef CYCE_EXP_ANY
-
-#undef CYCE_LOAD
-#undef CYCE_TO_GRAD
-#undef CYCE_NATIVE
-#undef CYCE_EXPS_IN_GRAD
+#include "cyce_dtypes_native.h"
 
 #else
 

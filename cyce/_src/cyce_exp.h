@@ -47,135 +47,58 @@ typedef union { double f; uint64_t u; } cyce_f64_bits;
 #define CYCE_EXPF_UPPER 88.72283935546875f      /* largest x with exp(x) finite */
 #define CYCE_EXP_LOWER (-746.0)                 /* exp(-746) < min subnormal / 2 */
 #define CYCE_EXP_UPPER 709.782712893383973096   /* largest x with exp(x) finite */
+/* the bits of the ROUND constants, and of the exponent fields */
+#define CYCE_EXPF_ROUND_BITS 0x4B400000u
+#define CYCE_EXP_ROUND_BITS 0x4338000000000000ull
+#define CYCE_EXPF_BIAS 127
+#define CYCE_EXP_BIAS 1023
+#define CYCE_EXPF_MANTISSA_BITS 23
+#define CYCE_EXP_MANTISSA_BITS 52
 
-/* The common part of the float exps: for xc already clamped to
- * [-104, 88.72...] (or NaN), unit * exp(r) with r = xc - n ln2, and in *k the
- * bits whose low part holds n = round(xc / ln2) (two's complement).  unit is
- * a power of two (1, or 2**-64 for cyce_expf_nonpos): every coefficient is
- * scaled by it exactly, so the result is unit * (the unit = 1 result), bit
- * for bit, while it stays a normal number. */
-static inline __attribute__((always_inline)) float cyce_expf_reduced(float xc, float unit,
-                                                                    cyce_f32_bits *k)
-{
-    k->f = xc * CYCE_EXPF_LOG2E + CYCE_EXPF_ROUND;   /* low bits of k->u hold n */
-    float n = k->f - CYCE_EXPF_ROUND;
-    float r = xc - n * CYCE_EXPF_LN2_HI;
-    r = r - n * CYCE_EXPF_LN2_LO;
-    float p = unit / 5040.0f;
-    p = p * r + unit / 720.0f;
-    p = p * r + unit / 120.0f;
-    p = p * r + unit / 24.0f;
-    p = p * r + unit / 6.0f;
-    p = p * r + unit * 0.5f;
-    p = p * r + unit;
-    p = p * r + unit;
-    return p;
-}
+/* float: exp(r) by its Taylor polynomial to degree 7, each coefficient
+ * times unit (cyce_exp_template.h) */
+#define CYCE_X float
+#define CYCE_XBITS cyce_f32_bits
+#define CYCE_XINT int32_t
+#define CYCE_XUINT uint32_t
+#define CYCE_XFN(name) cyce_expf##name
+#define CYCE_XC(name) CYCE_EXPF_##name
+#define CYCE_XPOLY(p, r, unit) do {  \
+        p = unit / 5040.0f;          \
+        p = p * r + unit / 720.0f;   \
+        p = p * r + unit / 120.0f;   \
+        p = p * r + unit / 24.0f;    \
+        p = p * r + unit / 6.0f;     \
+        p = p * r + unit * 0.5f;     \
+        p = p * r + unit;            \
+        p = p * r + unit;            \
+    } while (0)
+#include "cyce_exp_template.h"
 
-/* exp(xc) for xc already clamped to [-104, 88.72...] (or NaN).  At -104 the
- * result rounds to exactly +0, so -inf needs no select of its own. */
-static inline float cyce_expf_core(float xc)
-{
-    cyce_f32_bits k;
-    float p = cyce_expf_reduced(xc, 1.0f, &k);
-    /* n in [-150, 128]: split so each half gives a normal power of two. */
-    int32_t ni = (int32_t)(k.u - 0x4B400000u);
-    int32_t n1 = ni >> 1;
-    int32_t n2 = ni - n1;
-    cyce_f32_bits s1, s2;
-    s1.u = (uint32_t)(n1 + 127) << 23;
-    s2.u = (uint32_t)(n2 + 127) << 23;
-    return (p * s1.f) * s2.f;
-}
-
-/* exp(x) for any x. */
-static inline float cyce_expf(float x)
-{
-    float xc = x < CYCE_EXPF_LOWER ? CYCE_EXPF_LOWER : x;   /* NaN passes through */
-    xc = xc > CYCE_EXPF_UPPER ? CYCE_EXPF_UPPER : xc;
-    float y = cyce_expf_core(xc);
-    return x > CYCE_EXPF_UPPER ? INFINITY : y;
-}
-
-/* exp(x) for x <= 0 or NaN (x - max in a softmax), with fewer instructions
- * than cyce_expf: no overflow handling, and 2**n applied in one multiply.
- * For x <= 0, n = round(x / ln2) is in [-150, 0], so 2**(n + 64) is a
- * normal number whose bits are one add and one shift of k's; the polynomial
- * is evaluated with every coefficient times 2**-64 (exact: powers of two,
- * and every partial result stays normal), which gives 2**-64 * p bit for
- * bit; and 2**-64 p * 2**(n + 64) rounds once, correctly, also where the
- * result is subnormal.  Same results as cyce_expf_core, 6 instructions of
- * about 25 fewer per vector. */
-static inline float cyce_expf_nonpos(float x)
-{
-    const float down = 5.42101086242752217e-20f;   /* 2**-64 */
-    cyce_f32_bits k, scale;
-    float p = cyce_expf_reduced(x < CYCE_EXPF_LOWER ? CYCE_EXPF_LOWER : x, down, &k);
-    /* the low bits of k.u are 0x400000 + n; shifted by 23 only n + 64 + 127
-     * is left, the exponent field of 2**(n + 64) */
-    scale.u = (k.u + (64u + 127u)) << 23;
-    return p * scale.f;
-}
-
-/* cyce_expf_reduced in double: unit * exp(r) for xc already clamped to
- * [-746, 709.78...] (or NaN), n in the low bits of *k. */
-static inline __attribute__((always_inline)) double cyce_exp_reduced(double xc, double unit,
-                                                                    cyce_f64_bits *k)
-{
-    k->f = xc * CYCE_EXP_LOG2E + CYCE_EXP_ROUND;
-    double n = k->f - CYCE_EXP_ROUND;
-    double r = xc - n * CYCE_EXP_LN2_HI;
-    r = r - n * CYCE_EXP_LN2_LO;
-    double p = unit / 6227020800.0;
-    p = p * r + unit / 479001600.0;
-    p = p * r + unit / 39916800.0;
-    p = p * r + unit / 3628800.0;
-    p = p * r + unit / 362880.0;
-    p = p * r + unit / 40320.0;
-    p = p * r + unit / 5040.0;
-    p = p * r + unit / 720.0;
-    p = p * r + unit / 120.0;
-    p = p * r + unit / 24.0;
-    p = p * r + unit / 6.0;
-    p = p * r + unit * 0.5;
-    p = p * r + unit;
-    p = p * r + unit;
-    return p;
-}
-
-/* exp(xc) for xc already clamped to [-746, 709.78...] (or NaN); -746 gives +0. */
-static inline double cyce_exp_core(double xc)
-{
-    cyce_f64_bits k;
-    double p = cyce_exp_reduced(xc, 1.0, &k);
-    /* n in [-1077, 1024] */
-    int64_t ni = (int64_t)(k.u - 0x4338000000000000ull);
-    int64_t n1 = ni >> 1;
-    int64_t n2 = ni - n1;
-    cyce_f64_bits s1, s2;
-    s1.u = (uint64_t)(n1 + 1023) << 52;
-    s2.u = (uint64_t)(n2 + 1023) << 52;
-    return (p * s1.f) * s2.f;
-}
-
-static inline double cyce_exp(double x)
-{
-    double xc = x < CYCE_EXP_LOWER ? CYCE_EXP_LOWER : x;
-    xc = xc > CYCE_EXP_UPPER ? CYCE_EXP_UPPER : xc;
-    double y = cyce_exp_core(xc);
-    return x > CYCE_EXP_UPPER ? INFINITY : y;
-}
-
-/* exp(x) for x <= 0 or NaN: cyce_expf_nonpos's method in double (n in
- * [-1077, 0], 2**(n + 64) normal). */
-static inline double cyce_exp_nonpos(double x)
-{
-    const double down = 5.42101086242752217e-20;   /* 2**-64 */
-    cyce_f64_bits k, scale;
-    double p = cyce_exp_reduced(x < CYCE_EXP_LOWER ? CYCE_EXP_LOWER : x, down, &k);
-    scale.u = (k.u + (64u + 1023u)) << 52;
-    return p * scale.f;
-}
+/* double: to degree 13 */
+#define CYCE_X double
+#define CYCE_XBITS cyce_f64_bits
+#define CYCE_XINT int64_t
+#define CYCE_XUINT uint64_t
+#define CYCE_XFN(name) cyce_exp##name
+#define CYCE_XC(name) CYCE_EXP_##name
+#define CYCE_XPOLY(p, r, unit) do {       \
+        p = unit / 6227020800.0;          \
+        p = p * r + unit / 479001600.0;   \
+        p = p * r + unit / 39916800.0;    \
+        p = p * r + unit / 3628800.0;     \
+        p = p * r + unit / 362880.0;      \
+        p = p * r + unit / 40320.0;       \
+        p = p * r + unit / 5040.0;        \
+        p = p * r + unit / 720.0;         \
+        p = p * r + unit / 120.0;         \
+        p = p * r + unit / 24.0;          \
+        p = p * r + unit / 6.0;           \
+        p = p * r + unit * 0.5;           \
+        p = p * r + unit;                 \
+        p = p * r + unit;                 \
+    } while (0)
+#include "cyce_exp_template.h"
 
 /* log1p(s) for s >= 0 (or NaN), branch-free so that a loop over lanes
  * vectorises (libm's log1p is a call per element).  The losses need it for

@@ -29,6 +29,14 @@
 #define CYCE_CAT_(a, b) a##_##b
 #define CYCE_CAT(a, b) CYCE_CAT_(a, b)
 #define CYCE_FN(name) CYCE_CAT(name, CYCE_SUFFIX)
+/* x[j]'s term of a row's exp sum, e = exp(x[j] - shift), and then its
+ * count: into c where x[j] is the row's top (e is exactly 1), else into s */
+#define CYCE_EXP_TERM(j)                              \
+    CYCE_REAL e = CYCE_EXP(CYCE_LOAD(x[j]) - shift);  \
+    int is_top = CYCE_LOAD(x[j]) == top
+#define CYCE_COUNT_TERM()     \
+    s += is_top ? 0 : e;      \
+    c += is_top ? 1 : 0
 /* element j of a row's exps, scaled into out: where CYCE_EXPS_IN_GRAD the
  * exps are out's own values (exps == out) */
 #if CYCE_EXPS_IN_GRAD
@@ -95,19 +103,15 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_coun
     if (out == NULL) {
 #pragma omp simd reduction(+:s, c)
         for (int64_t j = start; j < stop; j++) {
-            CYCE_REAL e = CYCE_EXP(CYCE_LOAD(x[j]) - shift);
-            int is_top = CYCE_LOAD(x[j]) == top;
-            s += is_top ? 0 : e;
-            c += is_top ? 1 : 0;
+            CYCE_EXP_TERM(j);
+            CYCE_COUNT_TERM();
         }
     } else {
 #pragma omp simd reduction(+:s, c)
         for (int64_t j = start; j < stop; j++) {
-            CYCE_REAL e = CYCE_EXP(CYCE_LOAD(x[j]) - shift);
-            int is_top = CYCE_LOAD(x[j]) == top;
+            CYCE_EXP_TERM(j);
             out[j] = e;
-            s += is_top ? 0 : e;
-            c += is_top ? 1 : 0;
+            CYCE_COUNT_TERM();
         }
     }
     *sum = s;
@@ -180,20 +184,16 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
         if (out == NULL) {
 #pragma omp simd reduction(+:s, c) reduction(max:m)
             for (int64_t j = start; j < fused; j++) {
-                CYCE_REAL e = CYCE_EXP(CYCE_LOAD(x[j]) - shift);
-                int is_top = CYCE_LOAD(x[j]) == top;
-                s += is_top ? 0 : e;
-                c += is_top ? 1 : 0;
+                CYCE_EXP_TERM(j);
+                CYCE_COUNT_TERM();
                 m = CYCE_LOAD(next[j]) > m ? CYCE_LOAD(next[j]) : m;
             }
         } else {
 #pragma omp simd reduction(+:s, c) reduction(max:m)
             for (int64_t j = start; j < fused; j++) {
-                CYCE_REAL e = CYCE_EXP(CYCE_LOAD(x[j]) - shift);
-                int is_top = CYCE_LOAD(x[j]) == top;
+                CYCE_EXP_TERM(j);
                 out[j] = e;
-                s += is_top ? 0 : e;
-                c += is_top ? 1 : 0;
+                CYCE_COUNT_TERM();
                 m = CYCE_LOAD(next[j]) > m ? CYCE_LOAD(next[j]) : m;
             }
         }
@@ -658,6 +658,8 @@ static void CYCE_FN(cyce_tile_softmax_ce_hard_general)(
 }
 
 #undef CYCE_EXPS_AT
+#undef CYCE_EXP_TERM
+#undef CYCE_COUNT_TERM
 #undef CYCE_FN
 #undef CYCE_CAT
 #undef CYCE_CAT_
