@@ -86,11 +86,14 @@ def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight
 
 def _linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias, weight, sample_weight,
                        ignore_index, reduction, label_smoothing, z_loss, return_grad,
-                       chunk_rows, num_threads, finite_sample_weight=True):
-    """linear_softmax_ce; cyce.torch's backward of reduction="none" passes
-    grad_output as sample_weight with finite_sample_weight=False, so that an
-    inf or nan there reaches the gradients as in torch (a loss scaler looks
-    for them) instead of raising."""
+                       chunk_rows, num_threads, finite_sample_weight=True, hidden_grad=True,
+                       weight_grad=True):
+    """linear_softmax_ce, with what cyce.torch needs beyond it: its backward
+    of reduction="none" passes grad_output as sample_weight with
+    finite_sample_weight=False, so that an inf or nan there reaches the
+    gradients as in torch (a loss scaler looks for them) instead of raising;
+    hidden_grad or weight_grad False skips that gradient's GEMM (a frozen
+    layer), and returns None in its place."""
     # ---- validate everything; nothing is computed before the first GEMM ----
     h = _operand("hidden", hidden, 1)
     w = _operand("linear_weight", linear_weight, 2)
@@ -156,7 +159,8 @@ def _linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias, weight, sa
                          (n_kept + 1) // 2)
     chunk_rows = max(1, min(chunk_rows, n_kept))
 
-    chunks = _Chunks(rows, w, bias, y, row_weight, kept, chunk_rows, return_grad)
+    chunks = _Chunks(rows, w, bias, y, row_weight, kept, chunk_rows, return_grad, hidden_grad,
+                     weight_grad)
     with blas_threads:
         loss_sum, row_loss = chunks.run(
             gemm, n_threads, reduction == "none", class_weight=class_weight,
@@ -170,15 +174,16 @@ def _linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias, weight, sa
         loss = reduce.total(loss_sum, reduction, denom, dtype)
     if not return_grad:
         return loss
-    return LinearSoftmaxCE(loss, chunks.grad_hidden.reshape(h.shape), chunks.grad_weight,
-                           chunks.grad_bias)
+    grad_hidden = None if chunks.grad_hidden is None else chunks.grad_hidden.reshape(h.shape)
+    return LinearSoftmaxCE(loss, grad_hidden, chunks.grad_weight, chunks.grad_bias)
 
 
 class _Chunks:
     """The chunk loop's buffers and gradients: one chunk of logits, one of
     gathered hidden rows when some rows are ignored, and the gradients."""
 
-    def __init__(self, rows, w, bias, labels, row_weight, kept, chunk_rows, want_grad):
+    def __init__(self, rows, w, bias, labels, row_weight, kept, chunk_rows, want_grad,
+                 hidden_grad, weight_grad):
         self.rows, self.w, self.bias, self.labels, self.row_weight = rows, w, bias, labels, row_weight
         self.kept, self.chunk_rows, self.want_grad = kept, chunk_rows, want_grad
         n_rows, n_features = rows.shape
@@ -188,8 +193,11 @@ class _Chunks:
         self.grad_hidden = self.grad_weight = self.grad_bias = None
         if want_grad:
             # ignored rows keep their zeros; every kept row is written once
-            self.grad_hidden = (np.empty if kept is None else np.zeros)((n_rows, n_features), dtype)
-            self.grad_weight = np.zeros(w.shape, dtype=dtype)
+            if hidden_grad:
+                self.grad_hidden = (np.empty if kept is None else np.zeros)((n_rows, n_features),
+                                                                           dtype)
+            if weight_grad:
+                self.grad_weight = np.zeros(w.shape, dtype=dtype)
             if bias is not None:
                 self.grad_bias = np.zeros(w.shape[0], dtype=dtype)
                 self.ones = np.ones(chunk_rows, dtype=dtype)
@@ -229,12 +237,13 @@ class _Chunks:
 
     def _backward(self, gemm, ids, hidden, dlogits, first):
         """The chunk's share of the three gradients, from its logits'."""
-        if self.kept is None:
+        if self.grad_hidden is not None and self.kept is None:
             _gemm(gemm, 1.0, dlogits, self.w, 0.0, self.grad_hidden[ids])
-        else:
+        elif self.grad_hidden is not None:
             self.grad_hidden[ids] = dlogits @ self.w  # (chunk, H): small beside the logits
-        # grad_weight += dlogits.T @ hidden, summed inside the GEMM
-        _gemm(gemm, 1.0, dlogits.T, hidden, 0.0 if first else 1.0, self.grad_weight)
+        if self.grad_weight is not None:
+            # grad_weight += dlogits.T @ hidden, summed inside the GEMM
+            _gemm(gemm, 1.0, dlogits.T, hidden, 0.0 if first else 1.0, self.grad_weight)
         if self.grad_bias is not None:
             self.grad_bias += self.ones[:dlogits.shape[0]] @ dlogits
 
@@ -246,7 +255,7 @@ def _operand(name, value, min_ndim):
     if a.dtype not in check.FLOAT_DTYPES:
         if check.is_half(a.dtype):
             hint = ("convert it with .astype(np.float32), or call cyce.torch.linear_cross_entropy, "
-                    "whose GEMMs run in bfloat16 and float16")
+                    "which takes bfloat16 and float16 tensors")
         else:
             hint = "pass float32 or float64 values"
         raise TypeError(f"{name} must be float32 or float64, got an array of dtype {a.dtype}: {hint}")

@@ -662,10 +662,13 @@ def _linear_ce_op(
     input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Optional[Tensor],
     weight: Optional[Tensor], sample_weight: Optional[Tensor], ignore_index: int,
     label_smoothing: float, z_loss: float, reduction: str, want_grad: bool,
+    want_input_grad: bool, want_weight_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """cyce.linear_softmax_ce of (R, H) input, (V, H) weight and (R,) int64
     class indices: (loss, grad_input, grad_weight, grad_bias), the gradients
-    empty tensors when want_grad is False (grad_bias also without a bias).
+    empty tensors when want_grad is False (grad_bias also without a bias,
+    grad_input or grad_weight where want_input_grad or want_weight_grad is
+    False: their GEMM is skipped).
     float16 and bfloat16 are computed on float32 copies of input, weight and
     bias (the GEMMs are NumPy's BLAS, which has no half types)."""
     half = input.dtype in (torch.float16, torch.bfloat16)
@@ -682,7 +685,8 @@ def _linear_ce_op(
         sample_weight=_optional_array(sample_weight), ignore_index=ignore_index,
         reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
         return_grad=want_grad, chunk_rows=None, num_threads=_blas_threads(),
-        finite_sample_weight=False)  # (only the backward of "none" passes sample_weight)
+        finite_sample_weight=False,  # (only the backward of "none" passes sample_weight)
+        hidden_grad=want_input_grad, weight_grad=want_weight_grad)
     if not want_grad:
         empty = input.new_empty(0)
         return _loss_tensor(result, input.dtype), empty, empty.clone(), empty.clone()
@@ -697,13 +701,16 @@ def _linear_ce_op(
 
 @_linear_ce_op.register_fake
 def _(input, linear_weight, target, linear_bias, weight, sample_weight, ignore_index,
-      label_smoothing, z_loss, reduction, want_grad):
+      label_smoothing, z_loss, reduction, want_grad, want_input_grad, want_weight_grad):
     loss = input.new_empty(input.shape[:1] if reduction == "none" else ())
-    if not want_grad:
-        return loss, input.new_empty(0), input.new_empty(0), input.new_empty(0)
-    grad_bias = input.new_empty(0) if linear_bias is None else torch.empty_like(linear_bias)
-    return (loss, torch.empty_like(input, memory_format=torch.contiguous_format),
-            torch.empty_like(linear_weight, memory_format=torch.contiguous_format), grad_bias)
+
+    def grad_like(t, wanted):
+        if not (want_grad and wanted and t is not None):
+            return input.new_empty(0)
+        return torch.empty_like(t, memory_format=torch.contiguous_format)
+
+    return (loss, grad_like(input, want_input_grad), grad_like(linear_weight, want_weight_grad),
+            grad_like(linear_bias, True))
 
 
 def _blas_threads() -> Optional[int]:
@@ -722,7 +729,7 @@ def _save_linear_inputs(ctx, inputs, output):
     grad_output as the rows' weights (a per-row grad_output cannot scale a
     weight gradient summed over rows)."""
     (x, w, target, bias, weight, sample_weight, ignore_index, smoothing, z_loss, reduction,
-     want_grad) = inputs
+     want_grad, _, _) = inputs
     ctx.reduction, ctx.want_grad = reduction, want_grad
     ctx.options = (ignore_index, smoothing, z_loss)
     ctx.has_bias = bias is not None
@@ -736,7 +743,9 @@ def _save_linear_inputs(ctx, inputs, output):
 
 
 def _linear_gradient(ctx, grad_loss, *unused):
-    nones = (None,) * 7
+    nones = (None,) * 9
+    needs = ctx.needs_input_grad
+    wanted = (needs[0], needs[1], ctx.has_bias and needs[3])
     if grad_loss is None:
         return (None,) * 4 + nones
     if ctx.reduction == "none":
@@ -744,20 +753,22 @@ def _linear_gradient(ctx, grad_loss, *unused):
         rows_weight = grad_loss.detach().reshape(-1)
         if sample_weight is not None:
             rows_weight = rows_weight * sample_weight
-        _, grad_x, grad_w, grad_b = torch.ops.cyce.linear_cross_entropy(
+        _, *grads = torch.ops.cyce.linear_cross_entropy(
             x.detach(), w.detach(), target, None if bias is None else bias.detach(), weight,
-            rows_weight.to(torch.float64), *ctx.options, "sum", True)
+            rows_weight.to(torch.float64), *ctx.options, "sum", True, wanted[0], wanted[1])
     else:
         if not ctx.want_grad:
             raise RuntimeError("cyce: this loss was computed without its gradient (want_grad=False)")
-        grad_x, grad_w, grad_b = ctx.saved_tensors
         with torch.no_grad():
-            grad_x, grad_w, grad_b = (g * grad_loss for g in (grad_x, grad_w, grad_b))
+            grads = [_scale(g, grad_loss, 0) if want else None
+                     for g, want in zip(ctx.saved_tensors, wanted)]
+    grads = [g if want else None for g, want in zip(grads, wanted)]
     if torch.is_grad_enabled() and not _is_traced(grad_loss):
-        grad_x, grad_w, grad_b = (
-            torch._C._functions.DelayedError(DOUBLE_BACKWARD, 1)(g.detach().requires_grad_())
-            for g in (grad_x, grad_w, grad_b))
-    return (grad_x, grad_w, None, grad_b if ctx.has_bias else None) + nones
+        grads = [None if g is None else
+                 torch._C._functions.DelayedError(DOUBLE_BACKWARD, 1)(g.detach().requires_grad_())
+                 for g in grads]
+    grad_x, grad_w, grad_b = grads
+    return (grad_x, grad_w, None, grad_b) + nones
 
 
 _linear_ce_op.register_autograd(_linear_gradient, setup_context=_save_linear_inputs)
@@ -822,7 +833,7 @@ def linear_cross_entropy(
     loss, *_ = torch.ops.cyce.linear_cross_entropy(
         x, linear_weight, target.reshape(-1).to(torch.int64), linear_bias, weight, None,
         int(ignore_index), float(label_smoothing), float(z_loss), reduction,
-        want_grad and reduction != "none")
+        want_grad and reduction != "none", _wants_grad(input), _wants_grad(linear_weight))
     return loss.reshape(batch_shape) if reduction == "none" else loss
 
 

@@ -44,12 +44,12 @@ def ops_samples():
         (ops.loss_with_grad.default, (logits(6, 5), torch.rand(6, dtype=torch.float64),
                                       torch.rand(6, 5, dtype=torch.float64), 1)),
         (ops.linear_cross_entropy.default, (logits(6, 3), logits(5, 3), labels, logits(5), weight,
-                                            None, -100, 0.1, 1e-3, "mean", True)),
+                                            None, -100, 0.1, 1e-3, "mean", True, True, True)),
         (ops.linear_cross_entropy.default, (logits(6, 3), logits(5, 3), labels, None, None,
                                             torch.rand(6, dtype=torch.float64), 2, 0.0, 0.0,
-                                            "none", False)),
+                                            "none", False, True, True)),
         (ops.linear_cross_entropy.default, (logits(6, 3).detach(), logits(5, 3), labels, None,
-                                            None, None, -100, 0.0, 0.0, "sum", True)),
+                                            None, None, -100, 0.0, 0.0, "sum", True, False, True)),
     ]
 
 
