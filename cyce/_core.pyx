@@ -411,6 +411,13 @@ def softmax_rows(cnp.ndarray x, cnp.ndarray out, bint log_space, int n_threads):
     run(&c, row_schedule(&rows, n_threads), not log_space, False)
 
 
+# A new float32 gradient is streamed (table.f32_stream) only where that
+# measured faster: rows this long, in a gradient this large; in a gradient
+# the caches hold, streamed stores are slower (docs/performance.md#streamed-gradient).
+cdef int64_t STREAM_MIN_CLASSES = 1000
+cdef int64_t STREAM_MIN_BYTES = 32 << 20
+
+
 def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_loss, *,
                          object class_weight, object sample_weight, int64_t ignore_index,
                          double label_smoothing, double z_loss, double grad_scale,
@@ -420,7 +427,9 @@ def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_l
     row's loss to row_loss (unless None); returns the loss sum."""
     cdef const cyce_dtype_kernels *k = kernels_of(x, grad)
     cdef cyce_rows rows = rows_of(x, grad, row_loss)
-    if k == table.f32 and table.f32_stream != NULL and rows.grad != NULL and rows.grad != rows.x:
+    if (k == table.f32 and table.f32_stream != NULL and rows.grad != NULL
+            and rows.grad != rows.x and rows.n_classes >= STREAM_MIN_CLASSES
+            and rows.n_rows * rows.n_classes * 4 >= STREAM_MIN_BYTES):
         k = table.f32_stream   # a gradient of its own: written without reading its lines
     rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, ignore_index,
