@@ -54,11 +54,18 @@ wheel-test: wheel
 # `make bench-suite`: every suite with its peers (NumPy, and PyTorch / JAX when
 # installed) and the peak-memory checks; pytest-benchmark prints one table per
 # function x shape x dtype x threads, with ratios to the fastest.
-# `make bench-compare`: the cyce benchmarks alone, against the saved baseline
-# (--benchmark-compare-fail=min:3%); fails if a minimum time is more than 3%
-# slower in every one of 3 runs of the benchmarks that regressed.
-# `make bench-baseline`: re-save that baseline (after a kernel change you accept).
-# Both in bench/baseline.py; the baseline is .benchmarks/baseline/cyce.json.
+# `make bench-compare [BENCH_REF=rev]`: A/B in one session: builds rev (default
+# ec0742d) into build/bench-ref/<sha> (git archive, reused once built), times
+# the cyce benchmarks of the kernels' suites with both builds in turns, one
+# process per build and block, and fails if a case's minimum is more than 3%
+# slower than the reference's in each of up to 3 rounds (the regressed cases
+# timed again); cases the reference cannot run are skipped.  About 8 min on
+# the 2-vCPU VM.  BENCH_ARGS: --all adds sigmoid_bce's large shapes, -k EXPR
+# keeps the matching cases, --current REV times REV's build, not this tree's.
+# `make bench-baseline`: saves this tree's timings to .benchmarks/baseline/cyce.json,
+# which `python -m bench.baseline compare-saved` checks against (3%, 3 runs):
+# meaningful only on the machine and in the session that saved it.
+# Both in bench/baseline.py.
 # `make bench-targets`: the full report, then the project's own speed targets
 # checked against it (bench/targets.py: PASS/MISS lines, exit 1 on a MISS).
 .PHONY: bench-suite bench-compare bench-baseline bench-targets
@@ -66,8 +73,9 @@ wheel-test: wheel
 bench-suite: install
 	$(PY) -m pytest bench --benchmark-columns=min,median,max,rounds
 
+BENCH_REF ?= ec0742d
 bench-compare: install
-	$(PY) -m bench.baseline compare
+	$(PY) -m bench.baseline ab --ref $(BENCH_REF) $(BENCH_ARGS)
 
 bench-baseline: install
 	$(PY) -m bench.baseline save
