@@ -31,11 +31,21 @@ gradients of the reduced loss (for reduction="none", of the sum of the
 per-row losses) with respect to hidden, linear_weight and linear_bias
 (None when no bias was given)."""
 
-# The default chunk's logits take at most this many bytes, and a chunk has at
-# least MIN_CHUNK_ROWS rows (a GEMM over fewer runs below the BLAS's peak);
-# docs/performance.md#fused-linear has the measurements behind both.
-CHUNK_BYTES = 64 << 20
+# The default chunk: CHUNK_ROWS rows (each chunk adds its rows' products into
+# the whole weight gradient, a GEMM whose inner dimension is the chunk's rows:
+# fewer rows ran it well below the BLAS's peak), fewer where their logits
+# would pass CHUNK_BYTES, but never fewer than MIN_CHUNK_ROWS;
+# docs/performance.md#fused-linear has the measurements.
+CHUNK_ROWS = 1024
+CHUNK_BYTES = 1 << 30
 MIN_CHUNK_ROWS = 256
+
+
+def default_chunk_rows(n_rows, n_classes, itemsize):
+    """The rows per chunk when chunk_rows is None: never all the rows at once
+    (at most half of them, so no (N, V) logits at any size)."""
+    rows = max(MIN_CHUNK_ROWS, min(CHUNK_ROWS, CHUNK_BYTES // (n_classes * itemsize)))
+    return max(1, min(rows, (n_rows + 1) // 2))
 
 
 def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight=None,
@@ -45,8 +55,8 @@ def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight
     """Softmax cross entropy of the logits ``hidden @ linear_weight.T +
     linear_bias`` against class indices, computed in chunks of rows so that
     the (N, V) logits are never held: the extra memory is one chunk of
-    logits (at most 64 MiB by default) and, for the gradient, one chunk of
-    hidden rows.
+    logits (by default 1024 rows, at most 1 GiB of them, never more than
+    half the rows) and, where rows are ignored, one chunk of hidden rows.
 
     ``hidden`` is (..., H) (the batch axes are flattened into rows, as in
     softmax_ce), ``linear_weight`` (V, H) (PyTorch's layout), ``linear_bias``
@@ -65,8 +75,9 @@ def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight
     loss (for "none", of the sum of the per-row losses) in the input's
     dtype; ``grad_linear_bias`` is None without a bias.
 
-    ``chunk_rows`` (an int >= 1) sets the rows per chunk; None picks them
-    from the 64 MiB budget (at least 256 rows, at most half of them).  Results for different chunk_rows agree within
+    ``chunk_rows`` (an int >= 1) sets the rows per chunk; None takes 1024
+    (fewer where their logits would pass 1 GiB, but at least 256), at most
+    half the rows.  Results for different chunk_rows agree within
     rounding, not to the bit (the GEMMs sum in another order).  For one
     chunk_rows and one thread count they are reproducible.
     ``num_threads`` bounds both the BLAS threads (through threadpoolctl)
@@ -154,9 +165,7 @@ def _linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias, weight, sa
         kept = None  # every row takes part: chunks are slices, nothing is gathered
     n_kept = n_rows if kept is None else kept.size
     if chunk_rows is None:
-        # never all the rows at once, however few: no (N, V) logits at any size
-        chunk_rows = min(max(MIN_CHUNK_ROWS, CHUNK_BYTES // (n_classes * h.dtype.itemsize)),
-                         (n_kept + 1) // 2)
+        chunk_rows = default_chunk_rows(n_kept, n_classes, h.dtype.itemsize)
     chunk_rows = max(1, min(chunk_rows, n_kept))
 
     chunks = _Chunks(rows, w, bias, y, row_weight, kept, chunk_rows, return_grad, hidden_grad,

@@ -436,8 +436,8 @@ def test_memory_stays_below_the_logits(reduction, return_grad):
 
 def test_default_chunking_bounds_memory_for_a_large_batch():
     """With chunk_rows left at its default, a batch whose (N, V) float32
-    logits are large (N=8192, V=4096: 128 MiB) is still chunked: the peak
-    stays below one such array.  (A small batch may go in one chunk.)"""
+    logits are large (N=8192, V=4096: 128 MiB) is chunked: the peak stays
+    below one such array."""
     rng = np.random.default_rng(4)
     n_rows, n_hidden = 8192, 8
     h = rng.standard_normal((n_rows, n_hidden), dtype=np.float32)
@@ -445,6 +445,20 @@ def test_default_chunking_bounds_memory_for_a_large_batch():
     y = rng.integers(0, V_MEM, n_rows)
     peak, _ = traced_peak(lambda: cyce.linear_softmax_ce(h, w, y, return_grad=True))
     assert peak < 0.9 * n_rows * V_MEM * 4, f"peak {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("n_rows", [2, 300, 2048])
+def test_default_chunking_never_takes_all_the_rows(n_rows):
+    """However small the batch, the default chunk is at most half of it:
+    no (N, V) logits are held at any size."""
+    rng = np.random.default_rng(5)
+    h = rng.standard_normal((n_rows, 8), dtype=np.float32)
+    w = rng.standard_normal((V_MEM, 8), dtype=np.float32)
+    y = rng.integers(0, V_MEM, n_rows)
+    peak, _ = traced_peak(lambda: cyce.linear_softmax_ce(h, w, y, return_grad=True))
+    logits_bytes = n_rows * V_MEM * 4
+    gradients_bytes = (n_rows + V_MEM) * 8 * 4
+    assert peak < 0.6 * logits_bytes + gradients_bytes + (1 << 20), f"peak {peak / 2**20:.1f} MiB"
 
 
 def test_bad_label_is_found_before_any_gemm():
