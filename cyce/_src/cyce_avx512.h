@@ -26,32 +26,22 @@
  * and double, in cyce_avx512_template.h (cyce_vexp_nonpos). */
 static inline __attribute__((always_inline)) __m512 cyce_v16_expf_poly(__m512 r)
 {
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 5040.0f), r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+#define CYCE_VSTEP(k) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / k##f));
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    CYCE_TAYLOR_6_TO_0(CYCE_VSTEP)
+#undef CYCE_VSTEP
+    return p;
 }
 
 /* The polynomial of cyce_exp_reduced (unit 1), 8 doubles. */
 static inline __attribute__((always_inline)) __m512d cyce_v8_exp_poly(__m512d r)
 {
-    __m512d p = _mm512_fmadd_pd(_mm512_set1_pd(1.0 / 6227020800.0), r,
-                                _mm512_set1_pd(1.0 / 479001600.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 39916800.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 3628800.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 362880.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 40320.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 5040.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 720.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 120.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 24.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / 6.0));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(0.5));
-    p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
-    return _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0));
+#define CYCE_VSTEP(k) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.0 / k));
+    __m512d p = _mm512_set1_pd(1.0 / 6227020800.0);
+    CYCE_TAYLOR_12_TO_7(CYCE_VSTEP)
+    CYCE_TAYLOR_6_TO_0(CYCE_VSTEP)
+#undef CYCE_VSTEP
+    return p;
 }
 
 /* The pairs of dtypes (input, gradient) of this translation unit, as in

@@ -55,6 +55,16 @@ typedef union { double f; uint64_t u; } cyce_f64_bits;
 #define CYCE_EXPF_MANTISSA_BITS 23
 #define CYCE_EXP_MANTISSA_BITS 52
 
+/* exp(r)'s Taylor coefficients 1/k!, the highest degree first, as the
+ * divisors k! (STEP(k) is one Horner step with coefficient 1/k, the type's
+ * literal suffix pasted on by STEP): float's polynomial is 1/7! and then
+ * 1/6! to 1/0!, double's 1/13!, 1/12! to 1/7!, and the same tail.  The
+ * scalar exps here and the vector ones of cyce_avx512.h evaluate these. */
+#define CYCE_TAYLOR_12_TO_7(STEP) \
+    STEP(479001600.0) STEP(39916800.0) STEP(3628800.0) STEP(362880.0) STEP(40320.0) STEP(5040.0)
+#define CYCE_TAYLOR_6_TO_0(STEP) \
+    STEP(720.0) STEP(120.0) STEP(24.0) STEP(6.0) STEP(2.0) STEP(1.0) STEP(1.0)
+
 /* float: exp(r) by its Taylor polynomial to degree 7, each coefficient
  * times unit (cyce_exp_template.h) */
 #define CYCE_X float
@@ -63,15 +73,10 @@ typedef union { double f; uint64_t u; } cyce_f64_bits;
 #define CYCE_XUINT uint32_t
 #define CYCE_XFN(name) cyce_expf##name
 #define CYCE_XC(name) CYCE_EXPF_##name
-#define CYCE_XPOLY(p, r, unit) do {  \
-        p = unit / 5040.0f;          \
-        p = p * r + unit / 720.0f;   \
-        p = p * r + unit / 120.0f;   \
-        p = p * r + unit / 24.0f;    \
-        p = p * r + unit / 6.0f;     \
-        p = p * r + unit * 0.5f;     \
-        p = p * r + unit;            \
-        p = p * r + unit;            \
+#define CYCE_XSTEP(k) p = p * r + unit / k##f;
+#define CYCE_XPOLY(p, r, unit) do {                     \
+        p = unit / 5040.0f;                             \
+        CYCE_TAYLOR_6_TO_0(CYCE_XSTEP)                  \
     } while (0)
 #include "cyce_exp_template.h"
 
@@ -82,21 +87,11 @@ typedef union { double f; uint64_t u; } cyce_f64_bits;
 #define CYCE_XUINT uint64_t
 #define CYCE_XFN(name) cyce_exp##name
 #define CYCE_XC(name) CYCE_EXP_##name
-#define CYCE_XPOLY(p, r, unit) do {       \
-        p = unit / 6227020800.0;          \
-        p = p * r + unit / 479001600.0;   \
-        p = p * r + unit / 39916800.0;    \
-        p = p * r + unit / 3628800.0;     \
-        p = p * r + unit / 362880.0;      \
-        p = p * r + unit / 40320.0;       \
-        p = p * r + unit / 5040.0;        \
-        p = p * r + unit / 720.0;         \
-        p = p * r + unit / 120.0;         \
-        p = p * r + unit / 24.0;          \
-        p = p * r + unit / 6.0;           \
-        p = p * r + unit * 0.5;           \
-        p = p * r + unit;                 \
-        p = p * r + unit;                 \
+#define CYCE_XSTEP(k) p = p * r + unit / k;
+#define CYCE_XPOLY(p, r, unit) do {                     \
+        p = unit / 6227020800.0;                        \
+        CYCE_TAYLOR_12_TO_7(CYCE_XSTEP)                 \
+        CYCE_TAYLOR_6_TO_0(CYCE_XSTEP)                  \
     } while (0)
 #include "cyce_exp_template.h"
 

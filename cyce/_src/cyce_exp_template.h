@@ -80,3 +80,4 @@ static inline CYCE_X CYCE_XFN(_nonpos)(CYCE_X x)
 #undef CYCE_XFN
 #undef CYCE_XC
 #undef CYCE_XPOLY
+#undef CYCE_XSTEP
