@@ -95,11 +95,89 @@ def target_checks(rows, overhead_us=None):
     return lines
 
 
+# ---------------------------------------------------------------------------
+# linear_softmax_ce / cyce.torch.linear_cross_entropy: bench/linear_report.py's
+# --json report (python -m bench.linear_report --check REPORT.json prints these)
+# ---------------------------------------------------------------------------
+
+LINEAR_TARGET_CLASSES = 32000   # the vocabulary at which the issue sets the targets
+LINEAR_VS_EAGER = 0.9           # cyce's median <= this x torch eager's (h @ W.T, F.cross_entropy)
+LINEAR_VS_CHUNKED = 1.0         # ... <= this x F.linear_cross_entropy's chunked path
+LINEAR_MEMORY_VS_EAGER = 0.25   # cyce's peak extra memory <= this x torch eager's
+LINEAR_VS_FLOOR = 1.15          # cyce.linear_softmax_ce's median <= this x the three GEMMs alone
+
+
+def linear_target_checks(rows):
+    """The fused head's targets that a linear report measured, one line
+    each ("PASS ..." or "MISS ...", with the figures), at every shape with
+    LINEAR_TARGET_CLASSES classes: cyce.linear_softmax_ce (NumPy) against
+    torch eager, the chunked F.linear_cross_entropy and the GEMM floor, and
+    cyce.torch.linear_cross_entropy against the first two.  Rows of a
+    chunk_rows sweep (an explicit chunk_rows) are not the default call and
+    are left out."""
+    table = {}
+    for row in rows:
+        if "error" not in row and row.get("requested_chunk_rows") is None:
+            table[(row["shape"], row["threads"], row["contestant"])] = row
+    shapes = sorted({row["shape"] for row in rows if row["v"] == LINEAR_TARGET_CLASSES},
+                    key=lambda s: [int(p) for p in s.split("x")])
+    lines = []
+
+    def check(ok, text):
+        lines.append(("PASS " if ok else "MISS ") + text)
+
+    for shape in shapes:
+        for threads in sorted({t for (s, t, _) in table if s == shape}):
+            def row_of(contestant):
+                return table.get((shape, threads, contestant))
+
+            eager, chunked, floor = row_of("torch_eager"), row_of("torch_linear_ce_chunked"), row_of("gemm_floor")
+            for contestant, name in (("cyce", "cyce"), ("cyce_torch", "cyce.torch")):
+                row = row_of(contestant)
+                if not row:
+                    continue
+                where = f"{shape} float32 {threads}T {name}"
+                if eager:
+                    ratio = row["median_s"] / eager["median_s"]
+                    check(ratio <= LINEAR_VS_EAGER,
+                          f"{where}: {ratio:.2f}x torch eager's time (<= {LINEAR_VS_EAGER})")
+                if chunked:
+                    ratio = row["median_s"] / chunked["median_s"]
+                    check(ratio <= LINEAR_VS_CHUNKED,
+                          f"{where}: {ratio:.2f}x the chunked F.linear_cross_entropy's time "
+                          f"(<= {LINEAR_VS_CHUNKED})")
+                if eager and eager["peak_growth_mib"] > 0:
+                    ratio = row["peak_growth_mib"] / eager["peak_growth_mib"]
+                    check(ratio <= LINEAR_MEMORY_VS_EAGER,
+                          f"{where}: peak extra memory {row['peak_growth_mib']:.0f} MiB, {ratio:.1%} of "
+                          f"torch eager's {eager['peak_growth_mib']:.0f} MiB (<= {LINEAR_MEMORY_VS_EAGER:.0%})")
+                if floor and contestant == "cyce":
+                    ratio = row["median_s"] / floor["median_s"]
+                    check(ratio <= LINEAR_VS_FLOOR,
+                          f"{where}: {ratio:.2f}x the three GEMMs alone (<= {LINEAR_VS_FLOOR})")
+    return lines
+
+
+def check_linear(report_json):
+    """Print the linear targets of a linear report (a path to its --json
+    file, or the report as a dict); 1 if one missed, else 0."""
+    if not isinstance(report_json, dict):
+        with open(report_json) as f:
+            report_json = json.load(f)
+    lines = linear_target_checks(report_json["rows"])
+    print("linear cross-entropy targets measured in this report:")
+    for line in lines or ["(none: no shape with %d classes)" % LINEAR_TARGET_CLASSES]:
+        print("  " + line)
+    return 1 if any(line.startswith("MISS") for line in lines) else 0
+
+
 def main(argv):
     if len(argv) != 2:
         sys.exit("usage: python -m bench.targets REPORT.json")
     with open(argv[1]) as f:
         report = json.load(f)
+    if report.get("kind") == "linear_cross_entropy":  # python -m bench.linear_report --json
+        return check_linear(report)
     lines = target_checks(report["rows"], report.get("overhead_us"))
     print("speed targets measured in this report:")
     for line in lines:
