@@ -77,10 +77,10 @@ def make_inputs(n_rows, n_features, n_classes, seed=SEED):
 
 def cyce_chunk_rows(n_rows, n_classes, itemsize=4):
     """The rows per chunk linear_softmax_ce picks when chunk_rows is None and
-    no row is ignored (cyce._linear.default_chunk_rows)."""
+    no row is ignored (cyce._linear._default_chunk_rows)."""
     from cyce import _linear
 
-    return max(1, min(_linear.default_chunk_rows(n_rows, n_classes, itemsize), n_rows))
+    return max(1, min(_linear._default_chunk_rows(n_rows, n_classes, itemsize), n_rows))
 
 
 # ---------------------------------------------------------------------------

@@ -41,7 +41,7 @@ CHUNK_BYTES = 1 << 30
 MIN_CHUNK_ROWS = 256
 
 
-def default_chunk_rows(n_rows, n_classes, itemsize):
+def _default_chunk_rows(n_rows, n_classes, itemsize):
     """The rows per chunk when chunk_rows is None: never all the rows at once
     (at most half of them, so no (N, V) logits at any size)."""
     rows = max(MIN_CHUNK_ROWS, min(CHUNK_ROWS, CHUNK_BYTES // (n_classes * itemsize)))
@@ -165,7 +165,7 @@ def _linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias, weight, sa
         kept = None  # every row takes part: chunks are slices, nothing is gathered
     n_kept = n_rows if kept is None else kept.size
     if chunk_rows is None:
-        chunk_rows = default_chunk_rows(n_kept, n_classes, h.dtype.itemsize)
+        chunk_rows = _default_chunk_rows(n_kept, n_classes, h.dtype.itemsize)
     chunk_rows = max(1, min(chunk_rows, n_kept))
 
     chunks = _Chunks(rows, w, bias, y, row_weight, kept, chunk_rows, return_grad, hidden_grad,
