@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from cyce import __main__ as cyce_main
 from cyce import _bench
 
 from . import targets
@@ -59,13 +60,7 @@ LOSS_RTOL, NORM_RTOL = 1e-4, 1e-3
 
 def parse_shapes(text):
     """'4096x1024x32000,1024x512x32000' -> [(4096, 1024, 32000), (1024, 512, 32000)]."""
-    shapes = []
-    for item in text.split(","):
-        parts = item.strip().lower().split("x")
-        if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise argparse.ArgumentTypeError(f"shape {item!r} is not ROWSxFEATURESxCLASSES, e.g. 4096x1024x32000")
-        shapes.append(tuple(int(p) for p in parts))
-    return shapes
+    return cyce_main.parse_shapes(text, ("ROWS", "FEATURES", "CLASSES"), "4096x1024x32000")
 
 
 def parse_ints(text):

@@ -51,31 +51,15 @@ MEMORY_SHAPES = {"full": (4096, 1024, 32000), "smoke": (512, 256, 8192)}  # logi
 
 
 @dataclass(frozen=True)
-class LinearCase:
+class LinearCase(common.Case):
     """One benchmark: a contestant at one (N, H, V) and thread count;
-    `full_shape` is the shape it stands for (the same but in a smoke run).
-    The attributes common.time_calls and assert_value read are common.Case's."""
+    `full_shape` is the shape it stands for (the same but in a smoke run)."""
 
-    n_rows: int
-    n_features: int
-    n_classes: int
-    threads: int
-    contestant: str
-    full_shape: tuple
-    family: str = FAMILY
-    dtype: str = "float32"
+    n_features: int = 0
 
     @property
     def shape_name(self):
         return f"{self.n_rows}x{self.n_features}x{self.n_classes}"
-
-    @property
-    def id(self):
-        return f"{self.shape_name}-{self.dtype}-{self.threads}t-{self.contestant}"
-
-    @property
-    def group(self):
-        return f"{self.family} {self.shape_name} {self.dtype} {self.threads}t"
 
     @property
     def is_peer(self):
@@ -103,7 +87,8 @@ def case_params(size):
         rows = max(n // common.SMOKE_ROW_DIVISOR, 1) if size == "smoke" else n
         for threads in thread_counts:
             for contestant in CONTESTANTS:
-                case = LinearCase(rows, h, v, threads, contestant, (n, h, v))
+                case = LinearCase(FAMILY, rows, v, "float32", threads, contestant, (n, h, v),
+                                  n_features=h)
                 marks = []
                 if case.full_shape in QUICK_SHAPES:
                     marks.append(pytest.mark.quick)

@@ -16,14 +16,15 @@ import sys
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 
-def parse_shapes(text):
-    """'4096x32000,512x256000' -> [(4096, 32000), (512, 256000)]."""
+def parse_shapes(text, axes=("ROWS", "CLASSES"), example="4096x32000"):
+    """'4096x32000,512x256000' -> [(4096, 32000), (512, 256000)]: shapes of
+    len(axes) positive sizes each."""
     shapes = []
     for item in text.split(","):
         parts = item.strip().lower().split("x")
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise argparse.ArgumentTypeError(f"shape {item!r} is not ROWSxCLASSES, e.g. 4096x32000")
-        shapes.append((int(parts[0]), int(parts[1])))
+        if len(parts) != len(axes) or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise argparse.ArgumentTypeError(f"shape {item!r} is not {'x'.join(axes)}, e.g. {example}")
+        shapes.append(tuple(int(p) for p in parts))
     return shapes
 
 
