@@ -670,7 +670,7 @@ def _linear_ce_op(
     grad_input or grad_weight where want_input_grad or want_weight_grad is
     False: their GEMM is skipped).
     float16 and bfloat16 are computed on float32 copies of input, weight and
-    bias (the GEMMs are NumPy's BLAS, which has no half types)."""
+    bias (the GEMMs are SciPy's BLAS, which has no half types)."""
     half = input.dtype in (torch.float16, torch.bfloat16)
 
     def array(t):
@@ -724,10 +724,10 @@ def _blas_threads() -> Optional[int]:
 
 
 def _save_linear_inputs(ctx, inputs, output):
-    """"mean" and "sum": the forward's gradients, scaled in the backward.
-    "none": the inputs, for a backward that recomputes the gradients with
-    grad_output as the rows' weights (a per-row grad_output cannot scale a
-    weight gradient summed over rows)."""
+    """Saves, for "mean" and "sum", the forward's gradients (the backward
+    scales them); for "none", the inputs, for a backward that recomputes the
+    gradients with grad_output as the rows' weights (a per-row grad_output
+    cannot scale a weight gradient summed over rows)."""
     (x, w, target, bias, weight, sample_weight, ignore_index, smoothing, z_loss, reduction,
      want_grad, _, _) = inputs
     ctx.reduction, ctx.want_grad = reduction, want_grad
