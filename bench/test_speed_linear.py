@@ -27,6 +27,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +57,11 @@ class LinearCase(common.Case):
     `full_shape` is the shape it stands for (the same but in a smoke run)."""
 
     n_features: int = 0
+    peers: ClassVar[tuple] = PEERS
 
     @property
     def shape_name(self):
         return f"{self.n_rows}x{self.n_features}x{self.n_classes}"
-
-    @property
-    def is_peer(self):
-        return self.contestant in PEERS
 
     @property
     def rounds(self):
