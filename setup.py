@@ -122,7 +122,8 @@ def want_simd(flags):
 # streamed float32 gradient) at -O2: -O3's loop versioning and peeling of
 # their conversions made them 1.1 MB of the module, past the wheel's 1 MiB
 # (docs/performance.md#half-precision).
-KERNEL_SOURCES = [("cyce/_src/cyce_kernels.c", []), ("cyce/_src/cyce_kernels_half.c", ["-O2"])]
+KERNEL_SOURCES = [("cyce/_src/cyce_kernels.c", []), ("cyce/_src/cyce_kernels_half.c", ["-O2"]),
+                  ("cyce/_src/cyce_stats.c", ["-O2"])]
 HEADERS = sorted(os.path.join("cyce/_src", name) for name in os.listdir("cyce/_src")
                  if name.endswith(".h"))
 

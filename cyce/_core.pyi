@@ -59,8 +59,12 @@ def softmax_ce_hard_rows(
     z_loss: float,
     grad_scale: float,
     n_threads: int,
+    temperature: float = 1.0,
+    logit_softcap: float = 0.0,
 ) -> float:
-    """Softmax cross entropy against int64 labels; returns the loss sum."""
+    """Softmax cross entropy against int64 labels (of the logits mapped by
+    c tanh(x / c) / T where temperature or logit_softcap say so); returns the
+    loss sum."""
 
 def softmax_ce_soft_rows(
     x: npt.NDArray[_Float],
@@ -74,8 +78,24 @@ def softmax_ce_soft_rows(
     z_loss: float,
     grad_scale: float,
     n_threads: int,
+    temperature: float = 1.0,
+    logit_softcap: float = 0.0,
 ) -> float:
     """Softmax cross entropy against probabilities; returns the loss sum."""
+
+def softmax_stats_rows(
+    x: npt.NDArray[_Float],
+    labels: npt.NDArray[np.int64] | None,
+    lse: npt.NDArray[_Float],
+    logprob: npt.NDArray[_Float] | None,
+    entropy: npt.NDArray[_Float],
+    argmax: npt.NDArray[np.int64],
+    *,
+    temperature: float,
+    logit_softcap: float,
+    n_threads: int,
+) -> None:
+    """Per row: lse, logprob (unless None), entropy and argmax of the mapped logits."""
 
 def binary_elements(
     kind: int,

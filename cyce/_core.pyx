@@ -33,6 +33,8 @@ cdef extern from "cyce_kernels.h" nogil:
         double z_loss
         double grad_scale
         int64_t ignore_index
+        double temperature
+        double logit_softcap
     ctypedef struct cyce_rows:
         const void *x
         void *grad
@@ -72,6 +74,26 @@ cdef extern from "cyce_kernels.h" nogil:
         void (*exp_nonpos_values)(const void *x, void *out, int64_t n) noexcept nogil
         void (*span_exp_sum_count)(const void *x, void *out, int64_t n, double shift,
                                    double top, double *sum, double *count) noexcept nogil
+    ctypedef struct cyce_stats_out:
+        void *lse
+        void *logprob
+        void *entropy
+        int64_t *argmax
+    ctypedef struct cyce_mapped_kernels:
+        size_t scratch_itemsize
+        void (*softmax_stats)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                              const cyce_stats_out *out, int64_t first, int64_t stop) noexcept nogil
+        double (*softmax_ce_hard)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
+                                  int64_t first, int64_t stop) noexcept nogil
+        void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
+                                int64_t first, int64_t stop) noexcept nogil
+    ctypedef struct cyce_mapped_table:
+        const cyce_mapped_kernels *f32
+        const cyce_mapped_kernels *f64
+        const cyce_mapped_kernels *bf16
+        const cyce_mapped_kernels *bf16_f32
+        const cyce_mapped_kernels *f16
+        const cyce_mapped_kernels *f16_f32
     ctypedef struct cyce_kernel_table:
         const char *level
         const char *cflags
@@ -82,6 +104,7 @@ cdef extern from "cyce_kernels.h" nogil:
         const cyce_dtype_kernels *f16
         const cyce_dtype_kernels *f16_f32
         const cyce_dtype_kernels *f32_stream
+        const cyce_mapped_table *mapped
         void (*log1p_values)(const double *s, double *out, int64_t n) noexcept nogil
     enum:
         CYCE_BINARY_BLOCK
@@ -165,6 +188,21 @@ cdef const cyce_dtype_kernels *kernels_of(cnp.ndarray x, object out=None) except
     raise TypeError(f"no kernel for dtype {x.dtype}")
 
 
+cdef const cyce_mapped_kernels *mapped_kernels_of(cnp.ndarray x, object out=None) except NULL:
+    """kernels_of's counterpart among the kernels of mapped logits."""
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    cdef const cyce_mapped_table *m = table.mapped
+    if typenum == cnp.NPY_FLOAT32:
+        return m.f32
+    if typenum == cnp.NPY_FLOAT64:
+        return m.f64
+    if typenum == cnp.NPY_FLOAT16:
+        return m.f16_f32 if float32_output(x, out) else m.f16
+    if is_bfloat16(x.dtype):
+        return m.bf16_f32 if float32_output(x, out) else m.bf16
+    raise TypeError(f"no kernel for dtype {x.dtype}")
+
+
 cdef int compute_typenum(cnp.ndarray x) except -1:
     """The dtype the kernels of x's dtype compute in, and so of their
     losses, weights and logsumexp: float32 for bfloat16 and float16."""
@@ -208,7 +246,8 @@ cdef void set_targets(cyce_rows *rows, object targets) except *:
 
 cdef cyce_ce_opts opts_of(int64_t n_classes, object class_weight, object sample_weight,
                           int64_t ignore_index, double label_smoothing, double z_loss,
-                          double grad_scale) except *:
+                          double grad_scale, double temperature=1.0,
+                          double logit_softcap=0.0) except *:
     cdef cyce_ce_opts opts
     opts.class_weight = <const double *>data_of(class_weight, cnp.NPY_FLOAT64)
     opts.weight_total = n_classes if class_weight is None else float(class_weight.sum())
@@ -217,6 +256,8 @@ cdef cyce_ce_opts opts_of(int64_t n_classes, object class_weight, object sample_
     opts.z_loss = z_loss
     opts.grad_scale = grad_scale
     opts.ignore_index = ignore_index
+    opts.temperature = temperature
+    opts.logit_softcap = logit_softcap
     return opts
 
 
@@ -290,15 +331,15 @@ ctypedef struct Scratch:
     Py_ssize_t stride   # bytes from one thread's row to the next
 
 
-cdef Scratch new_scratch(const cyce_dtype_kernels *k, int64_t n_classes, int n_threads,
-                         bint wanted) except *:
-    """Two rows of exps per thread (cyce_dtype_kernels), for the kernels
-    whose exps go to a scratch (a half-precision output) when a gradient or
-    softmax is written."""
+cdef Scratch new_scratch(size_t itemsize, int64_t n_classes, int n_threads) except *:
+    """Two rows of n_classes items of itemsize bytes per thread (none for
+    itemsize 0): the exps of the kernels whose output cannot hold them (a
+    half-precision one, cyce_dtype_kernels), or a mapped row and its slope
+    (cyce_mapped_kernels)."""
     cdef Scratch sc = Scratch(NULL, NULL, 0)
-    if not wanted or k.exps_itemsize == 0:
+    if itemsize == 0:
         return sc
-    sc.stride = (2 * <Py_ssize_t>(n_classes * k.exps_itemsize) + 63) // 64 * 64
+    sc.stride = (2 * <Py_ssize_t>(n_classes * itemsize) + 63) // 64 * 64
     sc.block = malloc(sc.stride * max(n_threads, 1) + 64)
     if sc.block == NULL:
         raise MemoryError()
@@ -320,15 +361,20 @@ cdef enum Kernel:
     CE_SOFT
     CATEGORICAL_CE
     BINARY
+    STATS
+    CE_HARD_MAPPED
+    CE_SOFT_MAPPED
 
 
 ctypedef struct Call:
     Kernel kernel
     const cyce_dtype_kernels *k
+    const cyce_mapped_kernels *mk  # the kernels of mapped logits (STATS, *_MAPPED)
     const cyce_rows *rows          # the row kernels'
     const cyce_elements *elements  # BINARY's
     const cyce_ce_opts *opts
     void *out                      # LOGSUMEXP's results
+    const cyce_stats_out *stats    # STATS' results
     int flag                       # SOFTMAX: log space; BINARY: the kind
     double eps                     # CATEGORICAL_CE's clip
 
@@ -354,8 +400,14 @@ cdef void run_tasks(const Call *c, Schedule s, Scratch sc, double *task_sums) no
             c.k.softmax(c.rows, c.flag, scratch, first, stop)
         elif c.kernel == LOGSUMEXP:
             c.k.logsumexp(c.rows, c.out, first, stop)
-        else:
+        elif c.kernel == CATEGORICAL_CE:
             c.k.categorical_ce(c.rows, c.opts, c.eps, first, stop)
+        elif c.kernel == STATS:
+            c.mk.softmax_stats(c.rows, c.opts, c.stats, first, stop)
+        elif c.kernel == CE_HARD_MAPPED:
+            task_sums[t] = c.mk.softmax_ce_hard(c.rows, c.opts, scratch, first, stop)
+        else:
+            c.mk.softmax_ce_soft(c.rows, c.opts, scratch, first, stop)
 
 
 cdef double run(Call *c, Schedule s, bint scratch_wanted, bint summed) except? -1.0:
@@ -364,8 +416,12 @@ cdef double run(Call *c, Schedule s, bint scratch_wanted, bint summed) except? -
     prange: the same bits for any thread count) when summed, else 0."""
     cdef double *task_sums = NULL
     cdef double total = 0.0
-    cdef Scratch sc = new_scratch(c.k, c.rows.n_classes if c.rows != NULL else 0, s.threads,
-                                  scratch_wanted)
+    cdef size_t itemsize = 0
+    if c.mk != NULL and c.kernel != STATS:
+        itemsize = c.mk.scratch_itemsize   # the mapped row, whether or not a gradient is wanted
+    elif scratch_wanted:
+        itemsize = c.k.exps_itemsize
+    cdef Scratch sc = new_scratch(itemsize, c.rows.n_classes if c.rows != NULL else 0, s.threads)
     if summed:
         task_sums = <double *>malloc(max(s.n_tasks, 1) * sizeof(double))
         if task_sums == NULL:
@@ -383,8 +439,8 @@ cdef double run(Call *c, Schedule s, bint scratch_wanted, bint summed) except? -
 cdef Call call_of(Kernel kernel, const cyce_dtype_kernels *k, const cyce_rows *rows,
                   const cyce_ce_opts *opts) noexcept:
     cdef Call c
-    c.kernel, c.k, c.rows, c.elements, c.opts = kernel, k, rows, NULL, opts
-    c.out, c.flag, c.eps = NULL, 0, 0.0
+    c.kernel, c.k, c.mk, c.rows, c.elements, c.opts = kernel, k, NULL, rows, NULL, opts
+    c.out, c.stats, c.flag, c.eps = NULL, NULL, 0, 0.0
     return c
 
 
@@ -421,35 +477,68 @@ cdef int64_t STREAM_MIN_BYTES = 32 << 20
 def softmax_ce_hard_rows(cnp.ndarray x, object grad, object labels, object row_loss, *,
                          object class_weight, object sample_weight, int64_t ignore_index,
                          double label_smoothing, double z_loss, double grad_scale,
-                         int n_threads):
+                         int n_threads, double temperature=1.0, double logit_softcap=0.0):
     """Softmax cross entropy of the rows of x against int64 labels.  Writes
     the gradient times grad_scale to grad (unless None; may be x) and each
-    row's loss to row_loss (unless None); returns the loss sum."""
+    row's loss to row_loss (unless None); returns the loss sum.  With a
+    temperature other than 1 or a logit_softcap (not 0), of the mapped
+    logits c tanh(x / c) / T (cyce_stats.c's kernels)."""
     cdef const cyce_dtype_kernels *k = kernels_of(x, grad)
     cdef cyce_rows rows = rows_of(x, grad, row_loss)
-    if (k == table.f32 and table.f32_stream != NULL and rows.grad != NULL
+    cdef bint mapped = temperature != 1.0 or logit_softcap != 0.0
+    if (not mapped and k == table.f32 and table.f32_stream != NULL and rows.grad != NULL
             and rows.grad != rows.x and rows.n_classes >= STREAM_MIN_CLASSES
             and rows.n_rows * rows.n_classes * 4 >= STREAM_MIN_BYTES):
         k = table.f32_stream   # a gradient of its own: written without reading its lines
     rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, ignore_index,
-                                     label_smoothing, z_loss, grad_scale)
-    cdef Call c = call_of(CE_HARD, k, &rows, &opts)
+                                     label_smoothing, z_loss, grad_scale, temperature,
+                                     logit_softcap)
+    cdef Call c = call_of(CE_HARD_MAPPED if mapped else CE_HARD, k, &rows, &opts)
+    if mapped:
+        c.mk = mapped_kernels_of(x, grad)
     return run(&c, row_schedule(&rows, n_threads), grad is not None, True)
 
 
 def softmax_ce_soft_rows(cnp.ndarray x, object grad, object targets, object row_loss, *,
                          object class_weight, object sample_weight, double label_smoothing,
-                         double z_loss, double grad_scale, int n_threads):
+                         double z_loss, double grad_scale, int n_threads,
+                         double temperature=1.0, double logit_softcap=0.0):
     """softmax_ce_hard_rows against probabilities (float32 or float64, of
     x's shape); row_loss is required."""
     cdef cyce_rows rows = rows_of(x, grad, row_loss)
     set_targets(&rows, targets)
     cdef cyce_ce_opts opts = opts_of(rows.n_classes, class_weight, sample_weight, 0,
-                                     label_smoothing, z_loss, grad_scale)
-    cdef Call c = call_of(CE_SOFT, kernels_of(x, grad), &rows, &opts)
+                                     label_smoothing, z_loss, grad_scale, temperature,
+                                     logit_softcap)
+    cdef bint mapped = temperature != 1.0 or logit_softcap != 0.0
+    cdef Call c = call_of(CE_SOFT_MAPPED if mapped else CE_SOFT, kernels_of(x, grad), &rows, &opts)
+    if mapped:
+        c.mk = mapped_kernels_of(x, grad)
     run(&c, row_schedule(&rows, n_threads), grad is not None, False)
     return fixed_order_sum(rows.row_loss, rows.n_rows)
+
+
+def softmax_stats_rows(cnp.ndarray x, object labels, cnp.ndarray lse, object logprob,
+                       cnp.ndarray entropy, cnp.ndarray argmax, *, double temperature,
+                       double logit_softcap, int n_threads):
+    """Per row of x: lse, logprob (unless None; of int64 labels, which are
+    then required), entropy (of x's compute dtype) and argmax (int64) of the
+    logits mapped by c tanh(x / c) / T (logit_softcap 0: none)."""
+    cdef cyce_rows rows = rows_of(x, None, None)
+    if logprob is not None:
+        rows.labels = <const int64_t *>data_of(labels, cnp.NPY_INT64)
+    cdef int typenum = compute_typenum(x)
+    cdef cyce_stats_out out
+    out.lse = data_of(lse, typenum)
+    out.logprob = data_of(logprob, typenum)
+    out.entropy = data_of(entropy, typenum)
+    out.argmax = <int64_t *>data_of(argmax, cnp.NPY_INT64)
+    cdef cyce_ce_opts opts = opts_of(rows.n_classes, None, None, 0, 0.0, 0.0, 0.0, temperature,
+                                     logit_softcap)
+    cdef Call c = call_of(STATS, NULL, &rows, &opts)
+    c.mk, c.stats = mapped_kernels_of(x), &out
+    run(&c, row_schedule(&rows, n_threads), False, False)
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ count; cyce._reduction turns it into the requested reduction.
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -110,6 +111,8 @@ def softmax_ce(
     reduction="mean",
     label_smoothing=0.0,
     z_loss=0.0,
+    temperature=1.0,
+    logit_softcap=None,
     return_grad=False,
     inplace=False,
     grad_out=None,
@@ -127,7 +130,11 @@ def softmax_ce(
       ``t' = (1-e) t + e/C``, where a class with ``t'_ic = 0`` adds 0 even if
       ``x_ic = -inf``;
     - ``z_loss`` adds ``z * lse_i**2`` to ``l_i`` (not scaled by class weights);
-    - ``sample_weight`` s multiplies ``l_i``.
+    - ``sample_weight`` s multiplies ``l_i``;
+    - ``logit_softcap=c`` and ``temperature=T`` map the logits first,
+      softcap first: ``x -> c tanh(x / c) / T`` (``x / T`` without a softcap;
+      a ``-inf`` logit stays ``-inf``), and the gradient is carried back
+      through the map (its slope ``(1 - tanh(x / c)**2) / T``).
 
     ``reduction="mean"`` returns ``sum_i l_i / D`` with ``D = sum_i s_i w[y_i]``
     over rows not ignored (``w = 1``, ``s = 1`` when not given; for
@@ -152,6 +159,7 @@ def softmax_ce(
     reduction = check.option_in("reduction", reduction, check.REDUCTIONS)
     smoothing = check.real_in("label_smoothing", label_smoothing, 0.0, 1.0)
     z_loss = check.real_in("z_loss", z_loss, 0.0)
+    temperature, softcap = check.logit_map(temperature, logit_softcap)
     call = _RowLoss("logits", x, logits, labels, weight, sample_weight, ignore_index,
                     return_grad, inplace, grad_out, num_threads)
 
@@ -161,7 +169,8 @@ def softmax_ce(
         loss_sum = _core.softmax_ce_soft_rows(
             call.rows, call.grad_rows, call.targets, row_loss, class_weight=call.class_weight,
             sample_weight=call.row_weight, label_smoothing=smoothing, z_loss=z_loss,
-            grad_scale=call.grad_scale(reduction), n_threads=call.threads)
+            grad_scale=call.grad_scale(reduction), n_threads=call.threads,
+            temperature=temperature, logit_softcap=softcap)
     else:
         # per-row losses only when they are the result: the loss alone or in
         # place allocates nothing per row
@@ -170,8 +179,71 @@ def softmax_ce(
             call.rows, call.grad_rows, call.targets, row_loss, class_weight=call.class_weight,
             sample_weight=call.row_weight, ignore_index=call.ignore_index,
             label_smoothing=smoothing, z_loss=z_loss, grad_scale=call.grad_scale(reduction),
-            n_threads=call.threads)
+            n_threads=call.threads, temperature=temperature, logit_softcap=softcap)
     return call.result(reduction, loss_sum, row_loss)
+
+
+class SoftmaxStats(NamedTuple):
+    """softmax_stats' per-row results (see there)."""
+
+    lse: np.ndarray
+    logprob: np.ndarray | None
+    entropy: np.ndarray
+    argmax: np.ndarray
+
+
+def softmax_stats(logits, labels=None, *, temperature=1.0, logit_softcap=None, num_threads=None):
+    """Per-row statistics of the softmax of ``logits`` (..., C), in one pass.
+
+    For the mapped logits ``z = c tanh(x / c) / T`` (``logit_softcap=c``,
+    ``temperature=T``; ``z = x / T`` without a softcap, a ``-inf`` logit
+    stays ``-inf``) returns ``SoftmaxStats(lse, logprob, entropy, argmax)``,
+    arrays of shape ``logits.shape[:-1]`` (scalars for 1-D logits):
+
+    - ``lse = logsumexp(z)``;
+    - ``logprob = z[label] - lse``, the log-probability of each row's label
+      (``None`` without ``labels``, class indices of shape (...): every one
+      a class, no ``ignore_index``);
+    - ``entropy = lse - sum(softmax(z) * z)``, computed as
+      ``log(S) - sum(e (z - max)) / S`` (``e = exp(z - max)``, ``S`` their
+      sum): both terms >= 0, so a confident row keeps its tiny entropy; a
+      masked (``-inf``) class adds 0;
+    - ``argmax``, int64: the first index of the largest raw logit (the map is
+      increasing, and the raw logits hold no ties the map's rounding makes).
+
+    ``lse``, ``logprob`` and ``entropy`` are float64 for float64 logits and
+    float32 otherwise.  A row holding NaN gives NaN statistics and the index
+    of its first NaN as argmax (as ``np.argmax``); a row holding ``+inf``
+    (no softcap) has ``lse = inf`` and NaN entropy and logprob; an all
+    ``-inf`` row ``lse = -inf``, NaN entropy and logprob, argmax 0.
+    """
+    x = check.float_array("logits", logits)
+    temperature, softcap = check.logit_map(temperature, logit_softcap)
+    n_threads = check.num_threads(num_threads)
+    batch_shape = x.shape[:-1]
+    y = None
+    if labels is not None:
+        y = np.asarray(labels)
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"labels must be integer class indices of shape {batch_shape}, "
+                            f"got an array of dtype {y.dtype}")
+        y = check.class_labels(y, batch_shape, x.shape[-1], None)
+
+    # ---- compute: nothing has been written before this line ----
+    dtype = check.compute_dtype(x.dtype)
+    lse = np.empty(batch_shape, dtype=dtype)
+    entropy = np.empty(batch_shape, dtype=dtype)
+    argmax = np.empty(batch_shape, dtype=np.int64)
+    logprob = None if y is None else np.empty(batch_shape, dtype=dtype)
+    rows = _rows(x)
+    _core.softmax_stats_rows(
+        rows, y, lse.reshape(-1), None if logprob is None else logprob.reshape(-1),
+        entropy.reshape(-1), argmax.reshape(-1), temperature=temperature,
+        logit_softcap=softcap, n_threads=threads_for(n_threads, rows.shape[0], rows.size))
+    if not batch_shape:
+        return SoftmaxStats(lse[()], None if logprob is None else logprob[()], entropy[()],
+                            argmax[()])
+    return SoftmaxStats(lse, logprob, entropy, argmax)
 
 
 def categorical_ce(probs, labels, *, eps=None, weight=None, ignore_index=-100,

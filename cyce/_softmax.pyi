@@ -1,5 +1,5 @@
 # Type stub for cyce._softmax: the public logsumexp, log_softmax, softmax,
-# softmax_ce and categorical_ce (their docstrings, in cyce/_softmax.py, give
+# softmax_ce, softmax_stats and categorical_ce (their docstrings, in cyce/_softmax.py, give
 # the formulas; so does docs/api.md).  tests/test_packaging.py checks that every signature here
 # matches the runtime function's parameters and defaults, and runs
 # `mypy --strict` on tests/typing_example.py, which uses them.
@@ -8,7 +8,7 @@
 # np.memmap, CPU torch tensors, objects with __array__); float32 and float64
 # are the dtypes accepted at run time.  Results have the input's dtype.
 
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, NamedTuple, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +61,8 @@ def softmax_ce(
     reduction: _MeanOrSum = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    temperature: float = 1.0,
+    logit_softcap: float | None = None,
     return_grad: Literal[False] = False,
     inplace: Literal[False] = False,
     grad_out: None = None,
@@ -78,6 +80,8 @@ def softmax_ce(
     reduction: Literal["none"],
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    temperature: float = 1.0,
+    logit_softcap: float | None = None,
     return_grad: Literal[False] = False,
     inplace: Literal[False] = False,
     grad_out: None = None,
@@ -95,6 +99,8 @@ def softmax_ce(
     reduction: _MeanOrSum = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    temperature: float = 1.0,
+    logit_softcap: float | None = None,
     return_grad: Literal[True],
     inplace: bool = False,
     grad_out: _FloatArray | None = None,
@@ -112,6 +118,8 @@ def softmax_ce(
     reduction: _MeanOrSum = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    temperature: float = 1.0,
+    logit_softcap: float | None = None,
     return_grad: bool = False,
     inplace: Literal[True],
     grad_out: _FloatArray | None = None,
@@ -129,6 +137,8 @@ def softmax_ce(
     reduction: _MeanOrSum = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    temperature: float = 1.0,
+    logit_softcap: float | None = None,
     return_grad: bool = False,
     inplace: bool = False,
     grad_out: _FloatArray,
@@ -146,6 +156,8 @@ def softmax_ce(
     reduction: Literal["none"],
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    temperature: float = 1.0,
+    logit_softcap: float | None = None,
     return_grad: Literal[True],
     inplace: bool = False,
     grad_out: _FloatArray | None = None,
@@ -162,6 +174,8 @@ def softmax_ce(
     reduction: Literal["none"],
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    temperature: float = 1.0,
+    logit_softcap: float | None = None,
     return_grad: bool = False,
     inplace: Literal[True],
     grad_out: _FloatArray | None = None,
@@ -178,6 +192,8 @@ def softmax_ce(
     reduction: Literal["none"],
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    temperature: float = 1.0,
+    logit_softcap: float | None = None,
     return_grad: bool = False,
     inplace: bool = False,
     grad_out: _FloatArray,
@@ -195,6 +211,8 @@ def softmax_ce(
     reduction: _Reduction = "mean",
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    temperature: float = 1.0,
+    logit_softcap: float | None = None,
     return_grad: bool = False,
     inplace: bool = False,
     grad_out: _FloatArray | None = None,
@@ -333,3 +351,20 @@ def categorical_ce(
     grad_out: _FloatArray | None = None,
     num_threads: int | None = None,
 ) -> _Loss | _FloatArray | tuple[_Loss | _FloatArray, _FloatArray]: ...
+
+# softmax_stats: per-row arrays of shape logits.shape[:-1] (NumPy scalars for
+# 1-D logits, so Any); logprob is None without labels.
+class SoftmaxStats(NamedTuple):
+    lse: Any
+    logprob: Any | None
+    entropy: Any
+    argmax: Any
+
+def softmax_stats(
+    logits: npt.ArrayLike,
+    labels: npt.ArrayLike | None = None,
+    *,
+    temperature: float = 1.0,
+    logit_softcap: float | None = None,
+    num_threads: int | None = None,
+) -> SoftmaxStats: ...

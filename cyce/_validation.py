@@ -99,6 +99,21 @@ def real_in(name, value, low, high=None):
     return v
 
 
+def positive_real(name, value):
+    """A finite Python float > 0 (a temperature, a softcap)."""
+    v = real_in(name, value, 0.0)
+    if v == 0.0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return v
+
+
+def logit_map(temperature, logit_softcap):
+    """The kernels' (temperature, softcap): 1.0 and 0.0 when not given."""
+    temperature = positive_real("temperature", temperature)
+    softcap = 0.0 if logit_softcap is None else positive_real("logit_softcap", logit_softcap)
+    return temperature, softcap
+
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -136,9 +151,9 @@ def num_threads(value):
 
 def class_labels(labels, batch_shape, n_classes, ignore_index, name="labels"):
     """Integer labels of shape batch_shape as a flat int64 array, every value
-    in [0, n_classes) or equal to ignore_index: the caller's own array when it
-    is C-contiguous int64 (labels are only read), else a converted copy (one
-    value per row)."""
+    in [0, n_classes) or equal to ignore_index (None: none ignored): the
+    caller's own array when it is C-contiguous int64 (labels are only read),
+    else a converted copy (one value per row)."""
     if labels.shape != batch_shape:
         raise ValueError(
             f"{name} has shape {labels.shape}, but an input of shape {batch_shape + (n_classes,)} "
@@ -150,11 +165,13 @@ def class_labels(labels, batch_shape, n_classes, ignore_index, name="labels"):
         first = int(np.argmax(flat > 2**63 - 1))  # uint64 that would wrap to negative int64
     else:
         as_int64 = np.ascontiguousarray(flat, dtype=np.int64)  # no copy if it already is
-        first = _core.first_bad_label(as_int64, n_classes, ignore_index)
+        # class 0 stands for "none ignored": it is in range anyway
+        first = _core.first_bad_label(as_int64, n_classes, 0 if ignore_index is None else ignore_index)
     if first >= 0:
+        allowed = "" if ignore_index is None else f" or equal ignore_index ({ignore_index})"
         raise IndexError(
             f"{name}{position(batch_shape, first)} = {flat[first].item()} is out of range: class "
-            f"indices must be in [0, {n_classes}) or equal ignore_index ({ignore_index})"
+            f"indices must be in [0, {n_classes}){allowed}"
         )
     return as_int64
 

@@ -1,6 +1,6 @@
 /*
- * cyce_exp.h -- branch-free exp for float and double, and log1p for double,
- * that GCC vectorises.
+ * cyce_exp.h -- branch-free exp and tanh for float and double, and log1p for
+ * double, that GCC vectorises.
  *
  * Why not libm: without -ffast-math (which would break the inf/nan semantics
  * cyce promises) GCC calls expf/exp one element at a time.  These functions
@@ -94,6 +94,47 @@ typedef union { double f; uint64_t u; } cyce_f64_bits;
         CYCE_TAYLOR_6_TO_0(CYCE_XSTEP)                  \
     } while (0)
 #include "cyce_exp_template.h"
+
+/* tanh(y), and 1 - tanh(y)**2 into *sech2 (the logit softcap's value and
+ * slope), branch-free.  For |y| < 0.625 Cephes' odd polynomial (tanhf:
+ * S. L. Moshier's minimax fit) and 1 - t*t, at least 0.69, so without
+ * cancellation; beyond, from e = exp(-2|y|) <= 0.29: tanh = (1 - e) / (1 + e)
+ * and sech**2 = 4e / (1 + e)**2, which keeps its relative precision where
+ * tanh rounds to 1.  A few ulp; +-inf give +-1 and 0, NaN gives NaN. */
+static inline __attribute__((always_inline)) float cyce_tanhf_sech2(float y, float *sech2)
+{
+    float a = fabsf(y), y2 = y * y;
+    float p = -5.70498872745e-3f;
+    p = p * y2 + 2.06390887954e-2f;
+    p = p * y2 - 5.37397155531e-2f;
+    p = p * y2 + 1.33314422036e-1f;
+    p = p * y2 - 3.33332819422e-1f;
+    float small = y + y * y2 * p;
+    float e = cyce_expf_nonpos(-2.0f * a);
+    float inv = 1.0f / (1.0f + e);
+    float big = copysignf((1.0f - e) * inv, y);
+    int is_small = a < 0.625f;
+    *sech2 = is_small ? 1.0f - small * small : 4.0f * e * inv * inv;
+    return is_small ? small : big;
+}
+
+/* The same in double: for |y| < 0.625 Cephes' rational approximation
+ * (tanh: y + y^3 P(y^2) / Q(y^2)). */
+static inline __attribute__((always_inline)) double cyce_tanh_sech2(double y, double *sech2)
+{
+    double a = fabs(y), y2 = y * y;
+    double p = (-9.64399179425052238628e-1 * y2 - 9.92877231001918586564e1) * y2
+        - 1.61468768441708447952e3;
+    double q = ((y2 + 1.12811678491632931402e2) * y2 + 2.23548839060100448583e3) * y2
+        + 4.84406305325125486048e3;
+    double small = y + y * y2 * (p / q);
+    double e = cyce_exp_nonpos(-2.0 * a);
+    double inv = 1.0 / (1.0 + e);
+    double big = copysign((1.0 - e) * inv, y);
+    int is_small = a < 0.625;
+    *sech2 = is_small ? 1.0 - small * small : 4.0 * e * inv * inv;
+    return is_small ? small : big;
+}
 
 /* log1p(s) for s >= 0 (or NaN), branch-free so that a loop over lanes
  * vectorises (libm's log1p is a call per element).  The losses need it for

@@ -24,6 +24,8 @@ extern const cyce_dtype_kernels CYCE_CAT3(cyce_kernels, f16_f32, CYCE_ISA);
 #ifdef CYCE_AVX512_SPANS
 extern const cyce_dtype_kernels CYCE_CAT3(cyce_kernels, f32_stream, CYCE_ISA);
 #endif
+/* cyce_stats.c's */
+extern const cyce_mapped_table CYCE_CAT3(cyce_mapped, table, CYCE_ISA);
 
 static void log1p_values(const double *s, double *out, int64_t n)
 {
@@ -49,5 +51,6 @@ const cyce_kernel_table CYCE_TABLE(CYCE_ISA) = {
 #else
     NULL,
 #endif
+    &CYCE_CAT3(cyce_mapped, table, CYCE_ISA),
     log1p_values,
 };

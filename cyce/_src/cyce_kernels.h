@@ -26,6 +26,9 @@ typedef struct {
     double z_loss;
     double grad_scale;            /* the reduction's 1 / denominator */
     int64_t ignore_index;
+    /* the logits' map z = c tanh(x / c) / T (cyce_stats.c's kernels alone) */
+    double temperature;           /* T (1: none) */
+    double logit_softcap;         /* c (0: none) */
 } cyce_ce_opts;
 
 /* The arrays of one call over rows (all C-contiguous, n_rows x n_classes
@@ -102,6 +105,38 @@ typedef struct {
                                double *sum, double *count);
 } cyce_dtype_kernels;
 
+/* softmax_stats' per-row results, of the type computed in (float for the
+ * half types); logprob is NULL without labels. */
+typedef struct {
+    void *lse;
+    void *logprob;
+    void *entropy;
+    int64_t *argmax;
+} cyce_stats_out;
+
+/* The kernels of cyce_stats.c for one pair of dtypes: softmax_stats, and
+ * softmax cross entropy of mapped logits (a temperature or a softcap), whose
+ * tasks take scratch rows of 2 * n_classes * scratch_itemsize bytes (the
+ * mapped row and its slope). */
+typedef struct {
+    size_t scratch_itemsize;
+    void (*softmax_stats)(const cyce_rows *rows, const cyce_ce_opts *opts,
+                          const cyce_stats_out *out, int64_t first, int64_t stop);
+    double (*softmax_ce_hard)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
+                              int64_t first, int64_t stop);
+    void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
+                            int64_t first, int64_t stop);
+} cyce_mapped_kernels;
+
+typedef struct {
+    const cyce_mapped_kernels *f32;
+    const cyce_mapped_kernels *f64;
+    const cyce_mapped_kernels *bf16;
+    const cyce_mapped_kernels *bf16_f32;
+    const cyce_mapped_kernels *f16;
+    const cyce_mapped_kernels *f16_f32;
+} cyce_mapped_table;
+
 typedef struct {
     const char *level;            /* "baseline", "avx2", "avx512" */
     const char *cflags;           /* the flags this table's object was compiled with */
@@ -113,6 +148,7 @@ typedef struct {
     const cyce_dtype_kernels *f16_f32;
     /* float32 into a gradient of its own, streamed out (NULL: not this level) */
     const cyce_dtype_kernels *f32_stream;
+    const cyce_mapped_table *mapped;
     void (*log1p_values)(const double *s, double *out, int64_t n);
 } cyce_kernel_table;
 

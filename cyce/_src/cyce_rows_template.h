@@ -636,7 +636,8 @@ static void CYCE_FN(cyce_tile_softmax_ce_hard_plain)(
     const CYCE_STORE *x, CYCE_GRAD *grad, int64_t n_rows, int64_t n, const int64_t *labels,
     int64_t ignore_index, double grad_scale, double *row_loss)
 {
-    const cyce_ce_opts plain = {NULL, (double)n, NULL, 0.0, 0.0, grad_scale, ignore_index};
+    const cyce_ce_opts plain = {NULL, (double)n, NULL, 0.0, 0.0, grad_scale, ignore_index,
+                                1.0, 0.0};
     /* full tiles (all but the last) and the loss alone get copies of their
      * own, with n_rows and grad constant, the tile's exp pass inlined into
      * each (docs/performance.md#short-rows) */
