@@ -12,6 +12,7 @@
  */
 /* cyce_rows.h's static tile kernels, which this file does not call */
 #pragma GCC diagnostic ignored "-Wunused-function"
+#include <float.h>
 #include "cyce_kernels_impl.h"
 
 /* softmax_stats' block: mapped into a buffer that stays in L1 */
@@ -26,9 +27,23 @@
 #define CYCE_TANH_SECH2 cyce_tanhf_sech2
 #define CYCE_EXP cyce_expf_nonpos
 #define CYCE_EXP_ANY cyce_expf
+#ifdef CYCE_AVX512_SPANS
+#define CYCE_SV __m512
+#define CYCE_SVOP(op) _mm512_##op##_ps
+#define CYCE_SVCMP _mm512_mask_cmp_ps_mask
+#define CYCE_SMASK __mmask16
+#define CYCE_SLANES 16
+#define CYCE_STATS_VEXP cyce_vexp_nonpos_f32
+#endif
 #include "cyce_dtypes_native.h"
 #undef CYCE_REAL_SUFFIX
 #undef CYCE_TANH_SECH2
+#undef CYCE_SV
+#undef CYCE_SVOP
+#undef CYCE_SVCMP
+#undef CYCE_SMASK
+#undef CYCE_SLANES
+#undef CYCE_STATS_VEXP
 
 #define CYCE_NATIVE_TYPE double
 #define CYCE_SUFFIX f64
@@ -36,9 +51,24 @@
 #define CYCE_TANH_SECH2 cyce_tanh_sech2
 #define CYCE_EXP cyce_exp_nonpos
 #define CYCE_EXP_ANY cyce_exp
+#ifdef CYCE_AVX512_SPANS
+#define CYCE_SV __m512d
+#define CYCE_SVOP(op) _mm512_##op##_pd
+#define CYCE_SVCMP _mm512_mask_cmp_pd_mask
+#define CYCE_SMASK __mmask8
+#define CYCE_SLANES 8
+#define CYCE_STATS_VEXP cyce_vexp_nonpos_f64
+#endif
 #include "cyce_dtypes_native.h"
 #undef CYCE_REAL_SUFFIX
 #undef CYCE_TANH_SECH2
+/* (the AVX-512 stats loops are the native types' alone) */
+#undef CYCE_SV
+#undef CYCE_SVOP
+#undef CYCE_SVCMP
+#undef CYCE_SMASK
+#undef CYCE_SLANES
+#undef CYCE_STATS_VEXP
 
 /* bfloat16 and float16, computed in float, each with a gradient of its own
  * dtype and a float one */

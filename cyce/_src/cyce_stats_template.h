@@ -224,12 +224,13 @@ static void CYCE_FN(softmax_ce_soft_mapped_task)(const cyce_rows *rows,
 
 /* ---- softmax_stats: a row's statistics in one pass over memory ----
  *
- * A row goes CYCE_STATS_BLOCK elements at a time: the block is read from
- * memory once, mapped into a buffer in L1 (its max, the raw logits' max and
- * its NaNs on the way), then its exps taken against the block's max, with
- * rest (the exps, the terms equal to the max counted apart, as in
- * cyce_row_exp_sum_m1) and s1 = sum e (z - block max) <= 0.  The blocks
- * merge into the row's sums against the running max, rescaled by
+ * A row goes CYCE_STATS_BLOCK elements at a time, mapped into one of two
+ * buffers that stay in L1: while a block's exps are taken (against the
+ * block's max: rest, the exps with the terms equal to the max counted
+ * apart as in cyce_row_exp_sum_m1, and s1 = sum e (z - block max) <= 0),
+ * the next block is read from memory and mapped into the other buffer,
+ * its max taken on the way, so that the reads overlap the exps.  The
+ * blocks merge into the row's sums against the running max, rescaled by
  * exp(old max - new max) when it grows.  Then
  *   lse = max + log(total),  entropy = log(total) - s1 / total,
  * both terms of the entropy >= 0 (no cancellation, also for a confident
@@ -242,53 +243,14 @@ typedef struct {
     double s1;
 } CYCE_FN(cyce_stats_sums);
 
-/* One block's pass from memory: buf[j] = the map of x[j]; returns the max
- * of buf, and the raw max and the count of NaNs.  mapped and softcap are
- * constants where this is inlined. */
-static inline __attribute__((always_inline)) CYCE_REAL CYCE_FN(stats_map_block)(
-    const CYCE_STORE *x, CYCE_REAL *buf, int64_t len, int mapped, int softcap,
-    CYCE_REAL inv_cap, CYCE_REAL scale, CYCE_REAL *raw_max, CYCE_REAL *nans)
+/* A block's sums (rest and count against its max bm, and s1) merged into
+ * the row's. */
+static inline void CYCE_FN(stats_merge)(CYCE_FN(cyce_stats_sums) *sums, double bm, double rest,
+                                        double count, double s1)
 {
-    CYCE_REAL m = -INFINITY, xm = -INFINITY, bad = 0, s;
-#pragma omp simd reduction(max:m, xm) reduction(+:bad)
-    for (int64_t j = 0; j < len; j++) {
-        CYCE_REAL v = CYCE_LOAD(x[j]);
-        CYCE_REAL zj = mapped ? CYCE_FN(mapped_logit)(v, softcap, inv_cap, scale, 0, &s) : v;
-        buf[j] = zj;
-        m = zj > m ? zj : m;
-        xm = v > xm ? v : xm;
-        bad += v != v ? 1 : 0;
-    }
-    *raw_max = xm;
-    *nans = bad;
-    return m;
-}
-
-/* The block's exps against its max bm (finite, or +inf), merged into sums. */
-static inline void CYCE_FN(stats_merge_block)(const CYCE_REAL *buf, int64_t len, CYCE_REAL bm,
-                                              CYCE_FN(cyce_stats_sums) *sums)
-{
-    const CYCE_REAL top = isfinite(bm) ? bm : (CYCE_REAL)NAN;
-    double rest = 0.0, count = 0.0, s1 = 0.0;
-    for (int64_t start = 0; start < len; start += CYCE_BLOCK) {
-        int64_t stop = start + CYCE_BLOCK < len ? start + CYCE_BLOCK : len;
-        CYCE_REAL s = 0, c = 0, t = 0;
-#pragma omp simd reduction(+:s, c, t)
-        for (int64_t j = start; j < stop; j++) {
-            CYCE_REAL d = buf[j] - bm;
-            CYCE_REAL e = CYCE_EXP(d);
-            int is_top = buf[j] == top;
-            s += is_top ? 0 : e;
-            c += is_top ? 1 : 0;
-            t += e > 0 ? e * d : 0;   /* a masked class adds 0, not 0 * -inf */
-        }
-        rest += (double)s;
-        count += (double)c;
-        s1 += (double)t;
-    }
     double total = rest + count;
     if (bm > sums->max) {
-        double shift = sums->max - (double)bm;   /* < 0, or -inf for the first block */
+        double shift = sums->max - bm;   /* < 0, or -inf for the first block */
         double f = cyce_exp_nonpos(shift);
         sums->s1 = f == 0.0 ? s1 : f * (sums->s1 + shift * (sums->total_m1 + 1.0)) + s1;
         sums->total_m1 = f * (sums->total_m1 + 1.0) + rest + (count - 1.0);
@@ -297,11 +259,167 @@ static inline void CYCE_FN(stats_merge_block)(const CYCE_REAL *buf, int64_t len,
         sums->total_m1 += total;
         sums->s1 += s1;
     } else {
-        double shift = (double)bm - sums->max;
+        double shift = bm - sums->max;
         double f = cyce_exp_nonpos(shift);
         sums->total_m1 += f * total;
         sums->s1 += f == 0.0 ? 0.0 : f * (s1 + shift * total);
     }
+}
+
+/* The block's terms of j: its exp against shift, counted apart where it is
+ * the top, and its share of s1 (a masked class adds 0, not 0 * -inf) */
+#define CYCE_STATS_TERM(j)                                \
+    CYCE_REAL d = cur[j] - shift;                         \
+    CYCE_REAL e = CYCE_EXP(d);                            \
+    int is_top = cur[j] == top;                           \
+    s += is_top ? 0 : e;                                  \
+    c += is_top ? 1 : 0;                                  \
+    t += e * (d > lowest ? d : lowest)
+/* x[j] mapped into out[j], its max into m and the raw max into xm */
+#define CYCE_STATS_MAP(x, out, j)                                                      \
+    CYCE_REAL v = CYCE_LOAD(x[j]);                                                     \
+    CYCE_REAL zj = mapped ? CYCE_FN(mapped_logit)(v, softcap, inv_cap, scale, 0, &sl) : v; \
+    out[j] = zj;                                                                       \
+    m = zj > m ? zj : m;                                                               \
+    xm = v > xm ? v : xm
+
+/* Maps x[0:len] into out: returns its max, and the raw max into *raw_max.
+ * mapped and softcap are constants where this is inlined. */
+static inline __attribute__((always_inline)) CYCE_REAL CYCE_FN(stats_map)(
+    const CYCE_STORE *x, CYCE_REAL *out, int64_t len, int mapped, int softcap,
+    CYCE_REAL inv_cap, CYCE_REAL scale, CYCE_REAL *raw_max)
+{
+    CYCE_REAL m = -INFINITY, xm = -INFINITY, sl;
+#pragma omp simd reduction(max:m, xm)
+    for (int64_t j = 0; j < len; j++) {
+        CYCE_STATS_MAP(x, out, j);
+    }
+    *raw_max = xm;
+    return m;
+}
+
+/* The exps of cur[0:len] against bm (-inf: a masked block, whose sums are
+ * 0), into *rest, *count, *s1, and meanwhile x_next[0:next_len] (next_len
+ * <= len) mapped into nxt, its max into *next_max and its raw max into
+ * *next_raw.  The sums run CYCE_BLOCK terms at a time in CYCE_REAL, then
+ * in double. */
+static inline __attribute__((always_inline)) void CYCE_FN(stats_block)(
+    const CYCE_REAL *cur, int64_t len, CYCE_REAL bm, const CYCE_STORE *x_next, CYCE_REAL *nxt,
+    int64_t next_len, int mapped, int softcap, CYCE_REAL inv_cap, CYCE_REAL scale,
+    CYCE_REAL *next_max, CYCE_REAL *next_raw, double *rest, double *count, double *s1)
+{
+    const CYCE_REAL shift = bm == -INFINITY ? 0 : bm;
+    const CYCE_REAL top = isfinite(bm) ? bm : (CYCE_REAL)NAN;
+    const CYCE_REAL lowest = sizeof(CYCE_REAL) == 4 ? -FLT_MAX : -DBL_MAX;
+    CYCE_REAL m = -INFINITY, xm = -INFINITY, sl;
+    double r = 0.0, n_top = 0.0, t_sum = 0.0;
+    for (int64_t start = 0; start < len; start += CYCE_BLOCK) {
+        int64_t stop = start + CYCE_BLOCK < len ? start + CYCE_BLOCK : len;
+        int64_t fused = next_len < start ? start : (next_len < stop ? next_len : stop);
+        CYCE_REAL s = 0, c = 0, t = 0;
+#pragma omp simd reduction(+:s, c, t) reduction(max:m, xm)
+        for (int64_t j = start; j < fused; j++) {
+            CYCE_STATS_TERM(j);
+            CYCE_STATS_MAP(x_next, nxt, j);
+        }
+#pragma omp simd reduction(+:s, c, t)
+        for (int64_t j = fused; j < stop; j++) {
+            CYCE_STATS_TERM(j);
+        }
+        r += (double)s;
+        n_top += (double)c;
+        t_sum += (double)t;
+    }
+    *next_max = m;
+    *next_raw = xm;
+    *rest = r;
+    *count = n_top;
+    *s1 = t_sum;
+}
+
+#ifdef CYCE_STATS_VEXP
+/* stats_block for unmapped float or double rows, in AVX-512 intrinsics:
+ * the exps of the row's own block cur (just read: in cache), no buffer, and
+ * the next block's max; cyce_avx512.h's exp (vscalef) and its
+ * compare-and-masked-add count, where GCC's version of the loop spent about
+ * 1.5 times the vector instructions (docs/performance.md#softmax-stats).
+ * The lanes are reduced in a fixed order each CYCE_BLOCK: the sums depend on
+ * the row alone. */
+static inline __attribute__((always_inline)) void CYCE_FN(stats_block_avx512)(
+    const CYCE_REAL *cur, int64_t len, CYCE_REAL bm, const CYCE_REAL *x_next, int64_t next_len,
+    CYCE_REAL *next_max, double *rest, double *count, double *s1)
+{
+    const CYCE_SV vshift = CYCE_SVOP(set1)(bm == -INFINITY ? 0 : bm);
+    const CYCE_SV vtop = CYCE_SVOP(set1)(isfinite(bm) ? bm : (CYCE_REAL)NAN);
+    const CYCE_SV lowest = CYCE_SVOP(set1)(sizeof(CYCE_REAL) == 4 ? -FLT_MAX : -DBL_MAX);
+    const CYCE_SV one = CYCE_SVOP(set1)(1);
+    const CYCE_SMASK all = (CYCE_SMASK)~(CYCE_SMASK)0;
+    CYCE_SV vm = CYCE_SVOP(set1)(-INFINITY);
+    double r = 0.0, others = 0.0, t_sum = 0.0;
+#define CYCE_STATS_VTERM(lanes, cv)                                            \
+    do {                                                                       \
+        CYCE_SV d = CYCE_SVOP(sub)(cv, vshift);                                \
+        CYCE_SV e = CYCE_STATS_VEXP(d);                                        \
+        CYCE_SMASK other = CYCE_SVCMP(lanes, cv, vtop, _CMP_NEQ_UQ);           \
+        vr = CYCE_SVOP(mask_add)(vr, other, vr, e);                            \
+        vo = CYCE_SVOP(mask_add)(vo, other, vo, one);                          \
+        vt = CYCE_SVOP(mask3_fmadd)(e, CYCE_SVOP(max)(d, lowest), vt, lanes);  \
+    } while (0)
+    for (int64_t start = 0; start < len; start += CYCE_BLOCK) {
+        int64_t stop = start + CYCE_BLOCK < len ? start + CYCE_BLOCK : len;
+        int64_t fused = next_len < start ? start : (next_len < stop ? next_len : stop);
+        CYCE_SV vr = CYCE_SVOP(setzero)(), vo = CYCE_SVOP(setzero)(), vt = CYCE_SVOP(setzero)();
+        int64_t j = start;
+        for (; j + CYCE_SLANES <= fused; j += CYCE_SLANES) {
+            CYCE_SV cv = CYCE_SVOP(loadu)(cur + j);
+            CYCE_STATS_VTERM(all, cv);
+            vm = CYCE_SVOP(max)(vm, CYCE_SVOP(loadu)(x_next + j));
+        }
+        if (j < fused) {
+            CYCE_SMASK part = (CYCE_SMASK)((1u << (fused - j)) - 1u);
+            vm = CYCE_SVOP(mask_max)(vm, part, vm, CYCE_SVOP(maskz_loadu)(part, x_next + j));
+        }
+        for (; j + CYCE_SLANES <= stop; j += CYCE_SLANES) {
+            CYCE_SV cv = CYCE_SVOP(loadu)(cur + j);
+            CYCE_STATS_VTERM(all, cv);
+        }
+        if (j < stop) {
+            CYCE_SMASK tail = (CYCE_SMASK)((1u << (stop - j)) - 1u);
+            CYCE_SV cv = CYCE_SVOP(maskz_loadu)(tail, cur + j);
+            CYCE_STATS_VTERM(tail, cv);
+        }
+        r += (double)CYCE_SVOP(reduce_add)(vr);
+        others += (double)CYCE_SVOP(reduce_add)(vo);
+        t_sum += (double)CYCE_SVOP(reduce_add)(vt);
+    }
+#undef CYCE_STATS_VTERM
+    *next_max = CYCE_SVOP(reduce_max)(vm);
+    *rest = r;
+    *count = (double)len - others;
+    *s1 = t_sum;
+}
+#endif
+
+/* The first index j < n of x with x[j] == value (which x holds): a
+ * vectorised test of 64 at a time first, since this runs each time a block
+ * raises the row's max. */
+static inline int64_t CYCE_FN(first_equal)(const CYCE_STORE *x, int64_t n, CYCE_REAL value)
+{
+    int64_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        int hit = 0;
+#pragma omp simd reduction(|:hit)
+        for (int64_t i = 0; i < 64; i++) {
+            hit |= CYCE_LOAD(x[j + i]) == value;
+        }
+        if (hit) {
+            break;
+        }
+    }
+    while (CYCE_LOAD(x[j]) != value) {
+        j++;
+    }
+    return j;
 }
 
 /* The statistics of one row (label < 0: no logprob). */
@@ -309,50 +427,60 @@ static inline __attribute__((always_inline)) void CYCE_FN(row_softmax_stats)(
     const CYCE_STORE *x, int64_t n, int64_t label, int mapped, int softcap, CYCE_REAL inv_cap,
     CYCE_REAL scale, CYCE_REAL *lse, CYCE_REAL *logprob, CYCE_REAL *entropy, int64_t *argmax)
 {
-    CYCE_REAL buf[CYCE_STATS_BLOCK];
+    CYCE_REAL bufs[2][CYCE_STATS_BLOCK];
     CYCE_FN(cyce_stats_sums) sums = {-INFINITY, -1.0, 0.0};
-    CYCE_REAL best = -INFINITY, nans = 0, z_label = 0;
-    int64_t best_at = 0;
-    for (int64_t start = 0; start < n; start += CYCE_STATS_BLOCK) {
-        int64_t len = n - start < CYCE_STATS_BLOCK ? n - start : CYCE_STATS_BLOCK;
-        CYCE_REAL raw_max, block_nans;
-        CYCE_REAL bm = CYCE_FN(stats_map_block)(x + start, buf, len, mapped, softcap, inv_cap,
-                                                scale, &raw_max, &block_nans);
-        nans += block_nans;
-        if (raw_max > best) {
-            /* the first index of the raw max: the map may tie what it saturates */
-            int64_t j = 0;
-            while (CYCE_LOAD(x[start + j]) != raw_max) {
-                j++;
-            }
-            best = raw_max;
-            best_at = start + j;
-        }
-        if (label >= start && label < start + len) {
-            z_label = buf[label - start];
-        }
+    CYCE_REAL raw, z_label = 0;
+    int64_t len = n < CYCE_STATS_BLOCK ? n : CYCE_STATS_BLOCK;
+    CYCE_REAL bm = CYCE_FN(stats_map)(x, bufs[0], len, mapped, softcap, inv_cap, scale, &raw);
+    /* the first index of the raw max: the map may tie what it saturates */
+    CYCE_REAL best = raw;
+    int64_t best_at = raw > -INFINITY ? CYCE_FN(first_equal)(x, len, raw) : 0;
+    if (label >= 0 && (!mapped || label < len)) {
+        z_label = mapped ? bufs[0][label] : CYCE_LOAD(x[label]);
+    }
+    for (int64_t k = 0, start = 0; start < n; k++, start += len) {
+        len = n - start < CYCE_STATS_BLOCK ? n - start : CYCE_STATS_BLOCK;
+        int64_t next = start + len;
+        int64_t next_len = n - next < CYCE_STATS_BLOCK ? n - next : CYCE_STATS_BLOCK;
+        CYCE_REAL *nxt = bufs[(k + 1) % 2];
+        CYCE_REAL next_max, next_raw;
+        double rest, count, s1;
+#ifdef CYCE_STATS_VEXP
+        if (!mapped) {
+            CYCE_FN(stats_block_avx512)(x + start, len, bm, x + next, next_len,
+                                        &next_max, &rest, &count, &s1);
+            next_raw = next_max;
+        } else
+#endif
+        CYCE_FN(stats_block)(bufs[k % 2], len, bm, x + next, nxt, next_len, mapped, softcap,
+                             inv_cap, scale, &next_max, &next_raw, &rest, &count, &s1);
         if (bm != -INFINITY) {
-            CYCE_FN(stats_merge_block)(buf, len, bm, &sums);
+            CYCE_FN(stats_merge)(&sums, (double)bm, rest, count, s1);
+        }
+        if (next_len > 0) {
+            if (next_raw > best) {
+                best = next_raw;
+                best_at = next + CYCE_FN(first_equal)(x + next, next_len, next_raw);
+            }
+            if (mapped && label >= next && label < next + next_len) {
+                z_label = nxt[label - next];
+            }
+            bm = next_max;
         }
     }
     *argmax = best_at;
-    if (nans != 0) {
-        /* NaN throughout, and the first NaN's index for the argmax (NumPy's) */
+    if (!isfinite(sums.max) || sums.total_m1 != sums.total_m1) {
         int64_t j = 0;
-        while (CYCE_LOAD(x[j]) == CYCE_LOAD(x[j])) {
+        while (j < n && CYCE_LOAD(x[j]) == CYCE_LOAD(x[j])) {
             j++;
         }
-        *argmax = j;
-        *lse = *entropy = (CYCE_REAL)NAN;
-        if (logprob != NULL) {
-            *logprob = (CYCE_REAL)NAN;
+        /* a NaN: NaN throughout, and its index for the argmax (NumPy's);
+         * else +inf somewhere, or every class masked: lse is that infinity
+         * (as in logsumexp), the distribution undefined */
+        if (j < n) {
+            *argmax = j;
         }
-        return;
-    }
-    if (!isfinite(sums.max)) {
-        /* +inf somewhere, or every class masked: lse is that infinity (as in
-         * logsumexp), the distribution undefined */
-        *lse = (CYCE_REAL)sums.max;
+        *lse = j < n ? (CYCE_REAL)NAN : (CYCE_REAL)sums.max;
         *entropy = (CYCE_REAL)NAN;
         if (logprob != NULL) {
             *logprob = (CYCE_REAL)NAN;
@@ -402,6 +530,8 @@ const cyce_mapped_kernels CYCE_TABLE_NAME(CYCE_SUFFIX) = {
     CYCE_FN(softmax_ce_soft_mapped_task),
 };
 
+#undef CYCE_STATS_TERM
+#undef CYCE_STATS_MAP
 #undef CYCE_FN
 #undef CYCE_REAL_FN
 #undef CYCE_CAT
