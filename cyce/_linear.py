@@ -50,8 +50,8 @@ def _default_chunk_rows(n_rows, n_classes, itemsize):
 
 def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight=None,
                       sample_weight=None, ignore_index=-100, reduction="mean",
-                      label_smoothing=0.0, z_loss=0.0, return_grad=False, chunk_rows=None,
-                      num_threads=None):
+                      label_smoothing=0.0, z_loss=0.0, temperature=1.0, logit_softcap=None,
+                      return_grad=False, chunk_rows=None, num_threads=None):
     """Softmax cross entropy of the logits ``hidden @ linear_weight.T +
     linear_bias`` against class indices, computed in chunks of rows so that
     the (N, V) logits are never held: the extra memory is one chunk of
@@ -66,7 +66,10 @@ def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight
     cyce.torch.linear_cross_entropy).  ``weight``, ``sample_weight``,
     ``ignore_index``, ``reduction``, ``label_smoothing`` and ``z_loss`` mean
     what they mean in softmax_ce; rows whose label is ignore_index take no
-    part in any GEMM.
+    part in any GEMM.  ``logit_softcap=c`` and ``temperature=T`` map each
+    logit before the loss, as in softmax_ce: ``x -> c tanh(x / c) / T``
+    (``x / T`` without a softcap), so the loss is softmax_ce of the mapped
+    logits and the gradients are carried back through the map.
 
     Returns the loss (a NumPy scalar of the input dtype for "mean" and
     "sum", an array of shape ``hidden.shape[:-1]`` for "none").  With
@@ -91,14 +94,15 @@ def linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias=None, weight
     return _linear_softmax_ce(
         hidden, linear_weight, labels, linear_bias=linear_bias, weight=weight,
         sample_weight=sample_weight, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=label_smoothing, z_loss=z_loss, return_grad=return_grad,
-        chunk_rows=chunk_rows, num_threads=num_threads)
+        label_smoothing=label_smoothing, z_loss=z_loss, temperature=temperature,
+        logit_softcap=logit_softcap, return_grad=return_grad, chunk_rows=chunk_rows,
+        num_threads=num_threads)
 
 
 def _linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias, weight, sample_weight,
-                       ignore_index, reduction, label_smoothing, z_loss, return_grad,
-                       chunk_rows, num_threads, finite_sample_weight=True, hidden_grad=True,
-                       weight_grad=True):
+                       ignore_index, reduction, label_smoothing, z_loss, temperature,
+                       logit_softcap, return_grad, chunk_rows, num_threads,
+                       finite_sample_weight=True, hidden_grad=True, weight_grad=True):
     """linear_softmax_ce, with what cyce.torch needs beyond it: its backward
     of reduction="none" passes grad_output as sample_weight with
     finite_sample_weight=False, so that an inf or nan there reaches the
@@ -130,6 +134,7 @@ def _linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias, weight, sa
     reduction = check.option_in("reduction", reduction, check.REDUCTIONS)
     smoothing = check.real_in("label_smoothing", label_smoothing, 0.0, 1.0)
     z_loss = check.real_in("z_loss", z_loss, 0.0)
+    temperature, softcap = check.logit_map(temperature, logit_softcap)
     return_grad = check.flag("return_grad", return_grad)
     n_threads = check.num_threads(num_threads)
     ignore_index = check.integer("ignore_index", ignore_index)
@@ -174,6 +179,7 @@ def _linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias, weight, sa
         loss_sum, row_loss = chunks.run(
             gemm, n_threads, reduction == "none", class_weight=class_weight,
             ignore_index=ignore_index, label_smoothing=smoothing, z_loss=z_loss,
+            temperature=temperature, logit_softcap=softcap,
             grad_scale=reduce.gradient_scale(reduction, denom))
 
     dtype = h.dtype
@@ -234,6 +240,8 @@ class _Chunks:
                 logits += self.bias
             sample_weight = None if self.row_weight is None else self.row_weight[ids]
             losses = None if chunk_loss is None else chunk_loss[:m]
+            # (with a temperature or softcap the kernel maps the logits itself and
+            # writes the gradient of the raw ones: the GEMMs below are unchanged)
             total += _core.softmax_ce_hard_rows(
                 logits, logits if self.want_grad else None, self.labels[ids], losses,
                 sample_weight=sample_weight, n_threads=threads_for(n_threads, m, logits.size),

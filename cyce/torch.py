@@ -45,6 +45,7 @@ from torch import Tensor
 from torch.nn import _reduction as _torch_reduction
 
 from . import _binary, _linear, _softmax
+from . import _validation as check
 
 __all__ = [
     "cross_entropy", "binary_cross_entropy_with_logits", "binary_cross_entropy",
@@ -184,34 +185,45 @@ def _inplace_call(kernel, x: Tensor, **kwargs) -> Tensor:
 @torch.library.custom_op("cyce::softmax_ce", mutates_args=())
 def _softmax_ce_op(
     logits: Tensor, target: Tensor, weight: Optional[Tensor], sample_weight: Optional[Tensor],
-    ignore_index: int, label_smoothing: float, z_loss: float, reduction: str, want_grad: bool,
+    ignore_index: int, label_smoothing: float, z_loss: float, temperature: float,
+    logit_softcap: float, reduction: str, want_grad: bool,
 ) -> tuple[Tensor, Tensor]:
     """Softmax cross entropy of (R, C) logits against (R,) int64 class indices
-    or (R, C) probabilities (cyce.softmax_ce)."""
+    or (R, C) probabilities (cyce.softmax_ce); logit_softcap 0.0 means none."""
     return _gradient_call(_softmax_kernel, logits, want_grad, **_softmax_kwargs(
-        target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss))
+        target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss,
+        temperature, logit_softcap))
 
 
 @torch.library.custom_op("cyce::softmax_ce_", mutates_args=("logits",))
 def _softmax_ce_inplace_op(
     logits: Tensor, target: Tensor, weight: Optional[Tensor], sample_weight: Optional[Tensor],
-    ignore_index: int, label_smoothing: float, z_loss: float, reduction: str,
+    ignore_index: int, label_smoothing: float, z_loss: float, temperature: float,
+    logit_softcap: float, reduction: str,
 ) -> Tensor:
     return _inplace_call(_softmax_kernel, logits, **_softmax_kwargs(
-        target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss))
+        target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss,
+        temperature, logit_softcap))
 
 
 def _softmax_kernel(array, *, labels, **kwargs):
     return _softmax.softmax_ce(array, labels, **kwargs)
 
 
-def _softmax_kwargs(target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss):
+def _softmax_kwargs(target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss,
+                    temperature, logit_softcap):
     return dict(
         labels=_kernel_array(target) if target.is_floating_point() else target.numpy(),
         weight=_optional_array(weight), sample_weight=_optional_array(sample_weight),
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss,
+        z_loss=z_loss, temperature=temperature, logit_softcap=_softcap_arg(logit_softcap),
     )
+
+
+def _softcap_arg(logit_softcap: float) -> Optional[float]:
+    """The ops' softcap (a float in their schema, 0.0 for none, as the
+    kernels take it) as cyce's functions take it."""
+    return None if logit_softcap == 0.0 else logit_softcap
 
 
 @torch.library.custom_op("cyce::sigmoid_bce", mutates_args=())
@@ -272,13 +284,15 @@ def _loss_with_grad_op(input: Tensor, loss: Tensor, grad: Tensor, class_dim: int
 
 
 @_softmax_ce_op.register_fake
-def _(logits, target, weight, sample_weight, ignore_index, label_smoothing, z_loss, reduction, want_grad):
+def _(logits, target, weight, sample_weight, ignore_index, label_smoothing, z_loss, temperature,
+      logit_softcap, reduction, want_grad):
     loss_shape = logits.shape[:1] if reduction == "none" else ()
     return logits.new_empty(loss_shape), _fake_grad(logits, want_grad)
 
 
 @_softmax_ce_inplace_op.register_fake
-def _(logits, target, weight, sample_weight, ignore_index, label_smoothing, z_loss, reduction):
+def _(logits, target, weight, sample_weight, ignore_index, label_smoothing, z_loss, temperature,
+      logit_softcap, reduction):
     return logits.new_empty(logits.shape[:1] if reduction == "none" else ())
 
 
@@ -456,8 +470,8 @@ def cross_entropy(
     input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
     size_average: Optional[bool] = None, ignore_index: int = -100,
     reduce: Optional[bool] = None, reduction: str = "mean", label_smoothing: float = 0.0,
-    *, z_loss: float = 0.0, sample_weight: Optional[Tensor] = None,
-    inplace_backward: bool = False,
+    *, z_loss: float = 0.0, temperature: float = 1.0, logit_softcap: Optional[float] = None,
+    sample_weight: Optional[Tensor] = None, inplace_backward: bool = False,
 ) -> Tensor:
     """torch.nn.functional.cross_entropy, computed by cyce on the CPU.
 
@@ -473,12 +487,17 @@ def cross_entropy(
       ``"mean"`` divides by the number of samples (N * d1 * ...).
 
     cyce's extras, keyword-only: ``z_loss=z`` adds ``z * lse_i**2`` to each
-    ``l_i``; ``sample_weight`` (the target's batch shape) multiplies ``l_i``
-    and, for index targets, the mean's denominator terms;
-    ``inplace_backward=True`` writes the gradient over ``input``'s storage
-    (nothing allocated; ``input`` holds the gradient afterwards and its
-    version counter is bumped, so autograd refuses any later use of the old
-    values; ignored under torch.compile).
+    ``l_i``; ``logit_softcap=c`` and ``temperature=T`` map the logits first,
+    softcap first: ``x -> c tanh(x / c) / T`` (``x / T`` without a softcap;
+    a ``-inf`` logit stays ``-inf``), the gradient carried back through the
+    map (each must be finite and > 0, else ValueError; for inputs torch
+    computes, the map is torch ops before F.cross_entropy);
+    ``sample_weight`` (the target's batch shape) multiplies ``l_i`` and, for
+    index targets, the mean's denominator terms; ``inplace_backward=True``
+    writes the gradient over ``input``'s storage (nothing allocated;
+    ``input`` holds the gradient afterwards and its version counter is
+    bumped, so autograd refuses any later use of the old values; ignored
+    under torch.compile).
 
     The gradient with respect to the input is computed in the forward (when
     the input requires grad) and saved; a probability target gets none.
@@ -486,9 +505,10 @@ def cross_entropy(
     by cyce's half-precision kernels, the gradient in the input's dtype.
     """
     reduction = _reduction(size_average, reduce, reduction)
+    temperature, softcap = check.logit_map(temperature, logit_softcap)
     if not (isinstance(input, Tensor) and isinstance(target, Tensor) and _runs_on_cyce(input)):
         return _torch_cross_entropy(input, target, weight, ignore_index, reduction,
-                                    label_smoothing, z_loss, sample_weight)
+                                    label_smoothing, z_loss, sample_weight, temperature, softcap)
     if input.ndim == 0:
         raise RuntimeError("cross_entropy: input must have at least one dimension (the classes)")
     n_classes = input.shape[0] if input.ndim == 1 else input.shape[1]
@@ -518,7 +538,7 @@ def cross_entropy(
 
     return _run(torch.ops.cyce.softmax_ce, torch.ops.cyce.softmax_ce_, rows, inplace_backward,
                 (labels, weight, row_weight, int(ignore_index), float(label_smoothing),
-                 float(z_loss), reduction),
+                 float(z_loss), temperature, softcap, reduction),
                 input, in_input_layout, batch_shape, 0 if input.ndim == 1 else 1)
 
 
@@ -551,15 +571,26 @@ def _check_cross_entropy_target(input: Tensor, target: Tensor, soft: bool) -> tu
 
 
 def _torch_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing,
-                         z_loss, sample_weight):
+                         z_loss, sample_weight, temperature, softcap):
     """Inputs cyce does not compute (another device or dtype): torch's own
-    function, with the extras (z_loss, sample_weight) applied around it."""
+    function, after the logit map in torch ops (z_loss and sample_weight
+    have no torch counterpart: NotImplementedError)."""
     if z_loss == 0.0 and sample_weight is None:
+        if isinstance(input, Tensor) and input.is_floating_point():  # (others: torch's error)
+            input = _mapped_logits(input, temperature, softcap)
         return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=label_smoothing)
     raise NotImplementedError(
         f"cyce.torch: z_loss and sample_weight need a CPU float tensor, got {input.dtype} on "
         f"{input.device}")
+
+
+def _mapped_logits(x: Tensor, temperature: float, softcap: float) -> Tensor:
+    """cyce's logit map in torch ops (differentiable), for the calls torch
+    computes: ``c tanh(x / c) / T``, a -inf logit kept (softcap 0.0: none)."""
+    if softcap != 0.0:
+        x = torch.where(x == -math.inf, x, softcap * torch.tanh(x / softcap))
+    return x if temperature == 1.0 else x / temperature
 
 
 def binary_cross_entropy_with_logits(
@@ -661,14 +692,14 @@ def _at_least_1d(x: Tensor) -> Tensor:
 def _linear_ce_op(
     input: Tensor, linear_weight: Tensor, target: Tensor, linear_bias: Optional[Tensor],
     weight: Optional[Tensor], sample_weight: Optional[Tensor], ignore_index: int,
-    label_smoothing: float, z_loss: float, reduction: str, want_grad: bool,
-    want_input_grad: bool, want_weight_grad: bool,
+    label_smoothing: float, z_loss: float, temperature: float, logit_softcap: float,
+    reduction: str, want_grad: bool, want_input_grad: bool, want_weight_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """cyce.linear_softmax_ce of (R, H) input, (V, H) weight and (R,) int64
     class indices: (loss, grad_input, grad_weight, grad_bias), the gradients
     empty tensors when want_grad is False (grad_bias also without a bias,
     grad_input or grad_weight where want_input_grad or want_weight_grad is
-    False: their GEMM is skipped).
+    False: their GEMM is skipped); logit_softcap 0.0 means none.
     float16 and bfloat16 are computed on float32 copies of input, weight and
     bias (the GEMMs are SciPy's BLAS, which has no half types)."""
     half = input.dtype in (torch.float16, torch.bfloat16)
@@ -684,6 +715,7 @@ def _linear_ce_op(
         linear_bias=array(linear_bias), weight=_optional_array(weight),
         sample_weight=_optional_array(sample_weight), ignore_index=ignore_index,
         reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
+        temperature=temperature, logit_softcap=_softcap_arg(logit_softcap),
         return_grad=want_grad, chunk_rows=None, num_threads=_blas_threads(),
         finite_sample_weight=False,  # (only the backward of "none" passes sample_weight)
         hidden_grad=want_input_grad, weight_grad=want_weight_grad)
@@ -701,7 +733,8 @@ def _linear_ce_op(
 
 @_linear_ce_op.register_fake
 def _(input, linear_weight, target, linear_bias, weight, sample_weight, ignore_index,
-      label_smoothing, z_loss, reduction, want_grad, want_input_grad, want_weight_grad):
+      label_smoothing, z_loss, temperature, logit_softcap, reduction, want_grad, want_input_grad,
+      want_weight_grad):
     loss = input.new_empty(input.shape[:1] if reduction == "none" else ())
 
     def grad_like(t, wanted):
@@ -728,10 +761,10 @@ def _save_linear_inputs(ctx, inputs, output):
     scales them); for "none", the inputs, for a backward that recomputes the
     gradients with grad_output as the rows' weights (a per-row grad_output
     cannot scale a weight gradient summed over rows)."""
-    (x, w, target, bias, weight, sample_weight, ignore_index, smoothing, z_loss, reduction,
-     want_grad, _, _) = inputs
+    (x, w, target, bias, weight, sample_weight, ignore_index, smoothing, z_loss, temperature,
+     softcap, reduction, want_grad, _, _) = inputs
     ctx.reduction, ctx.want_grad = reduction, want_grad
-    ctx.options = (ignore_index, smoothing, z_loss)
+    ctx.options = (ignore_index, smoothing, z_loss, temperature, softcap)
     ctx.has_bias = bias is not None
     ctx.set_materialize_grads(False)
     if reduction == "none":
@@ -743,7 +776,7 @@ def _save_linear_inputs(ctx, inputs, output):
 
 
 def _linear_gradient(ctx, grad_loss, *unused):
-    nones = (None,) * 9
+    nones = (None,) * 11  # (the op's inputs after linear_bias)
     needs = ctx.needs_input_grad
     wanted = (needs[0], needs[1], ctx.has_bias and needs[3])
     if grad_loss is None:
@@ -778,7 +811,8 @@ def linear_cross_entropy(
     input: Tensor, linear_weight: Tensor, target: Tensor, *,
     linear_bias: Optional[Tensor] = None, weight: Optional[Tensor] = None,
     reduction: str = "mean", ignore_index: Optional[int] = None, label_smoothing: float = 0.0,
-    options=None, z_loss: float = 0.0,
+    options=None, z_loss: float = 0.0, temperature: float = 1.0,
+    logit_softcap: Optional[float] = None,
 ) -> Tensor:
     """torch.nn.functional.linear_cross_entropy, computed by cyce on the CPU:
     ``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)``
@@ -792,24 +826,24 @@ def linear_cross_entropy(
     forward and scaled in the backward, for "none" the backward recomputes
     them weighted by grad_output (one more logits GEMM).  ``options``
     (torch's chunking options) is accepted and ignored: cyce always chunks.
-    cyce's extra: ``z_loss``.  float16 and bfloat16 are computed on float32
-    copies of input, weight and bias (results in the input's dtype).  Other
-    inputs (another device, probability targets, more than two dims) go to
-    torch's function (z_loss then raises NotImplementedError).
+    cyce's extras, keyword-only: ``z_loss``, and ``temperature`` and
+    ``logit_softcap``, which map the logits as in ``cross_entropy``.  float16
+    and bfloat16 are computed on float32 copies of input, weight and bias
+    (results in the input's dtype).  Other inputs (another device,
+    probability targets, more than two dims) go to torch's function (z_loss
+    then raises NotImplementedError; with a temperature or softcap, torch's
+    unchunked path, ``F.cross_entropy(map(F.linear(...)))``).
     """
-    ignore_index = -100 if ignore_index is None else ignore_index
     if reduction not in REDUCTIONS:
         raise ValueError(f"{reduction} is not a valid value for reduction")
+    temperature, softcap = check.logit_map(temperature, logit_softcap)
     tensors = (input, linear_weight, target)
     if not (all(isinstance(t, Tensor) for t in tensors) and _runs_on_cyce(input)
             and input.ndim in (1, 2) and not target.is_floating_point()):
-        if z_loss != 0.0:
-            raise NotImplementedError("cyce.torch.linear_cross_entropy: z_loss needs CPU float "
-                                      "input of one or two dims and class-index targets")
-        return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias,
-                                      weight=weight, reduction=reduction,
-                                      ignore_index=ignore_index, label_smoothing=label_smoothing,
-                                      options=options)
+        return _torch_linear_cross_entropy(input, linear_weight, target, linear_bias, weight,
+                                           reduction, ignore_index, label_smoothing, options,
+                                           z_loss, temperature, softcap)
+    ignore_index = -100 if ignore_index is None else ignore_index
     if linear_weight.ndim != 2 or linear_weight.shape[1] != input.shape[-1]:
         raise RuntimeError(f"linear_cross_entropy: input of shape {list(input.shape)} and "
                            f"linear_weight of shape {list(linear_weight.shape)} cannot be "
@@ -832,9 +866,40 @@ def linear_cross_entropy(
     want_grad = any(_wants_grad(t) for t in (input, linear_weight, linear_bias) if t is not None)
     loss, *_ = torch.ops.cyce.linear_cross_entropy(
         x, linear_weight, target.reshape(-1).to(torch.int64), linear_bias, weight, None,
-        int(ignore_index), float(label_smoothing), float(z_loss), reduction,
+        int(ignore_index), float(label_smoothing), float(z_loss), temperature, softcap, reduction,
         want_grad and reduction != "none", _wants_grad(input), _wants_grad(linear_weight))
     return loss.reshape(batch_shape) if reduction == "none" else loss
+
+
+def _torch_linear_cross_entropy(input, linear_weight, target, linear_bias, weight, reduction,
+                                ignore_index, label_smoothing, options, z_loss, temperature,
+                                softcap):
+    """Inputs cyce does not compute: F.linear_cross_entropy, given the
+    caller's ignore_index (its None is not -100 for probability targets).
+    With the logit map, torch's unchunked path with the map between F.linear
+    and F.cross_entropy (the chunked one has no place for it)."""
+    if z_loss != 0.0:
+        raise NotImplementedError("cyce.torch.linear_cross_entropy: z_loss needs CPU float "
+                                  "input of one or two dims and class-index targets")
+    plain = temperature == 1.0 and softcap == 0.0
+    if plain or not all(isinstance(t, Tensor) for t in (input, linear_weight, target)) \
+            or input.ndim not in (1, 2) or linear_weight.ndim < 2:
+        # (without the map, or shapes torch refuses: its own result or error)
+        return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias,
+                                      weight=weight, reduction=reduction,
+                                      ignore_index=ignore_index, label_smoothing=label_smoothing,
+                                      options=options)
+    # (V, d1, ..., H) weights give (N, V, d1, ...) logits, as in torch's reference path
+    n_classes, *out_features = linear_weight.shape[:-1]
+    logits = F.linear(input, linear_weight.reshape(-1, linear_weight.shape[-1]),
+                      None if linear_bias is None else linear_bias.reshape(-1))
+    logits = logits.reshape(*input.shape[:-1], n_classes, *out_features)
+    if ignore_index is not None and target.shape == logits.shape:
+        raise RuntimeError("ignore_index cannot be specified when target contains probabilities")
+    return F.cross_entropy(_mapped_logits(logits, temperature, softcap), target, weight=weight,
+                           reduction=reduction,
+                           ignore_index=-100 if ignore_index is None else ignore_index,
+                           label_smoothing=label_smoothing)
 
 
 # ---------------------------------------------------------------------------
@@ -847,15 +912,19 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
 
     def __init__(self, weight: Optional[Tensor] = None, size_average=None, ignore_index: int = -100,
                  reduce=None, reduction: str = "mean", label_smoothing: float = 0.0, *,
-                 z_loss: float = 0.0, inplace_backward: bool = False) -> None:
+                 z_loss: float = 0.0, temperature: float = 1.0,
+                 logit_softcap: Optional[float] = None, inplace_backward: bool = False) -> None:
         super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
         self.z_loss = z_loss
+        self.temperature = temperature
+        self.logit_softcap = logit_softcap
         self.inplace_backward = inplace_backward
 
     def forward(self, input: Tensor, target: Tensor, *, sample_weight: Optional[Tensor] = None) -> Tensor:
         return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
                              reduction=self.reduction, label_smoothing=self.label_smoothing,
-                             z_loss=self.z_loss, sample_weight=sample_weight,
+                             z_loss=self.z_loss, temperature=self.temperature,
+                             logit_softcap=self.logit_softcap, sample_weight=sample_weight,
                              inplace_backward=self.inplace_backward)
 
 

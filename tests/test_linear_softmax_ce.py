@@ -5,7 +5,9 @@ The references never call cyce's kernels: the logits are formed in float64
 with NumPy and handed to tests/reference.py's float64 softmax_ce, whose
 logit gradient G (N, V) gives the three gradients by the chain rule
 (G @ W, G.T @ h, G.sum(0)); where torch is installed, float64 autograd of
-F.cross_entropy(h @ W.T + b) is a second, independent reference.
+F.cross_entropy(h @ W.T + b) is a second, independent reference, and the
+only one of the temperature and softcap (F.cross_entropy of the mapped
+logits).
 
 Tolerances: float64 1e-10 relative.  float32 1e-5 relative on the loss;
 its GEMMs round each logit by ~sqrt(H) eps |h||w|, which moves every entry
@@ -182,31 +184,30 @@ def test_ignored_rows_get_zero_hidden_gradient(rng):
 
 def test_equals_softmax_ce_of_the_logits(rng):
     """The spec's identity, with cyce.softmax_ce on explicitly formed logits
-    (float64, where the GEMM rounding is below the tolerance)."""
+    (float64, where the GEMM rounding is below the tolerance), also with
+    softmax_ce's temperature and logit_softcap."""
     h, w, labels, kwargs = make_case(rng, (3, 7), 12, 19, np.float64, "everything")
     bias = kwargs.pop("linear_bias")
     logits = h @ w.T + bias
     for reduction in REDUCTIONS:
-        expected = cyce.softmax_ce(logits, labels, reduction=reduction, **kwargs)
-        got = cyce.linear_softmax_ce(h, w, labels, linear_bias=bias, reduction=reduction, **kwargs)
-        assert_close(got, expected, 1e-12, reduction)
+        for temperature, softcap in [(1.0, None)] + LOGIT_MAPS:
+            options = dict(kwargs, reduction=reduction, temperature=temperature,
+                           logit_softcap=softcap)
+            expected = cyce.softmax_ce(logits, labels, **options)
+            got = cyce.linear_softmax_ce(h, w, labels, linear_bias=bias, **options)
+            assert_close(got, expected, 1e-12, f"{reduction} T={temperature} c={softcap}")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("option", ["plain", "bias", "weight", "ignore_index", "smoothing",
-                                    "sample_weight", "z_loss", "everything"])
-def test_matches_torch_autograd(dtype, reduction, option):
-    """Loss and gradients against float64 PyTorch autograd of
-    F.cross_entropy(h @ W.T + b); z_loss and sample_weight combined with
-    torch's per-row losses by softmax_ce's rules.  Without them torch's own
-    reduction is used, which also checks the manual rule."""
+def torch_autograd_reference(h, w, labels, reduction, kwargs, temperature=1.0, logit_softcap=None):
+    """(loss, grads, scales) by float64 PyTorch autograd of F.cross_entropy of
+    the logits h @ W.T + b, mapped to c tanh(x / c) / T when asked; z_loss
+    and sample_weight combined with torch's per-row losses by softmax_ce's
+    rules (without them torch's own reduction is used, which also checks the
+    manual rule).  scales are the gradients' term sizes, from the gradient G
+    with respect to the unmapped logits."""
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
-    rng = np.random.default_rng(sum(map(ord, option + reduction)))
-    h, w, labels, kwargs = make_case(rng, (4, 9), 16, 23, dtype, option)
     n_classes = w.shape[0]
-
     ht = torch.tensor(h, dtype=torch.float64, requires_grad=True)
     wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
     bias = kwargs.get("linear_bias")
@@ -219,9 +220,15 @@ def test_matches_torch_autograd(dtype, reduction, option):
     z = kwargs.get("z_loss", 0.0)
     s = kwargs.get("sample_weight")
 
-    logits = ht.reshape(-1, ht.shape[-1]) @ wt.T
+    rows = ht.reshape(-1, ht.shape[-1])
+    raw = rows @ wt.T
     if bt is not None:
-        logits = logits + bt
+        raw = raw + bt
+    raw.retain_grad()
+    logits = raw
+    if logit_softcap is not None:
+        logits = logit_softcap * torch.tanh(logits / logit_softcap)
+    logits = logits / temperature
     if z == 0.0 and s is None:
         loss = F.cross_entropy(logits, yt, weight=cwt, ignore_index=ignore_index,
                                reduction=reduction, label_smoothing=smoothing)
@@ -238,16 +245,72 @@ def test_matches_torch_autograd(dtype, reduction, option):
     if reduction == "none":
         loss = loss.reshape(labels.shape)
     leaves = [ht, wt] + ([bt] if bt is not None else [])
-    grads = torch.autograd.grad(loss.sum(), leaves)
+    loss.sum().backward()
+    grads = [t.grad.numpy() for t in leaves] + ([None] if bt is None else [])
+    a = raw.grad.abs().numpy()
+    scales = ((a @ np.abs(w.astype(np.float64))).max(initial=0.0),
+              (a.T @ np.abs(rows.detach().numpy())).max(initial=0.0),
+              a.sum(axis=0).max(initial=0.0))
+    return loss.detach().numpy(), grads, scales
 
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("option", ["plain", "bias", "weight", "ignore_index", "smoothing",
+                                    "sample_weight", "z_loss", "everything"])
+def test_matches_torch_autograd(dtype, reduction, option):
+    """Loss and gradients against float64 PyTorch autograd of
+    F.cross_entropy(h @ W.T + b)."""
+    rng = np.random.default_rng(sum(map(ord, option + reduction)))
+    h, w, labels, kwargs = make_case(rng, (4, 9), 16, 23, dtype, option)
+    expected = torch_autograd_reference(h, w, labels, reduction, kwargs)
     result = cyce.linear_softmax_ce(h, w, labels, reduction=reduction, return_grad=True, **kwargs)
-    _, _, scales = numpy_reference(h, w, labels, reduction=reduction, **kwargs)
+    check_against(result, expected, dtype, reduction)
+
+
+# the logit map: temperatures either side of 1, without and with a softcap
+# (5 caps the N(0, 4) logits' tails: tanh's slope there is well below 1)
+LOGIT_MAPS = [(0.5, None), (0.5, 5.0), (2.0, None), (2.0, 5.0)]
+
+
+@pytest.mark.parametrize("temperature, logit_softcap", LOGIT_MAPS, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("option", ["bias", "everything"])
+def test_logit_map_matches_torch_autograd(temperature, logit_softcap, dtype, reduction, option):
+    """temperature and logit_softcap: the loss and the three gradients are
+    float64 autograd's of F.cross_entropy(map(h @ W.T + b)), with every
+    option of the loss ("everything": class weights, smoothing,
+    ignore_index, sample_weight, z_loss)."""
+    rng = np.random.default_rng(sum(map(ord, option + reduction)) + int(4 * temperature))
+    h, w, labels, kwargs = make_case(rng, (4, 9), 16, 23, dtype, option)
+    expected = torch_autograd_reference(h, w, labels, reduction, kwargs, temperature, logit_softcap)
+    result = cyce.linear_softmax_ce(h, w, labels, reduction=reduction, return_grad=True,
+                                    temperature=temperature, logit_softcap=logit_softcap, **kwargs)
+    check_against(result, expected, dtype, reduction)
+    loss_only = cyce.linear_softmax_ce(h, w, labels, reduction=reduction, temperature=temperature,
+                                       logit_softcap=logit_softcap, **kwargs)
+    assert_close(loss_only, expected[0], LOSS_RTOL[np.dtype(dtype)], "loss alone")
+
+
+@pytest.mark.parametrize("temperature, logit_softcap", [(0.5, 5.0), (2.0, None)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_logit_map_any_chunk_rows(rng, temperature, logit_softcap, dtype, reduction):
+    """With the map, chunk_rows 1, 7 and all the rows agree within rounding
+    (the GEMMs sum in another order), with ignored rows among them."""
+    h, w, labels, kwargs = make_case(rng, (37,), 16, 23, dtype, "everything")
+    _, _, scales = torch_autograd_reference(h, w, labels, reduction, kwargs, temperature,
+                                            logit_softcap)
+    results = [cyce.linear_softmax_ce(h, w, labels, reduction=reduction, return_grad=True,
+                                      chunk_rows=chunk, temperature=temperature,
+                                      logit_softcap=logit_softcap, **kwargs)
+               for chunk in (37, 1, 7)]
     dtype = np.dtype(dtype)
-    assert_close(result.loss, loss.detach().numpy(), LOSS_RTOL[dtype], "loss")
-    for got, want, scale in zip(result[1:], grads, scales):
-        assert_close(got, want.numpy(), GRAD_RTOL[dtype], "gradient", scale)
-    if bt is None:
-        assert result.grad_linear_bias is None
+    for chunk, result in zip((1, 7), results[1:]):
+        assert_close(result.loss, results[0].loss, LOSS_RTOL[dtype], f"loss chunk_rows={chunk}")
+        for got, want, scale in zip(result[1:], results[0][1:], scales):
+            assert_close(got, want, GRAD_RTOL[dtype], f"gradient chunk_rows={chunk}", scale)
 
 
 def test_reference_gradients_are_the_derivatives_of_its_loss(rng):
@@ -521,6 +584,15 @@ BAD_CASES = {
     "chunk_rows float": ({"chunk_rows": 2.5}, TypeError, r"chunk_rows"),
     "chunk_rows text": ({"chunk_rows": "7"}, TypeError, r"chunk_rows"),
     "num_threads zero": ({"num_threads": 0}, ValueError, r"num_threads"),
+    "temperature zero": ({"temperature": 0.0}, ValueError, r"temperature"),
+    "temperature negative": ({"temperature": -1.0}, ValueError, r"temperature"),
+    "temperature nan": ({"temperature": float("nan")}, ValueError, r"temperature"),
+    "temperature inf": ({"temperature": float("inf")}, ValueError, r"temperature"),
+    "temperature text": ({"temperature": "2"}, TypeError, r"temperature"),
+    "softcap zero": ({"logit_softcap": 0.0}, ValueError, r"logit_softcap"),
+    "softcap negative": ({"logit_softcap": -5.0}, ValueError, r"logit_softcap"),
+    "softcap nan": ({"logit_softcap": float("nan")}, ValueError, r"logit_softcap"),
+    "softcap inf": ({"logit_softcap": float("inf")}, ValueError, r"logit_softcap"),
 }
 
 
@@ -541,6 +613,22 @@ def test_rejects(args, case):
     with pytest.raises(error, match=pattern):
         cyce.linear_softmax_ce(*positional, **kwargs)
     assert_unchanged(arrays, before)
+
+
+@pytest.mark.parametrize("temperature, logit_softcap", [(0.0, None), (1.0, -1.0),
+                                                        (float("nan"), 5.0), (2.0, float("inf"))],
+                         ids=str)
+def test_bad_logit_map_is_found_before_any_gemm(args, monkeypatch, temperature, logit_softcap):
+    """A bad temperature or softcap raises ValueError before the first GEMM."""
+    import cyce._linear
+
+    def no_gemm(*gemm_args, **gemm_kwargs):
+        raise AssertionError("a GEMM ran before the arguments were checked")
+
+    monkeypatch.setattr(cyce._linear, "_gemm", no_gemm)
+    with pytest.raises(ValueError, match="temperature|logit_softcap"):
+        cyce.linear_softmax_ce(*args, return_grad=True, temperature=temperature,
+                               logit_softcap=logit_softcap)
 
 
 def test_label_position_in_a_batch_of_sequences():

@@ -199,6 +199,124 @@ def test_z_loss_and_sample_weight_match_the_numpy_reference():
         np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12)
 
 
+def logit_map(x, temperature, logit_softcap):
+    """cyce's map in torch ops: c tanh(x / c) / T, a -inf logit kept."""
+    if logit_softcap is not None:
+        x = torch.where(x == -torch.inf, x, logit_softcap * torch.tanh(x / logit_softcap))
+    return x / temperature
+
+
+LOGIT_MAPS = [(0.5, None), (0.5, 5.0), (2.0, None), (2.0, 5.0)]
+
+
+@pytest.mark.parametrize("temperature, logit_softcap", LOGIT_MAPS, ids=str)
+@pytest.mark.parametrize("shape", [(6, 5), (2, 5, 3)], ids=str)
+@pytest.mark.parametrize("soft", [False, True], ids=["index", "probabilities"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_logit_map_matches_torch(temperature, logit_softcap, shape, soft, reduction):
+    """temperature and logit_softcap: the loss and input gradient (random
+    grad_output) are float64 autograd's of F.cross_entropy of the mapped
+    logits, with class weights, smoothing and (index targets) ignored
+    samples; float32 within its tolerance of them."""
+    generator = torch.Generator().manual_seed(sum(shape) + 10 * soft + int(4 * temperature))
+    x = torch.randn(shape, generator=generator, dtype=torch.float64) * 4
+    target = hard_or_soft_target(x, soft, generator)
+    weight = torch.rand(shape[1], generator=generator, dtype=torch.float64) + 0.5
+    kwargs = dict(reduction=reduction, label_smoothing=0.2)
+    expected_loss, expected_grad = value_and_grad(
+        lambda x, *args, **kw: F.cross_entropy(logit_map(x, temperature, logit_softcap), *args, **kw),
+        x, target, weight, **kwargs)
+    grad_output = torch.rand(expected_loss.shape, dtype=torch.float64,
+                             generator=torch.Generator().manual_seed(3))  # (value_and_grad's)
+    for dtype in (torch.float64, torch.float32):
+        leaf = x.to(dtype).requires_grad_()
+        loss = ct.cross_entropy(leaf, target.to(dtype) if soft else target, weight.to(dtype),
+                                temperature=temperature, logit_softcap=logit_softcap, **kwargs)
+        (grad,) = torch.autograd.grad(loss, leaf, grad_output.to(dtype))
+        assert loss.dtype == dtype and grad.dtype == dtype
+        torch.testing.assert_close(loss, expected_loss.to(dtype), **TOLERANCE[dtype])
+        torch.testing.assert_close(grad, expected_grad.to(dtype), **TOLERANCE[dtype])
+
+
+def test_cross_entropy_logit_map_keeps_masked_logits():
+    """A -inf logit (a masked class) stays -inf under the softcap: it gets
+    probability 0 and gradient 0, as torch's where-mapped logits."""
+    x = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 3
+    x[:, 2] = -torch.inf
+    target = torch.tensor([0, 1, 3, 5])
+    for temperature, logit_softcap in LOGIT_MAPS:
+        loss, grad = value_and_grad(ct.cross_entropy, x, target, reduction="none",
+                                    temperature=temperature, logit_softcap=logit_softcap)
+        expected_loss, expected_grad = value_and_grad(
+            lambda x, t: F.cross_entropy(logit_map(x, temperature, logit_softcap), t,
+                                         reduction="none"), x, target)
+        assert torch.isfinite(loss).all() and not grad[:, 2].any()
+        torch.testing.assert_close(loss, expected_loss, **TOLERANCE[torch.float64])
+        torch.testing.assert_close(grad, expected_grad, **TOLERANCE[torch.float64])
+
+
+def test_cross_entropy_logit_map_in_place_and_half():
+    """inplace_backward writes the functional call's gradient; bfloat16
+    input is computed in float32 by the half kernels, near float32 math."""
+    generator = torch.Generator().manual_seed(6)
+    base = torch.randn(8, 11, generator=generator) * 4
+    target = torch.randint(0, 11, (8,), generator=generator)
+    options = dict(temperature=0.5, logit_softcap=5.0, label_smoothing=0.1)
+    expected = grad_of(ct.cross_entropy, base, target, **options)
+    leaf = base.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(ct.cross_entropy(leaf * 1, target, inplace_backward=True,
+                                                   **options), leaf)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+    half = base.to(torch.bfloat16)
+    loss, grad = value_and_grad(ct.cross_entropy, half, target, **options)
+    expected_loss, expected_grad = value_and_grad(
+        lambda x, t: F.cross_entropy(logit_map(x, 0.5, 5.0), t, label_smoothing=0.1),
+        half.float(), target)
+    assert loss.dtype == grad.dtype == torch.bfloat16
+    torch.testing.assert_close(loss.float(), expected_loss, rtol=1e-2, atol=0)
+    torch.testing.assert_close(grad.float(), expected_grad, rtol=2e-2, atol=1e-3)
+
+
+def test_cross_entropy_logit_map_fallback_agrees_with_cyce(monkeypatch):
+    """Inputs cyce hands to torch get the map as torch ops before
+    F.cross_entropy: forced onto that path, CPU input gives cyce's loss and
+    gradient (so the fallback stays differentiable); meta input its shape."""
+    x = torch.randn(2, 5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(8)) * 4
+    target = torch.tensor([[0, 1, -100], [3, 4, 2]])
+    options = dict(temperature=2.0, logit_softcap=5.0, label_smoothing=0.1, reduction="none")
+    loss, grad = value_and_grad(ct.cross_entropy, x, target, **options)
+    monkeypatch.setattr(ct, "_runs_on_cyce", lambda t: False)
+    expected_loss, expected_grad = value_and_grad(ct.cross_entropy, x, target, **options)
+    torch.testing.assert_close(loss, expected_loss, **TOLERANCE[torch.float64])
+    torch.testing.assert_close(grad, expected_grad, **TOLERANCE[torch.float64])
+    monkeypatch.undo()
+    meta = ct.cross_entropy(x.to("meta"), target.to("meta"), **options)
+    assert meta.device.type == "meta" and meta.shape == target.shape
+
+
+BAD_LOGIT_MAPS = [dict(temperature=0.0), dict(temperature=-2.0), dict(temperature=float("nan")),
+                  dict(temperature=float("inf")), dict(logit_softcap=0.0),
+                  dict(logit_softcap=-1.0), dict(logit_softcap=float("nan")),
+                  dict(logit_softcap=float("inf"))]
+
+
+@pytest.mark.parametrize("bad", BAD_LOGIT_MAPS, ids=str)
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_bad_logit_map_raises_value_error_and_writes_nothing(bad, device):
+    """A temperature or softcap that is not finite and > 0 raises ValueError
+    before anything is written (in place too), also where torch computes."""
+    leaf = (torch.randn(3, 4) * 4).to(device).requires_grad_()
+    logits = leaf * 1
+    before = logits.detach().clone()
+    target = torch.tensor([0, 1, 2], device=device)
+    with pytest.raises(ValueError, match="temperature|logit_softcap"):
+        ct.cross_entropy(logits, target, inplace_backward=True, **bad)
+    if device == "cpu":
+        assert torch.equal(logits.detach(), before)
+    with pytest.raises(ValueError, match="temperature|logit_softcap"):
+        ct.CrossEntropyLoss(**bad)(logits, target)
+
+
 def test_retain_graph_backward_accumulates():
     x = torch.randn(6, 9, requires_grad=True)
     target = torch.randint(0, 9, (6,))
@@ -344,6 +462,24 @@ def test_cross_entropy_module_extras():
     torch.testing.assert_close(
         module(x, target, sample_weight=sample_weight),
         ct.cross_entropy(x, target, reduction="sum", z_loss=1e-3, sample_weight=sample_weight))
+
+
+def test_cross_entropy_module_logit_map():
+    """temperature and logit_softcap are keyword-only attributes of the
+    module, outside its state_dict (torch's keys and buffers unchanged)."""
+    weight = torch.rand(6, dtype=torch.float64) + 0.5
+    module = ct.CrossEntropyLoss(weight, temperature=2.0, logit_softcap=5.0, label_smoothing=0.1)
+    assert (module.temperature, module.logit_softcap) == (2.0, 5.0)
+    assert list(module.state_dict()) == list(torch.nn.CrossEntropyLoss(weight).state_dict())
+    with pytest.raises(TypeError):
+        ct.CrossEntropyLoss(weight, None, -100, None, "mean", 0.0, 2.0)  # (not positional)
+    x, target = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    torch.testing.assert_close(
+        module(x, target),
+        ct.cross_entropy(x, target, weight, label_smoothing=0.1, temperature=2.0, logit_softcap=5.0))
+    plain = ct.CrossEntropyLoss(weight, label_smoothing=0.1)
+    assert (plain.temperature, plain.logit_softcap) == (1.0, None)
+    torch.testing.assert_close(plain(x, target), F.cross_entropy(x, target, weight, label_smoothing=0.1))
 
 
 def test_threads_follow_torch(monkeypatch):

@@ -1,6 +1,7 @@
 """cyce.torch.linear_cross_entropy (the torch.ops.cyce.linear_cross_entropy
 custom op) against torch.nn.functional.linear_cross_entropy and
-F.cross_entropy(F.linear(...)): values and gradients with respect to input,
+F.cross_entropy(F.linear(...)) (of the mapped logits, for cyce's
+temperature and logit_softcap): values and gradients with respect to input,
 linear_weight and linear_bias, gradcheck, opcheck, torch.compile and
 torch's exception types.  Skipped where torch is not installed.
 
@@ -257,6 +258,90 @@ def test_z_loss_against_a_manual_reference(reduction, option):
         assert_close(got, want, 1e-10, "grad")
 
 
+def logit_map(logits, temperature, logit_softcap):
+    """cyce's map in torch ops: c tanh(x / c) / T, a -inf logit kept."""
+    if logit_softcap is not None:
+        logits = torch.where(logits == -torch.inf, logits,
+                             logit_softcap * torch.tanh(logits / logit_softcap))
+    return logits / temperature
+
+
+LOGIT_MAPS = [(0.5, None), (0.5, 5.0), (2.0, None), (2.0, 5.0)]
+
+
+@pytest.mark.parametrize("temperature, logit_softcap", LOGIT_MAPS, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+def test_logit_map_matches_torch(temperature, logit_softcap, dtype, reduction, with_bias):
+    """temperature and logit_softcap: the loss and the three gradients (a
+    non-uniform grad_output) are float64 autograd's of
+    F.cross_entropy(map(F.linear(...))), with class weights, smoothing and
+    an ignore_index."""
+    seed = sum(map(ord, reduction)) + int(4 * temperature) + (logit_softcap is None)
+    x, w, b, target = make_inputs(dtype, bias=with_bias, seed=seed)
+    kwargs, target = option_kwargs("everything", target, w.shape[0], dtype)
+    loss = ct.linear_cross_entropy(x, w, target, linear_bias=b, reduction=reduction,
+                                   temperature=temperature, logit_softcap=logit_softcap, **kwargs)
+    assert loss.dtype == dtype
+    grad_output = grad_output_for(loss, reduction, dtype)
+    grads = grads_of(loss, [x, w, b], grad_output)
+
+    x64, w64, b64 = float64_copies([x, w, b])
+    expected = F.cross_entropy(logit_map(F.linear(x64, w64, b64), temperature, logit_softcap),
+                               target, reduction=reduction, weight=kwargs["weight"].double(),
+                               ignore_index=kwargs["ignore_index"],
+                               label_smoothing=kwargs["label_smoothing"])
+    expected_grads = grads_of(expected, [x64, w64, b64], grad_output.to(torch.float64))
+    loss_rtol, grad_rtol = TOL[dtype]
+    assert_close(loss, expected, loss_rtol, "loss")
+    for what, got, want in zip(["input", "linear_weight", "linear_bias"], grads, expected_grads):
+        if want is None:
+            assert got is None
+            continue
+        assert got.dtype == dtype and got.shape == want.shape, what
+        assert_close(got, want, grad_rtol, f"grad {what}")
+
+
+def test_logit_map_where_torch_computes():
+    """Inputs cyce hands to torch (here probability targets) get the map as
+    torch ops between F.linear and F.cross_entropy: the same values and
+    gradients; without the map they go to F.linear_cross_entropy as they are."""
+    x, w, b, target = make_inputs(torch.float64, n=7, seed=17)
+    probs = torch.softmax(torch.randn(7, w.shape[0], dtype=torch.float64), 1)
+    loss = ct.linear_cross_entropy(x, w, probs, linear_bias=b, temperature=2.0, logit_softcap=5.0,
+                                   label_smoothing=0.1)
+    grads = torch.autograd.grad(loss, (x, w, b))
+    x64, w64, b64 = float64_copies([x, w, b])
+    expected = F.cross_entropy(logit_map(F.linear(x64, w64, b64), 2.0, 5.0), probs,
+                               label_smoothing=0.1)
+    assert_close(loss, expected, 1e-12, "loss")
+    for got, want in zip(grads, torch.autograd.grad(expected, (x64, w64, b64))):
+        assert_close(got, want, 1e-12, "grad")
+    # (ignore_index left at None: probability targets are torch's own case)
+    assert_close(ct.linear_cross_entropy(x, w, probs, linear_bias=b),
+                 F.linear_cross_entropy(x64, w64, probs, linear_bias=b64), 1e-12, "unmapped")
+
+
+def test_logit_map_fallback_agrees_with_cyce(monkeypatch):
+    """The torch-ops map of the fallback and cyce's kernel give the same
+    loss and gradients (class-index targets, forced onto torch's path)."""
+    x, w, b, target = make_inputs(torch.float64, n=9, seed=18)
+    target[::4] = -100
+    options = dict(linear_bias=b, temperature=0.5, logit_softcap=5.0, label_smoothing=0.2,
+                   reduction="sum")
+    results = []
+    for on_cyce in (True, False):
+        if not on_cyce:
+            monkeypatch.setattr(ct, "_runs_on_cyce", lambda t: False)
+        loss = ct.linear_cross_entropy(x, w, target, **options)
+        results.append((loss, torch.autograd.grad(loss, (x, w, b))))
+    (loss, grads), (expected, expected_grads) = results
+    assert_close(loss, expected, 1e-12, "loss")
+    for got, want in zip(grads, expected_grads):
+        assert_close(got, want, 1e-12, "grad")
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_bfloat16(reduction):
     """bfloat16 in, bfloat16 loss and gradients out, near float32 math on
@@ -303,6 +388,9 @@ GRADCHECK_CASES = {
     "none": dict(target=[0, 4, 2, 3], reduction="none", label_smoothing=0.2),
     "none ignore_index weight": dict(target=[0, 3, 2, 3], reduction="none", ignore_index=3,
                                      weight=torch.linspace(0.5, 2, 5, dtype=torch.float64)),
+    "none temperature softcap": dict(target=[0, 4, -100, 3], reduction="none", temperature=0.5,
+                                     logit_softcap=2.0, label_smoothing=0.1),
+    "mean temperature": dict(target=[0, 4, 2, 3], temperature=2.0, z_loss=1e-2),
 }
 
 
@@ -349,6 +437,9 @@ OPCHECK_CALLS = {
         reduction="sum", ignore_index=2, weight=torch.linspace(0.5, 2, 5, dtype=torch.float64))),
     "none z_loss": dict(bias=True, kwargs=dict(reduction="none", z_loss=1e-3)),
     "no grad": dict(bias=True, kwargs=dict(), no_grad=True),
+    "mean temperature softcap": dict(bias=True, kwargs=dict(temperature=0.5, logit_softcap=5.0,
+                                                            label_smoothing=0.1)),
+    "none temperature": dict(bias=False, kwargs=dict(reduction="none", temperature=2.0)),
 }
 
 
@@ -475,6 +566,35 @@ def test_bad_input_raises_as_torch(name):
     after = leaves + [v for v in kw.values() if isinstance(v, torch.Tensor)]
     for a, c in zip(after, before):
         assert torch.equal(a.detach(), c.detach())
+
+
+BAD_LOGIT_MAPS = [dict(temperature=0.0), dict(temperature=-2.0), dict(temperature=float("nan")),
+                  dict(temperature=float("inf")), dict(logit_softcap=0.0),
+                  dict(logit_softcap=-1.0), dict(logit_softcap=float("nan")),
+                  dict(logit_softcap=float("inf"))]
+
+
+@pytest.mark.parametrize("bad", BAD_LOGIT_MAPS, ids=str)
+@pytest.mark.parametrize("soft", [False, True], ids=["index", "probabilities"])
+def test_bad_logit_map_raises_value_error(bad, soft):
+    """A temperature or softcap that is not finite and > 0 raises ValueError,
+    on cyce's path and on torch's (probability targets), and changes nothing."""
+    x, w, b, target = valid_inputs()
+    if soft:
+        target = torch.softmax(torch.randn(3, 5), 1)
+    leaves = [t.requires_grad_() for t in (x, w, b)]
+    before = [t.detach().clone() for t in leaves]
+    with pytest.raises(ValueError, match="temperature|logit_softcap"):
+        ct.linear_cross_entropy(x, w, target, linear_bias=b, **bad)
+    for t, c in zip(leaves, before):
+        assert torch.equal(t.detach(), c) and t.grad is None
+
+
+def test_input_torch_refuses_raises_as_torch_with_a_temperature():
+    """3-D input goes to torch, which refuses it: with the map too."""
+    x, w, _, y = valid_inputs()
+    with pytest.raises(RuntimeError, match="dimensionality"):
+        ct.linear_cross_entropy(x.reshape(3, 1, 4), w, y.reshape(3, 1), temperature=2.0)
 
 
 def test_h_mismatch_is_a_runtime_error():

@@ -29,11 +29,19 @@ def ops_samples():
     bits = torch.rand(6, 5, generator=generator, dtype=torch.float64).round()
     ops = torch.ops.cyce
     return [
-        (ops.softmax_ce.default, (logits(6, 5), labels, None, None, -100, 0.0, 0.0, "mean", True)),
+        # (..., label_smoothing, z_loss, temperature, logit_softcap (0.0: none), reduction, want_grad)
+        (ops.softmax_ce.default, (logits(6, 5), labels, None, None, -100, 0.0, 0.0, 1.0, 0.0, "mean",
+                                  True)),
         (ops.softmax_ce.default, (logits(6, 5), labels, weight, torch.rand(6, dtype=torch.float64),
-                                  2, 0.1, 1e-3, "none", True)),
-        (ops.softmax_ce.default, (logits(6, 5), probs, weight, None, -100, 0.2, 0.0, "sum", True)),
-        (ops.softmax_ce.default, (logits(6, 5).detach(), labels, None, None, -100, 0.0, 0.0, "mean", False)),
+                                  2, 0.1, 1e-3, 1.0, 0.0, "none", True)),
+        (ops.softmax_ce.default, (logits(6, 5), probs, weight, None, -100, 0.2, 0.0, 1.0, 0.0, "sum",
+                                  True)),
+        (ops.softmax_ce.default, (logits(6, 5).detach(), labels, None, None, -100, 0.0, 0.0, 1.0, 0.0,
+                                  "mean", False)),
+        (ops.softmax_ce.default, (logits(6, 5), labels, weight, None, 2, 0.1, 0.0, 0.5, 5.0, "mean",
+                                  True)),
+        (ops.softmax_ce.default, (logits(6, 5), probs, None, None, -100, 0.0, 1e-3, 2.0, 3.0, "none",
+                                  True)),
         (ops.sigmoid_bce.default, (logits(6, 5), bits, None, None, "mean", True)),
         (ops.sigmoid_bce.default, (logits(6, 5), bits, torch.rand(6, 1, dtype=torch.float64), weight,
                                    "none", True)),
@@ -44,12 +52,19 @@ def ops_samples():
         (ops.loss_with_grad.default, (logits(6, 5), torch.rand(6, dtype=torch.float64),
                                       torch.rand(6, 5, dtype=torch.float64), 1)),
         (ops.linear_cross_entropy.default, (logits(6, 3), logits(5, 3), labels, logits(5), weight,
-                                            None, -100, 0.1, 1e-3, "mean", True, True, True)),
+                                            None, -100, 0.1, 1e-3, 1.0, 0.0, "mean", True, True,
+                                            True)),
         (ops.linear_cross_entropy.default, (logits(6, 3), logits(5, 3), labels, None, None,
-                                            torch.rand(6, dtype=torch.float64), 2, 0.0, 0.0,
-                                            "none", False, True, True)),
+                                            torch.rand(6, dtype=torch.float64), 2, 0.0, 0.0, 1.0,
+                                            0.0, "none", False, True, True)),
         (ops.linear_cross_entropy.default, (logits(6, 3).detach(), logits(5, 3), labels, None,
-                                            None, None, -100, 0.0, 0.0, "sum", True, False, True)),
+                                            None, None, -100, 0.0, 0.0, 1.0, 0.0, "sum", True,
+                                            False, True)),
+        (ops.linear_cross_entropy.default, (logits(6, 3), logits(5, 3), labels, logits(5), weight,
+                                            None, 2, 0.1, 0.0, 0.5, 5.0, "sum", True, True, True)),
+        (ops.linear_cross_entropy.default, (logits(6, 3), logits(5, 3), labels, None, None,
+                                            torch.rand(6, dtype=torch.float64), -100, 0.0, 0.0, 2.0,
+                                            3.0, "none", False, True, True)),
     ]
 
 
@@ -58,7 +73,11 @@ def inplace_samples():
     bits = torch.rand(6, 5, dtype=torch.float64).round()
     return [
         (torch.ops.cyce.softmax_ce_.default,
-         (torch.randn(6, 5, dtype=torch.float64), labels, None, None, -100, 0.1, 0.0, "mean")),
+         (torch.randn(6, 5, dtype=torch.float64), labels, None, None, -100, 0.1, 0.0, 1.0, 0.0,
+          "mean")),
+        (torch.ops.cyce.softmax_ce_.default,
+         (torch.randn(6, 5, dtype=torch.float64), labels, None, None, -100, 0.1, 0.0, 0.5, 5.0,
+          "sum")),
         (torch.ops.cyce.sigmoid_bce_.default,
          (torch.randn(6, 5, dtype=torch.float64), bits, None, None, "none")),
     ]
@@ -83,6 +102,12 @@ GRADCHECK_CASES = {
     "cross_entropy probabilities z_loss": lambda x: ct.cross_entropy(
         x, torch.softmax(torch.linspace(-1, 1, 30, dtype=torch.float64).reshape(6, 5), 1), z_loss=1e-2),
     "cross_entropy K-dim": lambda x: ct.cross_entropy(x.reshape(2, 5, 3), torch.tensor([[0, 1, 2], [3, 4, 0]])),
+    "cross_entropy temperature softcap": lambda x: ct.cross_entropy(
+        x, torch.tensor([0, 4, 2, -100, 1, 3]), reduction="none", label_smoothing=0.1,
+        temperature=0.5, logit_softcap=2.0),
+    "cross_entropy probabilities temperature": lambda x: ct.cross_entropy(
+        x, torch.softmax(torch.linspace(-1, 1, 30, dtype=torch.float64).reshape(6, 5), 1),
+        temperature=2.0),
     "cross_entropy inplace_backward": lambda x: ct.cross_entropy(
         x * 1, torch.tensor([0, 4, 2, 1, 1, 3]), reduction="none", inplace_backward=True),
     "bce_with_logits pos_weight": lambda x: ct.binary_cross_entropy_with_logits(
@@ -146,6 +171,37 @@ def test_compile_fullgraph_matches_eager(backend, dtype):
     code = recorder.graphs[0].code
     for op in ("cyce.softmax_ce", "cyce.sigmoid_bce", "cyce.binary_ce"):
         assert f"torch.ops.{op}" in code, code
+
+
+def mapped_head_loss(x, head, target):
+    """cyce's temperature and softcap through both softmax ops."""
+    loss = ct.linear_cross_entropy(x, head, target, temperature=2.0, logit_softcap=5.0,
+                                   label_smoothing=0.1)
+    per_row = ct.cross_entropy(x @ head.T, target, reduction="none", temperature=0.5,
+                               logit_softcap=3.0)
+    return loss + (per_row * torch.arange(per_row.shape[0], dtype=per_row.dtype)).mean()
+
+
+def test_compile_fullgraph_with_the_logit_map():
+    """torch.compile(fullgraph=True) with temperature and logit_softcap: no
+    graph break, eager's loss and gradients, the ops in the traced graph."""
+    from torch._dynamo.testing import EagerAndRecordGraphs
+
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(8, 4, generator=generator).requires_grad_()
+    head = torch.randn(6, 4, generator=generator).requires_grad_()
+    target = torch.tensor([0, 1, 2, 3, 4, 5, -100, 1])
+    recorder = EagerAndRecordGraphs()
+    torch.compile(mapped_head_loss, fullgraph=True, backend=recorder)(x, head, target)
+    code = recorder.graphs[0].code
+    assert "torch.ops.cyce.linear_cross_entropy" in code and "torch.ops.cyce.softmax_ce" in code, code
+    compiled = torch.compile(mapped_head_loss, fullgraph=True, backend="aot_eager")
+    loss = compiled(x, head, target)
+    grads = torch.autograd.grad(loss, (x, head))
+    expected = mapped_head_loss(x, head, target)
+    torch.testing.assert_close(loss, expected)
+    for got, want in zip(grads, torch.autograd.grad(expected, (x, head))):
+        torch.testing.assert_close(got, want)
 
 
 def test_compile_inplace_backward_takes_the_functional_op():
