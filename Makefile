@@ -70,7 +70,10 @@ wheel-test: wheel
 # checked against it (bench/targets.py: PASS/MISS lines, exit 1 on a MISS).
 # `make bench-linear`: the fused linear + cross-entropy report (4096 x 1024 x 32000
 # and x 128256, 2 threads; about 13 min on the 2-vCPU VM) and its targets.
-.PHONY: bench-suite bench-compare bench-baseline bench-targets bench-linear
+# `make bench-options`: softmax_stats, smoothing, probability targets, softcap and
+# temperature against the plain calls (4096 x 32000 float32, 1 thread; about
+# 2 min) and their targets.
+.PHONY: bench-suite bench-compare bench-baseline bench-targets bench-linear bench-options
 
 bench-suite: install
 	$(PY) -m pytest bench --benchmark-columns=min,median,max,rounds
@@ -86,6 +89,11 @@ bench-linear: install
 	mkdir -p build
 	$(PY) -m bench.linear_report --json build/linear-report.json
 	$(PY) -m bench.targets build/linear-report.json
+
+bench-options: install
+	mkdir -p build
+	$(PY) -m cyce bench --options --json build/bench-options.json
+	$(PY) -m bench.targets build/bench-options.json
 
 bench-targets: install
 	mkdir -p build

@@ -14,10 +14,14 @@ times bfloat16 and float16 right after float32 at each shape).
 import json
 import sys
 
-from cyce._bench import BASELINE, PEERS, half_speedups, numpy_dtype
+from cyce._bench import BASELINE, PEERS, half_speedups, numpy_dtype, option_ratios
 
 # cyce in place on one thread at a large shape: float32 median / half median
 HALF_SPEEDUP = {"bfloat16": 1.6, "float16": 1.5}
+# `python -m cyce bench --options`: each option's median at most this times
+# its plain call's (cyce._bench.OPTION_BASES), 4096x32000 float32, one thread
+OPTION_TARGET_SHAPE = "4096x32000"
+OPTION_LIMITS = {"cyce stats": 1.25, "cyce smoothing": 1.15, "cyce soft": 1.3, "cyce softcap": 1.5}
 
 
 def target_checks(rows, overhead_us=None):
@@ -92,6 +96,10 @@ def target_checks(rows, overhead_us=None):
                   f"(the gradient: {logits_mib:.1f} MiB)")
     if overhead_us is not None:
         check(overhead_us < 10, f"8x4 float32 in place: {overhead_us:.2f} us per call (< 10)")
+    for shape, dtype, threads, contestant, plain, ratio in option_ratios(rows):
+        limit = OPTION_LIMITS.get(contestant)
+        if limit and shape == OPTION_TARGET_SHAPE and dtype == "float32" and threads == 1:
+            check(ratio <= limit, f"{shape} float32 1T: {contestant} / {plain} = {ratio:.2f} (<= {limit})")
     return lines
 
 

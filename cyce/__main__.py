@@ -1,13 +1,15 @@
 """Command line of cyce.
 
     python -m cyce info
-    python -m cyce bench [--quick] [--shapes 4096x32000,512x256000] [--threads 1,2]
+    python -m cyce bench [--quick] [--options] [--shapes 4096x32000,512x256000] [--threads 1,2]
                          [--dtype float32,bfloat16,float16,float64] [--json FILE] [--plot FILE.png]
 
 ``info`` prints cyce.show_config(); ``bench`` times softmax cross-entropy
 (loss + gradient) for cyce, NumPy and, when installed, PyTorch and JAX (see
-cyce/_bench.py).  Options given explicitly override the --quick / full
-defaults.
+cyce/_bench.py); with ``--options``, softmax_stats, label smoothing,
+probability targets, the softcap and the temperature beside the plain calls
+(4096x32000 float32 on one thread; --quick: 2048x32000).  Options given
+explicitly override the --quick / full defaults.
 """
 
 import argparse
@@ -65,6 +67,11 @@ def build_parser():
         help="small run: shapes 65536x10,16384x1000,2048x32000, float32 and bfloat16, threads 1,2, 3 repeats",
     )
     bench.add_argument(
+        "--options", action="store_true",
+        help="time softmax_stats and softmax_ce's options (smoothing, probability targets, softcap, "
+        "temperature) against the plain calls instead, at 4096x32000 float32, 1 thread",
+    )
+    bench.add_argument(
         "--shapes", type=parse_shapes,
         help="comma-separated ROWSxCLASSES (default 65536x10,16384x1000,4096x32000,512x256000)",
     )
@@ -80,9 +87,12 @@ def build_parser():
 
 def bench_settings(args):
     """The quick or full defaults, with any explicitly given option applied."""
-    from ._bench import FULL, QUICK
+    from ._bench import FULL, OPTIONS_FULL, OPTIONS_QUICK, QUICK
 
-    settings = dict(QUICK if args.quick else FULL)
+    if args.options:
+        settings = dict(OPTIONS_QUICK if args.quick else OPTIONS_FULL)
+    else:
+        settings = dict(QUICK if args.quick else FULL)
     if args.shapes:
         settings["shapes"] = args.shapes
     if args.threads:

@@ -19,6 +19,24 @@ and stores the gradient in the input's dtype:
                     optax are installed (on the bfloat16 / float16 array as given);
 - ``jax loss``      jit of that loss alone (the peer of ``cyce loss``).
 
+``python -m cyce bench --options`` times the options instead (`OPTIONS`):
+
+- ``cyce stats``        cyce.softmax_stats(x, y): lse, logprob, entropy and
+                        argmax per row (read-only, like ``cyce loss``);
+- ``torch stats``       the same four with torch ops (logsumexp, log_softmax
+                        and gather, the entropy from the log-probabilities,
+                        argmax), if torch is installed;
+- ``cyce smoothing``    cyce.softmax_ce(x, y, label_smoothing=0.1, inplace=True);
+- ``cyce soft``         in place against probability targets (each row a
+                        random distribution, float32; made before timing);
+- ``cyce softcap``      in place with logit_softcap=30 (Gemma 2's);
+- ``cyce temperature``  in place at temperature=0.7;
+- ``torch softcap``     F.cross_entropy(30 tanh(x / 30)) forward + backward;
+
+beside ``cyce loss`` and ``cyce inplace``, the plain calls they are
+compared with (bench/targets.py's option targets).  The losses of these
+rows are not cross-checked against cyce inplace's: each computes another one.
+
 The floor: per element, the larger of two limits measured on one thread in
 a fresh process for each dtype: the softmax kernels' vectorised exp (of
 x - max <= 0) over a cache-resident buffer (one exp, one load, one store per
@@ -60,7 +78,12 @@ import numpy as np
 
 BASELINE = "cyce inplace"
 CONTESTANTS = ("cyce inplace", "cyce grad", "cyce loss", "numpy", "torch", "jax", "jax loss")
-LOSS_ONLY = ("cyce loss", "jax loss")  # contestants that only read the logits
+# --options: the statistics, options and logit maps, beside the plain calls
+OPTIONS = ("cyce inplace", "cyce loss", "cyce stats", "torch stats", "cyce smoothing", "cyce soft",
+           "cyce softcap", "cyce temperature", "torch softcap")
+OPTION_SOFTCAP, OPTION_TEMPERATURE, OPTION_SMOOTHING = 30.0, 0.7, 0.1
+# contestants that only read the logits
+LOSS_ONLY = ("cyce loss", "jax loss", "cyce stats", "torch stats")
 PEERS = ("numpy", "torch", "jax")      # loss + gradient, like cyce inplace / grad
 HALF_DTYPES = ("bfloat16", "float16")  # stored in 2 bytes, computed in float32
 DTYPES = ("float32", "bfloat16", "float16", "float64")  # the report's order: the halves next to float32
@@ -69,6 +92,12 @@ DTYPES = ("float32", "bfloat16", "float16", "float64")  # the report's order: th
 # would round every step too; one in float32 would time conversions, not a
 # peer.  So the reference does not run at the half dtypes.
 SKIPPED_AT_HALF = {"numpy": "NumPy has no bfloat16 arithmetic; float16 is left out alike"}
+
+# the option contestants' defaults: the issue's shape, one thread
+OPTIONS_QUICK = {"shapes": [(2048, 32000)], "dtypes": ["float32"], "threads": [1], "repeats": 3,
+                 "contestants": OPTIONS}
+OPTIONS_FULL = {"shapes": [(4096, 32000)], "dtypes": ["float32"], "threads": [1], "repeats": 7,
+                "contestants": OPTIONS}
 
 QUICK = {
     "shapes": [(65536, 10), (16384, 1000), (2048, 32000)],
@@ -180,7 +209,7 @@ def peak_rss_bytes():
 def load_library(contestant, threads, dtype):
     """Import what the contestant needs and set its thread count, before the
     inputs exist (so that the libraries' own memory is not counted as growth)."""
-    if contestant == "torch":
+    if contestant.startswith("torch"):
         import torch
 
         torch.set_num_threads(threads)
@@ -311,7 +340,90 @@ def setup_jax_loss(x, labels, threads):
     return None, run
 
 
+def setup_cyce_inplace_with(**options):
+    """setup_cyce_inplace, with softmax_ce's keyword options."""
+    def setup(x, labels, threads):
+        import cyce
+
+        saved = x.copy()
+
+        def prepare():
+            np.copyto(x, saved)
+
+        def run():
+            return cyce.softmax_ce(x, labels, inplace=True, num_threads=threads, **options)
+
+        return prepare, run
+
+    return setup
+
+
+def setup_cyce_soft(x, labels, threads):
+    """cyce in place against probability targets: each row a random
+    distribution (float32, normalised), made once before timing."""
+    rng = np.random.default_rng(SEED + 1)
+    targets = rng.random(x.shape, dtype=np.float32)
+    targets /= targets.sum(axis=1, keepdims=True)
+    return setup_cyce_inplace_with()(x, targets, threads)
+
+
+def setup_cyce_stats(x, labels, threads):
+    """cyce.softmax_stats with labels: the four per-row statistics."""
+    import cyce
+
+    def run():
+        stats = cyce.softmax_stats(x, labels, num_threads=threads)
+        return float(np.mean(stats.logprob)), stats
+
+    return None, run
+
+
+def setup_torch_stats(x, labels, threads):
+    """The four statistics with torch ops, as a torch user computes them."""
+    import torch
+
+    logits, target = torch_tensor(x), torch.from_numpy(labels)[:, None]
+
+    def run():
+        with torch.no_grad():
+            lse = torch.logsumexp(logits, dim=-1)
+            logp = torch.log_softmax(logits, dim=-1)
+            logprob = logp.gather(-1, target)[:, 0]
+            entropy = -(logp.exp() * logp).sum(dim=-1)
+            argmax = logits.argmax(dim=-1)
+        return float(logprob.float().mean()), (lse, entropy, argmax)
+
+    return None, run
+
+
+def setup_torch_softcap(x, labels, threads):
+    """F.cross_entropy of softcapped logits, forward + backward (setup_torch's leaf)."""
+    import torch
+    import torch.nn.functional as F
+
+    target = torch.from_numpy(labels)
+    state = {}
+
+    def prepare():
+        state["leaf"] = torch_tensor(x).requires_grad_()
+
+    def run():
+        leaf = state.pop("leaf")
+        loss = F.cross_entropy(OPTION_SOFTCAP * torch.tanh(leaf / OPTION_SOFTCAP), target)
+        loss.backward()
+        return loss.item(), leaf.grad
+
+    return prepare, run
+
+
 SETUPS = {
+    "cyce stats": setup_cyce_stats,
+    "torch stats": setup_torch_stats,
+    "cyce smoothing": setup_cyce_inplace_with(label_smoothing=OPTION_SMOOTHING),
+    "cyce soft": setup_cyce_soft,
+    "cyce softcap": setup_cyce_inplace_with(logit_softcap=OPTION_SOFTCAP),
+    "cyce temperature": setup_cyce_inplace_with(temperature=OPTION_TEMPERATURE),
+    "torch softcap": setup_torch_softcap,
     "cyce inplace": setup_cyce_inplace,
     "cyce grad": setup_cyce_grad,
     "cyce loss": setup_cyce_loss,
@@ -429,7 +541,8 @@ def worker_main(spec_json):
 
 def missing_requirement(contestant):
     """Why a contestant cannot run here (a module not installed), or None."""
-    needs = {"torch": ["torch"], "jax": ["jax", "optax"], "jax loss": ["jax", "optax"]}.get(contestant, [])
+    needs = {"torch": ["torch"], "torch stats": ["torch"], "torch softcap": ["torch"],
+             "jax": ["jax", "optax"], "jax loss": ["jax", "optax"]}.get(contestant, [])
     missing = [name for name in needs if importlib.util.find_spec(name) is None]
     if missing:
         return f"{' and '.join(missing)} not installed"
@@ -529,7 +642,7 @@ def make_row(spec, result, baseline_median_ms, floors=None):
 
 
 COLUMNS = (
-    ("shape", 13), ("dtype", 8), ("thr", 3), ("contestant", 12), ("median ms", 10),
+    ("shape", 13), ("dtype", 8), ("thr", 3), ("contestant", 16), ("median ms", 10),
     ("min ms", 10), ("ratio", 6), ("GB/s", 6), ("ns/elem", 7), ("x floor", 7), ("mem MiB", 8),
 )
 
@@ -636,8 +749,34 @@ def print_footer(rows):
         print("half precision against float32, cyce in place at the same shape and threads (float32 median / half median):")
         for shape, dtype, threads, speedup in speedups:
             print(f"  {shape:13}  {threads}T  {format_speedup(dtype, speedup)}")
+    ratios = option_ratios(rows)
+    if ratios:
+        print()
+        print("the options against the plain calls at the same shape, dtype and threads (median / median):")
+        for shape, dtype, threads, contestant, plain, ratio in ratios:
+            print(f"  {shape:13}  {dtype:8}  {threads}T  {contestant} / {plain}: {ratio:.2f}")
     for line in loss_disagreements(rows):
         print("WARNING: " + line)
+
+
+# what each option contestant is compared with: the plain call doing the same passes
+OPTION_BASES = {"cyce stats": "cyce loss", "torch stats": "cyce loss", "cyce smoothing": BASELINE,
+                "cyce soft": BASELINE, "cyce softcap": BASELINE, "cyce temperature": BASELINE,
+                "torch softcap": BASELINE}
+
+
+def option_ratios(rows):
+    """(shape, dtype, threads, contestant, plain contestant, median / plain
+    median) of each option row whose plain call ran beside it."""
+    medians = {(row["shape"], row["dtype"], row["threads"], row["contestant"]): row["median_ms"]
+               for row in rows if "error" not in row}
+    ratios = []
+    for (shape, dtype, threads, contestant), median in medians.items():
+        plain = OPTION_BASES.get(contestant)
+        plain_ms = medians.get((shape, dtype, threads, plain))
+        if plain_ms:
+            ratios.append((shape, dtype, threads, contestant, plain, median / plain_ms))
+    return ratios
 
 
 def half_speedups(rows):
@@ -671,7 +810,7 @@ def loss_disagreements(rows):
     problems = []
     for row in rows:
         reference = baseline.get((row["shape"], row["dtype"], row["threads"]))
-        if reference is None or "loss" not in row:
+        if reference is None or "loss" not in row or row["contestant"] not in CONTESTANTS:
             continue
         if not np.isclose(row["loss"], reference, rtol=LOSS_RTOL[row["dtype"]], atol=0.0):
             problems.append(
@@ -706,7 +845,7 @@ def run_benchmark(settings, json_path=None, plot_path=None):
     `json_path` and a bar chart to `plot_path` if given.  Returns the rows."""
     skipped = {}
     contestants = []
-    for contestant in CONTESTANTS:
+    for contestant in settings.get("contestants", CONTESTANTS):
         reason = missing_requirement(contestant)
         if reason:
             skipped[contestant] = reason

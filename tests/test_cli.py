@@ -35,3 +35,19 @@ def test_bench_prints_ratios_and_writes_json(tmp_path):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     else:
         assert "no plot" in out
+
+
+def test_bench_options_compares_each_option_with_its_plain_call(tmp_path):
+    path = tmp_path / "options.json"
+    out = run("bench", "--options", "--shapes", "64x100", "--json", str(path))
+    assert "the options against the plain calls" in out
+    assert "cyce stats / cyce loss" in out and "cyce softcap / cyce inplace" in out
+    report = json.loads(path.read_text())
+    by_name = {row["contestant"]: row for row in report["rows"]}
+    for name in ("cyce inplace", "cyce loss", "cyce stats", "cyce smoothing", "cyce soft",
+                 "cyce softcap", "cyce temperature"):
+        assert by_name[name]["median_ms"] > 0, name
+    # each computed its own loss, not the plain one
+    for name in ("cyce smoothing", "cyce softcap", "cyce temperature", "cyce soft"):
+        assert by_name[name]["loss"] != by_name["cyce inplace"]["loss"], name
+    assert not any("WARNING" in line for line in out.splitlines())
