@@ -18,7 +18,7 @@ QUICK_SHAPES = SHAPES[:2]   # with float32: the `quick` marker
 LARGE_SHAPES = SHAPES[2:]   # 131 M elements, 0.5 / 1 GiB of logits: the `large` marker
 DTYPES = ("float32", "float64")   # every contestant; HALF_DTYPES: the suite's half_contestants
 THREADS = (1, 2)
-PEERS = ("numpy", "torch", "jax", "jax_loss")
+PEERS = ("numpy", "torch", "jax", "jax_loss", "torch_stats", "torch_softcap")
 # --cyce-shapes=smoke keeps each shape's class count and divides its rows by
 # this, so that CI runs every code path in milliseconds.
 SMOKE_ROW_DIVISOR = 256

@@ -391,7 +391,7 @@ def setup_torch_stats(x, labels, threads):
             logprob = logp.gather(-1, target)[:, 0]
             entropy = -(logp.exp() * logp).sum(dim=-1)
             argmax = logits.argmax(dim=-1)
-        return float(logprob.float().mean()), (lse, entropy, argmax)
+        return float(logprob.double().mean()), (lse, entropy, argmax)
 
     return None, run
 
