@@ -80,9 +80,10 @@ cdef extern from "cyce_kernels.h" nogil:
         void *entropy
         int64_t *argmax
     ctypedef struct cyce_mapped_kernels:
-        size_t scratch_itemsize
+        size_t (*scratch_bytes)(int64_t n_classes) noexcept nogil
         void (*softmax_stats)(const cyce_rows *rows, const cyce_ce_opts *opts,
-                              const cyce_stats_out *out, int64_t first, int64_t stop) noexcept nogil
+                              const cyce_stats_out *out, void *scratch, int64_t first,
+                              int64_t stop) noexcept nogil
         double (*softmax_ce_hard)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
                                   int64_t first, int64_t stop) noexcept nogil
         void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
@@ -331,15 +332,15 @@ ctypedef struct Scratch:
     Py_ssize_t stride   # bytes from one thread's row to the next
 
 
-cdef Scratch new_scratch(size_t itemsize, int64_t n_classes, int n_threads) except *:
-    """Two rows of n_classes items of itemsize bytes per thread (none for
-    itemsize 0): the exps of the kernels whose output cannot hold them (a
-    half-precision one, cyce_dtype_kernels), or a mapped row and its slope
-    (cyce_mapped_kernels)."""
+cdef Scratch new_scratch(size_t nbytes, int n_threads) except *:
+    """nbytes of scratch per thread, each thread's on cache lines of its own
+    (none for 0): the two rows of exps of the kernels whose output cannot hold
+    them (a half-precision one, cyce_dtype_kernels), or what the kernels of
+    mapped logits ask for (cyce_mapped_kernels)."""
     cdef Scratch sc = Scratch(NULL, NULL, 0)
-    if itemsize == 0:
+    if nbytes == 0:
         return sc
-    sc.stride = (2 * <Py_ssize_t>(n_classes * itemsize) + 63) // 64 * 64
+    sc.stride = (<Py_ssize_t>nbytes + 63) // 64 * 64
     sc.block = malloc(sc.stride * max(n_threads, 1) + 64)
     if sc.block == NULL:
         raise MemoryError()
@@ -403,7 +404,7 @@ cdef void run_tasks(const Call *c, Schedule s, Scratch sc, double *task_sums) no
         elif c.kernel == CATEGORICAL_CE:
             c.k.categorical_ce(c.rows, c.opts, c.eps, first, stop)
         elif c.kernel == STATS:
-            c.mk.softmax_stats(c.rows, c.opts, c.stats, first, stop)
+            c.mk.softmax_stats(c.rows, c.opts, c.stats, scratch, first, stop)
         elif c.kernel == CE_HARD_MAPPED:
             task_sums[t] = c.mk.softmax_ce_hard(c.rows, c.opts, scratch, first, stop)
         else:
@@ -416,12 +417,12 @@ cdef double run(Call *c, Schedule s, bint scratch_wanted, bint summed) except? -
     prange: the same bits for any thread count) when summed, else 0."""
     cdef double *task_sums = NULL
     cdef double total = 0.0
-    cdef size_t itemsize = 0
-    if c.mk != NULL and c.kernel != STATS:
-        itemsize = c.mk.scratch_itemsize   # the mapped row, whether or not a gradient is wanted
+    cdef size_t nbytes = 0
+    if c.mk != NULL:
+        nbytes = c.mk.scratch_bytes(c.rows.n_classes)   # whether or not a gradient is wanted
     elif scratch_wanted:
-        itemsize = c.k.exps_itemsize
-    cdef Scratch sc = new_scratch(itemsize, c.rows.n_classes if c.rows != NULL else 0, s.threads)
+        nbytes = 2 * c.rows.n_classes * c.k.exps_itemsize
+    cdef Scratch sc = new_scratch(nbytes, s.threads)
     if summed:
         task_sums = <double *>malloc(max(s.n_tasks, 1) * sizeof(double))
         if task_sums == NULL:

@@ -134,7 +134,7 @@ def _linear_softmax_ce(hidden, linear_weight, labels, *, linear_bias, weight, sa
     reduction = check.option_in("reduction", reduction, check.REDUCTIONS)
     smoothing = check.real_in("label_smoothing", label_smoothing, 0.0, 1.0)
     z_loss = check.real_in("z_loss", z_loss, 0.0)
-    temperature, softcap = check.logit_map(temperature, logit_softcap)
+    temperature, softcap = check.logit_map(temperature, logit_softcap, h.dtype)
     return_grad = check.flag("return_grad", return_grad)
     n_threads = check.num_threads(num_threads)
     ignore_index = check.integer("ignore_index", ignore_index)

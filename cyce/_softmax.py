@@ -159,7 +159,7 @@ def softmax_ce(
     reduction = check.option_in("reduction", reduction, check.REDUCTIONS)
     smoothing = check.real_in("label_smoothing", label_smoothing, 0.0, 1.0)
     z_loss = check.real_in("z_loss", z_loss, 0.0)
-    temperature, softcap = check.logit_map(temperature, logit_softcap)
+    temperature, softcap = check.logit_map(temperature, logit_softcap, x.dtype)
     call = _RowLoss("logits", x, logits, labels, weight, sample_weight, ignore_index,
                     return_grad, inplace, grad_out, num_threads)
 
@@ -218,7 +218,7 @@ def softmax_stats(logits, labels=None, *, temperature=1.0, logit_softcap=None, n
     ``-inf`` row ``lse = -inf``, NaN entropy and logprob, argmax 0.
     """
     x = check.float_array("logits", logits)
-    temperature, softcap = check.logit_map(temperature, logit_softcap)
+    temperature, softcap = check.logit_map(temperature, logit_softcap, x.dtype)
     n_threads = check.num_threads(num_threads)
     batch_shape = x.shape[:-1]
     y = None

@@ -107,10 +107,21 @@ def positive_real(name, value):
     return v
 
 
-def logit_map(temperature, logit_softcap):
-    """The kernels' (temperature, softcap): 1.0 and 0.0 when not given."""
+def logit_map(temperature, logit_softcap, dtype=None):
+    """The kernels' (temperature, softcap): 1.0 and 0.0 when not given.  For
+    logits of dtype, 1/T, c and 1/c must be finite in the dtype the kernels
+    compute in (float32 for float32 and the half types), which holds them."""
     temperature = positive_real("temperature", temperature)
     softcap = 0.0 if logit_softcap is None else positive_real("logit_softcap", logit_softcap)
+    if dtype is not None:
+        real = compute_dtype(dtype)
+        largest = float(np.finfo(real).max)
+        if 1.0 / temperature > largest:
+            raise ValueError(f"temperature={temperature!r} is too small for {np.dtype(dtype)} "
+                             f"logits: 1 / temperature overflows {np.dtype(real)}")
+        if softcap and not 1.0 / largest <= softcap <= largest:
+            raise ValueError(f"logit_softcap={softcap!r} is out of range for {np.dtype(dtype)} "
+                             f"logits: it and 1 / logit_softcap must be finite in {np.dtype(real)}")
     return temperature, softcap
 
 

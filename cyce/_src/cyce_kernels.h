@@ -116,12 +116,11 @@ typedef struct {
 
 /* The kernels of cyce_stats.c for one pair of dtypes: softmax_stats, and
  * softmax cross entropy of mapped logits (a temperature or a softcap), whose
- * tasks take scratch rows of 2 * n_classes * scratch_itemsize bytes (the
- * mapped row and its slope). */
+ * tasks take a scratch of scratch_bytes(n_classes) bytes per thread. */
 typedef struct {
-    size_t scratch_itemsize;
+    size_t (*scratch_bytes)(int64_t n_classes);
     void (*softmax_stats)(const cyce_rows *rows, const cyce_ce_opts *opts,
-                          const cyce_stats_out *out, int64_t first, int64_t stop);
+                          const cyce_stats_out *out, void *scratch, int64_t first, int64_t stop);
     double (*softmax_ce_hard)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
                               int64_t first, int64_t stop);
     void (*softmax_ce_soft)(const cyce_rows *rows, const cyce_ce_opts *opts, void *scratch,
