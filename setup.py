@@ -121,9 +121,10 @@ def want_simd(flags):
 # (source, flags of its own).  The scratch kernels (bfloat16, float16, the
 # streamed float32 gradient) at -O2: -O3's loop versioning and peeling of
 # their conversions made them 1.1 MB of the module, past the wheel's 1 MiB
-# (docs/performance.md#half-precision).
+# (docs/performance.md#half-precision).  The kernels of mapped logits at -O2
+# without vectorised epilogues, for the same budget (docs/performance.md#mapped-logits).
 KERNEL_SOURCES = [("cyce/_src/cyce_kernels.c", []), ("cyce/_src/cyce_kernels_half.c", ["-O2"]),
-                  ("cyce/_src/cyce_stats.c", ["-O2"])]
+                  ("cyce/_src/cyce_stats.c", ["-O2", "--param", "vect-epilogues-nomask=0"])]
 HEADERS = sorted(os.path.join("cyce/_src", name) for name in os.listdir("cyce/_src")
                  if name.endswith(".h"))
 

@@ -18,11 +18,6 @@
 /* softmax_stats' block: mapped into a buffer that stays in L1 */
 #define CYCE_STATS_BLOCK 2048
 
-/* What a block pass sums besides its exps: for softmax_stats, s1 = sum e d
- * (d = (z - bm) / T <= 0; a masked class adds 0, not 0 * -inf); for label
- * smoothing, u = sum d (cyce_stats_template.h's block_pass). */
-enum { CYCE_SUM_NONE = 0, CYCE_SUM_ENTROPY = 1, CYCE_SUM_SHIFTED = 2 };
-
 #define CYCE_TABLE_NAME(suffix) CYCE_CAT3(cyce_mapped_kernels, suffix, CYCE_ISA)
 #define CYCE_TEMPLATE "cyce_stats_template.h"
 

@@ -16,21 +16,42 @@
 #define CYCE_CAT(a, b) CYCE_CAT_(a, b)
 #define CYCE_FN(name) CYCE_CAT(name, CYCE_SUFFIX)
 #define CYCE_REAL_FN(name) CYCE_CAT(name, CYCE_REAL_SUFFIX)
+/* What reads the logits (the maps, the block passes, the sums of a row) is
+ * defined for float and double rows alone, named by CYCE_SFN: a half type's
+ * tasks convert each row to float in the scratch and run float's (a copy
+ * of those loops per half type would take the wheel past 1 MiB); each pair
+ * has its own gradient stores. */
+#if CYCE_NATIVE
+#define CYCE_SFN(name) CYCE_FN(name)
+#define CYCE_DEFINE_SUMS 1
+#define CYCE_SCRATCH_ROWS 2
+#define CYCE_ROW_OF(x, row, n) (x)
+#else
+#define CYCE_SFN(name) CYCE_REAL_FN(name)
+#define CYCE_DEFINE_SUMS 0
+#define CYCE_SCRATCH_ROWS 3
+#define CYCE_ROW_OF(x, row, n) CYCE_FN(row_as_real)(x, row, n)
+#endif
+
+/* t' of class c, and times its class weight (a loop per case of the class
+ * weights: a load under a test does not vectorise) */
+#define CYCE_SOFT_WEIGHT(c) (keep * (CYCE_REAL)CYCE_TARGET(target, target_f64, c) + uniform)
+#define CYCE_SOFT_WEIGHTED(c) (CYCE_SOFT_WEIGHT(c) * (CYCE_REAL)class_weight[c])
+
+#if CYCE_DEFINE_SUMS
 
 /* The constants of a call's map, in the row's arithmetic. */
 typedef struct {
     int softcap;                  /* a softcap is applied */
-    int scaled;                   /* a temperature other than 1 */
     CYCE_REAL cap, inv_cap;       /* c and 1 / c */
     CYCE_REAL inv_temperature;    /* 1 / T, the scale of z - max */
     double inv_temperature_f64;   /* 1 / T for the row's max, in double */
-} CYCE_FN(cyce_logit_map);
+} CYCE_SFN(cyce_logit_map);
 
-static inline CYCE_FN(cyce_logit_map) CYCE_FN(logit_map_of)(const cyce_ce_opts *opts)
+static inline CYCE_SFN(cyce_logit_map) CYCE_SFN(logit_map_of)(const cyce_ce_opts *opts)
 {
-    CYCE_FN(cyce_logit_map) map;
+    CYCE_SFN(cyce_logit_map) map;
     map.softcap = opts->logit_softcap != 0.0;
-    map.scaled = opts->temperature != 1.0;
     map.cap = (CYCE_REAL)opts->logit_softcap;
     map.inv_cap = map.softcap ? (CYCE_REAL)(1.0 / opts->logit_softcap) : 0;
     map.inv_temperature = (CYCE_REAL)(1.0 / opts->temperature);
@@ -40,7 +61,7 @@ static inline CYCE_FN(cyce_logit_map) CYCE_FN(logit_map_of)(const cyce_ce_opts *
 
 /* z = the softcap of v (v itself where softcap is 0, a constant where this
  * is inlined), its slope sech(v / c)**2 into *slope. */
-static inline __attribute__((always_inline)) CYCE_REAL CYCE_FN(softcapped)(
+static inline __attribute__((always_inline)) CYCE_REAL CYCE_SFN(softcapped)(
     CYCE_REAL v, int softcap, CYCE_REAL cap, CYCE_REAL inv_cap, CYCE_REAL *slope)
 {
     if (!softcap) {
@@ -57,7 +78,7 @@ static inline __attribute__((always_inline)) CYCE_REAL CYCE_FN(softcapped)(
  * not keep in flight (as in the kernels of cyce_rows.h,
  * docs/performance.md#prefetch-distance).  Past the array's end they do not
  * fault. */
-static inline __attribute__((always_inline)) void CYCE_FN(prefetch_ahead)(const CYCE_STORE *x,
+static inline __attribute__((always_inline)) void CYCE_SFN(prefetch_ahead)(const CYCE_STORE *x,
                                                                          int64_t start,
                                                                          int64_t stop)
 {
@@ -73,7 +94,7 @@ static inline __attribute__((always_inline)) void CYCE_FN(prefetch_ahead)(const 
 /* The block length of a row of n classes: CYCE_STATS_BLOCK, or longer
  * (whole CYCE_BLOCKs) where the row would have more than
  * CYCE_ONLINE_MAX_BLOCKS of them. */
-static inline int64_t CYCE_FN(mapped_block)(int64_t n)
+static inline int64_t CYCE_SFN(mapped_block)(int64_t n)
 {
     int64_t block = CYCE_STATS_BLOCK;
     if (n > block * CYCE_ONLINE_MAX_BLOCKS) {
@@ -93,71 +114,105 @@ static inline int64_t CYCE_FN(mapped_block)(int64_t n)
  * itself, read again from cache; with one, z goes to one of two buffers of
  * a block each (in L1), and its slopes to a row of the caller's. */
 
-/* The block's exps (into exps unless NULL) and sums, and the next block's
- * map and max: cur_x (without a softcap) or cur_z (with one) holds the
- * block's len logits, x_next the next block's next_len <= len, mapped into
- * nxt and next_slope (with a softcap and with_slope) and its raw max into
- * *next_raw.  The sums run CYCE_BLOCK terms at a time in CYCE_REAL, then in
- * double.  softcap, scaled, with_slope and what are constants where this is
- * inlined. */
-static inline __attribute__((always_inline)) void CYCE_FN(block_pass)(
+/* What a block pass returns: the next block's max (of z) and raw max, and
+ * this block's sums in double: rest and count (as cyce_row_exp_sum_m1's),
+ * s1 = sum e d for the entropy (d = (z - bm) / T <= 0; a masked class adds
+ * 0, not 0 * -inf), u = sum d for label smoothing. */
+typedef struct {
+    CYCE_REAL next_max, next_raw;
+    double rest, count, s1, u;
+} CYCE_SFN(cyce_block_sums);
+
+/* The block's exps into exps and its sums, and the next block's map and
+ * max: cur_x (without a softcap) or cur_z (with one) holds the block's len
+ * logits, x_next the next block's next_len <= len, mapped into nxt and its
+ * slopes into next_slope (with a softcap).  The sums run CYCE_BLOCK terms at
+ * a time in CYCE_REAL, then in double.  softcap is a constant where this is
+ * inlined: into block_pass_capped and block_pass_plain alone, which
+ * softmax_stats and the cross entropy share (one copy of the loops each). */
+static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass)(
     const CYCE_STORE *cur_x, const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len,
     CYCE_REAL bm, const CYCE_STORE *x_next, CYCE_REAL *nxt, CYCE_REAL *next_slope,
-    int64_t next_len, CYCE_FN(cyce_logit_map) map, int softcap, int scaled, int with_slope,
-    int what, CYCE_REAL *next_max, CYCE_REAL *next_raw, double *rest, double *count,
-    double *sum)
+    int64_t next_len, const CYCE_SFN(cyce_logit_map) *map, int softcap)
 {
     const CYCE_REAL shift = bm == -INFINITY ? 0 : bm;
     const CYCE_REAL top = isfinite(bm) ? bm : (CYCE_REAL)NAN;
     const CYCE_REAL lowest = sizeof(CYCE_REAL) == 4 ? -FLT_MAX : -DBL_MAX;
-    const CYCE_REAL inv_t = map.inv_temperature;
+    const CYCE_REAL inv_t = map->inv_temperature, cap = map->cap, inv_cap = map->inv_cap;
     CYCE_REAL m = -INFINITY, xm = -INFINITY, sl;
-    double r = 0.0, n_top = 0.0, total = 0.0;
+    CYCE_SFN(cyce_block_sums) sums = {0, 0, 0.0, 0.0, 0.0, 0.0};
     for (int64_t start = 0; start < len; start += CYCE_BLOCK) {
         int64_t stop = start + CYCE_BLOCK < len ? start + CYCE_BLOCK : len;
         int64_t fused = next_len < start ? start : (next_len < stop ? next_len : stop);
-        CYCE_REAL s = 0, c = 0, t = 0;
-        CYCE_FN(prefetch_ahead)(x_next, start, stop);
+        CYCE_REAL s = 0, c = 0, t = 0, u = 0;
+        CYCE_SFN(prefetch_ahead)(x_next, start, stop);
 #define CYCE_BLOCK_TERM(j)                                                         \
         CYCE_REAL zj = softcap ? cur_z[j] : CYCE_LOAD(cur_x[j]);                   \
-        CYCE_REAL d = scaled ? (zj - shift) * inv_t : zj - shift;                  \
+        CYCE_REAL d = (zj - shift) * inv_t;                                        \
         CYCE_REAL e = CYCE_EXP(d);                                                 \
         int is_top = zj == top;                                                    \
-        if (exps != NULL) {                                                        \
-            exps[j] = e;                                                           \
-        }                                                                          \
+        exps[j] = e;                                                               \
         s += is_top ? 0 : e;                                                       \
         c += is_top ? 1 : 0;                                                       \
-        t += what == CYCE_SUM_ENTROPY ? e * (d > lowest ? d : lowest)              \
-            : (what == CYCE_SUM_SHIFTED ? d : 0)
-#pragma omp simd reduction(+:s, c, t) reduction(max:m, xm)
+        t += e * (d > lowest ? d : lowest);                                        \
+        u += d
+#pragma omp simd reduction(+:s, c, t, u) reduction(max:m, xm)
         for (int64_t j = start; j < fused; j++) {
             CYCE_BLOCK_TERM(j);
             CYCE_REAL v = CYCE_LOAD(x_next[j]);
-            CYCE_REAL zn = CYCE_FN(softcapped)(v, softcap, map.cap, map.inv_cap, &sl);
+            CYCE_REAL zn = CYCE_SFN(softcapped)(v, softcap, cap, inv_cap, &sl);
             if (softcap) {
                 nxt[j] = zn;
-            }
-            if (softcap && with_slope) {
                 next_slope[j] = sl;
             }
             m = zn > m ? zn : m;
             xm = v > xm ? v : xm;
         }
-#pragma omp simd reduction(+:s, c, t)
+#pragma omp simd reduction(+:s, c, t, u)
         for (int64_t j = fused; j < stop; j++) {
             CYCE_BLOCK_TERM(j);
         }
 #undef CYCE_BLOCK_TERM
-        r += (double)s;
-        n_top += (double)c;
-        total += (double)t;
+        sums.rest += (double)s;
+        sums.count += (double)c;
+        sums.s1 += (double)t;
+        sums.u += (double)u;
     }
-    *next_max = m;
-    *next_raw = softcap ? xm : m;
-    *rest = r;
-    *count = n_top;
-    *sum = total;
+    sums.next_max = m;
+    sums.next_raw = softcap ? xm : m;
+    return sums;
+}
+
+static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_capped)(
+    const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len, CYCE_REAL bm,
+    const CYCE_STORE *x_next, CYCE_REAL *nxt, CYCE_REAL *next_slope, int64_t next_len,
+    const CYCE_SFN(cyce_logit_map) *map)
+{
+    return CYCE_SFN(block_pass)(NULL, cur_z, exps, len, bm, x_next, nxt, next_slope, next_len,
+                                map, 1);
+}
+
+static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_plain)(
+    const CYCE_STORE *cur_x, CYCE_REAL *exps, int64_t len, CYCE_REAL bm,
+    const CYCE_STORE *x_next, int64_t next_len, const CYCE_SFN(cyce_logit_map) *map)
+{
+    return CYCE_SFN(block_pass)(cur_x, NULL, exps, len, bm, x_next, NULL, NULL, next_len, map, 0);
+}
+
+/* One block pass, block k of a row at start: through the softcap's buffers
+ * (bufs, two blocks of `block`) or over x itself. */
+static inline CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_at)(
+    const CYCE_STORE *x, CYCE_REAL *bufs, CYCE_REAL *slope, CYCE_REAL *exps, int64_t k,
+    int64_t start, int64_t len, int64_t block, int64_t next_len, CYCE_REAL bm,
+    const CYCE_SFN(cyce_logit_map) *map)
+{
+    const int64_t next = start + len;
+    if (map->softcap) {
+        return CYCE_SFN(block_pass_capped)(bufs + (k % 2) * block, exps + start, len, bm, x + next,
+                                           bufs + ((k + 1) % 2) * block, slope + next, next_len,
+                                           map);
+    }
+    return CYCE_SFN(block_pass_plain)(x + start, exps + start, len, bm, x + next, next_len, map);
 }
 
 #ifdef CYCE_STATS_VEXP
@@ -167,9 +222,9 @@ static inline __attribute__((always_inline)) void CYCE_FN(block_pass)(
  * GCC's version of the loop spent about 1.5 times the vector instructions
  * (docs/performance.md#softmax-stats).  The lanes are reduced in a fixed
  * order each CYCE_BLOCK: the sums depend on the row alone. */
-static inline __attribute__((always_inline)) void CYCE_FN(block_pass_avx512)(
+static inline __attribute__((always_inline)) void CYCE_SFN(block_pass_avx512)(
     const CYCE_REAL *cur, int64_t len, CYCE_REAL bm, const CYCE_REAL *x_next, int64_t next_len,
-    int scaled, CYCE_REAL inv_t, CYCE_REAL *next_max, double *rest, double *count, double *s1)
+    CYCE_REAL inv_t, CYCE_REAL *next_max, double *rest, double *count, double *s1)
 {
     const CYCE_SV vshift = CYCE_SVOP(set1)(bm == -INFINITY ? 0 : bm);
     const CYCE_SV vtop = CYCE_SVOP(set1)(isfinite(bm) ? bm : (CYCE_REAL)NAN);
@@ -181,7 +236,7 @@ static inline __attribute__((always_inline)) void CYCE_FN(block_pass_avx512)(
 #define CYCE_BLOCK_VTERM(lanes, cv)                                            \
     do {                                                                       \
         CYCE_SV d = CYCE_SVOP(sub)(cv, vshift);                                \
-        d = scaled ? CYCE_SVOP(mul)(d, vscale) : d;                            \
+        d = CYCE_SVOP(mul)(d, vscale);   /* exactly d where T = 1 */           \
         CYCE_SV e = CYCE_STATS_VEXP(d);                                        \
         CYCE_SMASK other = CYCE_SVCMP(lanes, cv, vtop, _CMP_NEQ_UQ);           \
         vr = CYCE_SVOP(mask_add)(vr, other, vr, e);                            \
@@ -192,7 +247,7 @@ static inline __attribute__((always_inline)) void CYCE_FN(block_pass_avx512)(
         int64_t stop = start + CYCE_BLOCK < len ? start + CYCE_BLOCK : len;
         int64_t fused = next_len < start ? start : (next_len < stop ? next_len : stop);
         CYCE_SV vr = CYCE_SVOP(setzero)(), vo = CYCE_SVOP(setzero)(), vt = CYCE_SVOP(setzero)();
-        CYCE_FN(prefetch_ahead)(x_next, start, stop);
+        CYCE_SFN(prefetch_ahead)(x_next, start, stop);
         int64_t j = start;
         for (; j + CYCE_SLANES <= fused; j += CYCE_SLANES) {
             CYCE_SV cv = CYCE_SVOP(loadu)(cur + j);
@@ -226,71 +281,84 @@ static inline __attribute__((always_inline)) void CYCE_FN(block_pass_avx512)(
 
 /* A row's first block, alone (each later one is mapped during its
  * predecessor's exps): its max, the raw max into *raw_max, its z into buf
- * and its slopes into slope (with a softcap and with_slope). */
-static inline __attribute__((always_inline)) CYCE_REAL CYCE_FN(first_block)(
-    const CYCE_STORE *x, CYCE_REAL *buf, CYCE_REAL *slope, int64_t len,
-    CYCE_FN(cyce_logit_map) map, int softcap, int with_slope, CYCE_REAL *raw_max)
+ * and its slopes into slope (with a softcap: the loop of the softcap is
+ * compiled once, with the map of the others). */
+static CYCE_REAL CYCE_SFN(first_block)(const CYCE_STORE *x, CYCE_REAL *buf, CYCE_REAL *slope,
+                                       int64_t len, const CYCE_SFN(cyce_logit_map) *map,
+                                       CYCE_REAL *raw_max)
 {
     CYCE_REAL m = -INFINITY, xm = -INFINITY, sl;
+    if (!map->softcap) {
+#pragma omp simd reduction(max:m)
+        for (int64_t j = 0; j < len; j++) {
+            m = CYCE_LOAD(x[j]) > m ? CYCE_LOAD(x[j]) : m;
+        }
+        *raw_max = m;
+        return m;
+    }
+    const CYCE_REAL cap = map->cap, inv_cap = map->inv_cap;
 #pragma omp simd reduction(max:m, xm)
     for (int64_t j = 0; j < len; j++) {
         CYCE_REAL v = CYCE_LOAD(x[j]);
-        CYCE_REAL zj = CYCE_FN(softcapped)(v, softcap, map.cap, map.inv_cap, &sl);
-        if (softcap) {
-            buf[j] = zj;
-        }
-        if (softcap && with_slope) {
-            slope[j] = sl;
-        }
+        CYCE_REAL zj = CYCE_SFN(softcapped)(v, 1, cap, inv_cap, &sl);
+        buf[j] = zj;
+        slope[j] = sl;
         m = zj > m ? zj : m;
         xm = v > xm ? v : xm;
     }
-    *raw_max = softcap ? xm : m;
+    *raw_max = xm;
     return m;
 }
 
 /* ---- softmax cross entropy of mapped logits against labels ----
  *
- * Block by block (block_pass), each block's exps against its own max,
- * stored in the gradient (or, for a half type's, in the scratch), rescaled
- * to the row's max by factor[k] = exp((block max - max) / T) in the sums and
- * in the gradient's pass, as cyce_row_blocked_exp_sum_m1 does; the smoothing
- * sum likewise: sum_c (z_c - max) / T = sum_k [u_k + len_k (bm_k - max) / T],
- * every term <= 0.  The gradient is carried back through the map's slope.
- * scratch: the slopes (n), the exps where grad cannot hold them (a half
- * type's, or the loss alone: the same loop either way, so the loss has the
- * same bits with and without a gradient), two blocks. */
-static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_hard_mapped)(
-    const CYCE_STORE *x, CYCE_GRAD *grad, CYCE_REAL *scratch, int64_t n, int64_t label,
-    double row_weight, const cyce_ce_opts *opts, CYCE_FN(cyce_logit_map) map, int softcap,
-    int scaled)
+ * Block by block (block_pass), each block's exps against its own max, stored
+ * in exps (the gradient itself where it holds them unrounded, else the
+ * scratch), rescaled to the row's max by factor[k] = exp((block max - max) /
+ * T) in the sums and in the gradient's pass, as cyce_row_blocked_exp_sum_m1
+ * does; the smoothing sum likewise: sum_c (z_c - max) / T = sum_k [u_k + len_k
+ * (bm_k - max) / T], every term <= 0.  The loss alone runs the same loop (its
+ * exps to the scratch), so it has the same bits as with a gradient.
+ * scratch: the slopes (n), exps where the gradient cannot hold them (n), two
+ * blocks. */
+
+/* What a row's gradient pass needs from its sums. */
+typedef struct {
+    cyce_hard_terms terms;
+    int64_t block;
+    int64_t n_blocks;
+} CYCE_SFN(cyce_mapped_row);
+
+/* The sums of one row and its exps (into exps), its slopes into the scratch. */
+static CYCE_SFN(cyce_mapped_row) CYCE_SFN(ce_mapped_row_sums)(
+    const CYCE_STORE *x, CYCE_REAL *exps, CYCE_REAL *scratch, int64_t n, int64_t label,
+    double row_weight, const cyce_ce_opts *opts, CYCE_SFN(cyce_logit_map) map, double *factor)
 {
-    const int64_t block = CYCE_FN(mapped_block)(n), n_blocks = (n + block - 1) / block;
-    const int smoothing = opts->label_smoothing != 0.0, with_grad = grad != NULL;
+    const int softcap = map.softcap;
+    const int64_t block = CYCE_SFN(mapped_block)(n), n_blocks = (n + block - 1) / block;
+    const int smoothing = opts->label_smoothing != 0.0;
     CYCE_REAL *slope = scratch, *bufs = scratch + 2 * n;
-    CYCE_REAL *exps = CYCE_EXPS_IN_GRAD && with_grad ? (CYCE_REAL *)grad : scratch + n;
     double block_max[CYCE_ONLINE_MAX_BLOCKS], rest[CYCE_ONLINE_MAX_BLOCKS];
     double count[CYCE_ONLINE_MAX_BLOCKS], shifted[CYCE_ONLINE_MAX_BLOCKS];
-    double factor[CYCE_ONLINE_MAX_BLOCKS];
     CYCE_REAL raw, z_label = softcap ? 0 : CYCE_LOAD(x[label]);
     int64_t len = n < block ? n : block;
-    CYCE_REAL bm = CYCE_FN(first_block)(x, bufs, slope, len, map, softcap, 1, &raw);
+    CYCE_REAL bm = CYCE_SFN(first_block)(x, bufs, slope, len, &map, &raw);
     CYCE_REAL max = -INFINITY;
     for (int64_t k = 0, start = 0; k < n_blocks; k++, start += block) {
         len = n - start < block ? n - start : block;
         int64_t next = start + len;
         int64_t next_len = n - next < block ? n - next : block;
-        CYCE_REAL *cur = bufs + (k % 2) * block, *nxt = bufs + ((k + 1) % 2) * block;
         if (softcap && label >= start && label < next) {
-            z_label = cur[label - start];
+            z_label = bufs[(k % 2) * block + label - start];
         }
-        CYCE_REAL next_max;
-        CYCE_FN(block_pass)(x + start, cur, exps + start, len, bm, x + next, nxt, slope + next,
-                            next_len, map, softcap, scaled, 1, CYCE_SUM_SHIFTED, &next_max, &raw,
-                            &rest[k], &count[k], &shifted[k]);
+        CYCE_SFN(cyce_block_sums) sums = CYCE_SFN(block_pass_at)(
+            x, bufs, slope, exps, k, start, len, block, next_len, bm, &map);
+        rest[k] = sums.rest;
+        count[k] = sums.count;
+        shifted[k] = sums.u;
         block_max[k] = bm;
         max = bm > max ? bm : max;
-        bm = next_max;
+        bm = sums.next_max;
     }
     const double inv_t = map.inv_temperature_f64;
     double total_m1 = 0.0, count_at_max = 0.0, smooth_shifted = 0.0;
@@ -317,23 +385,9 @@ static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_hard_
                          cyce_label_exp_m1(label_shifted, label_exp),
                          opts->class_weight == NULL ? 1.0 : opts->class_weight[label],
                          smooth_shifted, row_weight};
-    cyce_hard_terms terms = cyce_softmax_ce_hard_terms(n, row, *opts);
-    if (with_grad) {
-        /* the gradient of w = z / T, times dw/dz = 1 / T, times dz/dx */
-        const CYCE_REAL b = (CYCE_REAL)(terms.weight_scale * inv_t);
-        for (int64_t k = 0, start = 0; k < n_blocks; k++, start += block) {
-            int64_t stop = start + block < n ? start + block : n;
-            const CYCE_REAL a = (CYCE_REAL)(terms.exp_scale * factor[k] * inv_t);
-#pragma omp simd
-            for (int64_t j = start; j < stop; j++) {
-                CYCE_REAL g = exps[j] * a - b;
-                grad[j] = CYCE_TO_GRAD(softcap ? g * slope[j] : g);
-            }
-        }
-        double label_slope = softcap ? (double)slope[label] : 1.0;
-        grad[label] = CYCE_TO_GRAD((CYCE_REAL)(terms.label_grad * inv_t * label_slope));
-    }
-    return terms.loss;
+    CYCE_SFN(cyce_mapped_row) result = {cyce_softmax_ce_hard_terms(n, row, *opts), block,
+                                        n_blocks};
+    return result;
 }
 
 /* ---- rows mapped whole: class-weighted smoothing, probability targets ----
@@ -344,8 +398,8 @@ static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_hard_
 /* d = (z - max(z)) / T into d[0:n], z the softcap of x (x without one), and
  * its slopes into slope unless NULL; returns max(z) (-inf for an all -inf
  * row, whose d is NaN: the row's loss is). */
-static inline CYCE_REAL CYCE_FN(map_row)(const CYCE_STORE *x, CYCE_REAL *d, CYCE_REAL *slope,
-                                         int64_t n, CYCE_FN(cyce_logit_map) map)
+static CYCE_REAL CYCE_SFN(map_row)(const CYCE_STORE *x, CYCE_REAL *d, CYCE_REAL *slope,
+                                   int64_t n, CYCE_SFN(cyce_logit_map) map)
 {
     CYCE_REAL m = -INFINITY, sl;
     if (!map.softcap) {
@@ -361,11 +415,9 @@ static inline CYCE_REAL CYCE_FN(map_row)(const CYCE_STORE *x, CYCE_REAL *d, CYCE
     }
 #pragma omp simd reduction(max:m)
     for (int64_t j = 0; j < n; j++) {
-        CYCE_REAL zj = CYCE_FN(softcapped)(CYCE_LOAD(x[j]), 1, map.cap, map.inv_cap, &sl);
+        CYCE_REAL zj = CYCE_SFN(softcapped)(CYCE_LOAD(x[j]), 1, map.cap, map.inv_cap, &sl);
         d[j] = zj;
-        if (slope != NULL) {
-            slope[j] = sl;
-        }
+        slope[j] = sl;
         m = zj > m ? zj : m;
     }
 #pragma omp simd
@@ -373,6 +425,103 @@ static inline CYCE_REAL CYCE_FN(map_row)(const CYCE_STORE *x, CYCE_REAL *d, CYCE
         d[j] = (d[j] - m) * map.inv_temperature;
     }
     return m;
+}
+
+/* The sums of one row against its label, mapped whole (for class-weighted
+ * smoothing: cyce_softmax_ce_hard_terms' formulas in d), its exps over d. */
+static cyce_hard_terms CYCE_SFN(ce_whole_row_sums)(
+    const CYCE_STORE *x, CYCE_REAL *d, CYCE_REAL *slope, int64_t n, int64_t label,
+    double row_weight, const cyce_ce_opts *opts, CYCE_SFN(cyce_logit_map) map)
+{
+    CYCE_REAL m = CYCE_SFN(map_row)(x, d, slope, n, map);
+    double smooth_shifted = CYCE_REAL_FN(cyce_row_sum_shifted)(d, opts->class_weight, n, 0);
+    double label_shifted = (double)d[label];
+    double total_m1 = CYCE_REAL_FN(cyce_row_exp_sum_m1)(d, d, n, 0, NULL);
+    cyce_hard_row row = {(double)m * map.inv_temperature_f64, total_m1, label_shifted,
+                         cyce_label_exp_m1(label_shifted, d[label]),
+                         opts->class_weight[label], smooth_shifted, row_weight};
+    return cyce_softmax_ce_hard_terms(n, row, *opts);
+}
+
+/* The sums of one row against probabilities t smoothed to t' = (1-e) t +
+ * e/C (row_softmax_ce_soft's formulas, in d), its exps over d. */
+typedef struct {
+    double mass;          /* sum_c w_c t'_c */
+    double total_m1;
+    double loss;          /* times the row's weight */
+    double lse;
+} CYCE_SFN(cyce_soft_row);
+
+static inline __attribute__((always_inline)) CYCE_SFN(cyce_soft_row) CYCE_SFN(soft_sums)(
+    const CYCE_STORE *x, CYCE_REAL *d, CYCE_REAL *slope, int64_t n, const void *target,
+    int target_f64, double row_weight, const cyce_ce_opts *opts, CYCE_SFN(cyce_logit_map) map)
+{
+    CYCE_REAL m = CYCE_SFN(map_row)(x, d, slope, n, map);
+    const double *class_weight = opts->class_weight;
+    const CYCE_REAL uniform = (CYCE_REAL)(opts->label_smoothing / n);
+    const CYCE_REAL keep = (CYCE_REAL)(1.0 - opts->label_smoothing);
+    /* the mass, and its sum times d <= 0 (a class of no mass adds 0, also
+     * where d = -inf), a CYCE_BLOCK at a time */
+    double mass = 0.0, mass_shifted = 0.0;
+#define CYCE_SOFT_MASS_LOOP(WEIGHT)                                             \
+    for (int64_t start = 0; start < n; start += CYCE_BLOCK) {                   \
+        int64_t stop = start + CYCE_BLOCK < n ? start + CYCE_BLOCK : n;          \
+        CYCE_REAL block_mass = 0, block_shifted = 0;                            \
+        _Pragma("omp simd reduction(+:block_mass, block_shifted)")              \
+        for (int64_t c = start; c < stop; c++) {                                \
+            CYCE_REAL wt = WEIGHT(c);                                           \
+            block_mass += wt;                                                   \
+            block_shifted += wt != 0 ? wt * d[c] : 0;                           \
+        }                                                                       \
+        mass += (double)block_mass;                                             \
+        mass_shifted += (double)block_shifted;                                  \
+    }
+    if (class_weight == NULL) {
+        CYCE_SOFT_MASS_LOOP(CYCE_SOFT_WEIGHT)
+    } else {
+        CYCE_SOFT_MASS_LOOP(CYCE_SOFT_WEIGHTED)
+    }
+#undef CYCE_SOFT_MASS_LOOP
+    double total_m1 = CYCE_REAL_FN(cyce_row_exp_sum_m1)(d, d, n, 0, NULL);
+    double log_total = cyce_log1p_nonneg(total_m1);
+    double lse = (double)m * map.inv_temperature_f64 + log_total;
+    double loss = mass * log_total - mass_shifted;
+    CYCE_SFN(cyce_soft_row) result = {
+        mass, total_m1, row_weight * (opts->z_loss != 0.0 ? loss + opts->z_loss * lse * lse : loss),
+        lse};
+    return result;
+}
+
+static CYCE_SFN(cyce_soft_row) CYCE_SFN(soft_row_sums)(
+    const CYCE_STORE *x, CYCE_REAL *d, CYCE_REAL *slope, int64_t n, const void *target,
+    int target_f64, double row_weight, const cyce_ce_opts *opts, CYCE_SFN(cyce_logit_map) map)
+{
+    return target_f64
+        ? CYCE_SFN(soft_sums)(x, d, slope, n, target, 1, row_weight, opts, map)
+        : CYCE_SFN(soft_sums)(x, d, slope, n, target, 0, row_weight, opts, map);
+}
+
+#endif   /* CYCE_DEFINE_SUMS */
+
+/* ---- each pair's gradient stores, and its tasks ---- */
+
+#if !CYCE_NATIVE
+/* A half type's row as float, into row (after the float kernels' scratch). */
+static inline const CYCE_REAL *CYCE_FN(row_as_real)(const CYCE_STORE *x, CYCE_REAL *row,
+                                                    int64_t n)
+{
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) {
+        row[j] = CYCE_LOAD(x[j]);
+    }
+    return row;
+}
+#endif
+
+/* Where a half type's row goes as float: past the float kernels' scratch. */
+static inline CYCE_REAL *CYCE_FN(real_row)(CYCE_REAL *scratch, int64_t n)
+{
+    return scratch + 2 * n + 2 * CYCE_SFN(mapped_block)(n);
 }
 
 /* grad[j] = (e[j] * a - b * w[j]) * slope[j] (w NULL: all ones; slope
@@ -401,127 +550,76 @@ static inline void CYCE_FN(chain_store)(const CYCE_REAL *e, const CYCE_REAL *slo
     }
 }
 
-/* One row against its label, mapped whole (for class-weighted smoothing):
- * cyce_softmax_ce_hard_terms' formulas in d. */
-static inline double CYCE_FN(row_softmax_ce_hard_mapped_whole)(
-    const CYCE_STORE *x, CYCE_GRAD *grad, CYCE_REAL *d, CYCE_REAL *slope, int64_t n,
-    int64_t label, double row_weight, const cyce_ce_opts *opts, CYCE_FN(cyce_logit_map) map)
-{
-    CYCE_REAL *slopes = grad != NULL && map.softcap ? slope : NULL;
-    CYCE_REAL m = CYCE_FN(map_row)(x, d, slopes, n, map);
-    double smooth_shifted = CYCE_REAL_FN(cyce_row_sum_shifted)(d, opts->class_weight, n, 0);
-    double label_shifted = (double)d[label];
-    double total_m1 = CYCE_REAL_FN(cyce_row_exp_sum_m1)(d, grad == NULL ? NULL : d, n, 0, NULL);
-    cyce_hard_row row = {(double)m * map.inv_temperature_f64, total_m1, label_shifted,
-                         grad == NULL ? 0.0 : cyce_label_exp_m1(label_shifted, d[label]),
-                         opts->class_weight[label], smooth_shifted, row_weight};
-    cyce_hard_terms terms = cyce_softmax_ce_hard_terms(n, row, *opts);
-    if (grad != NULL) {
-        const double inv_t = map.inv_temperature_f64;
-        CYCE_FN(chain_store)(d, slopes, grad, opts->class_weight, n,
-                             (CYCE_REAL)(terms.exp_scale * inv_t), terms.weight_scale * inv_t);
-        double label_slope = slopes == NULL ? 1.0 : (double)slope[label];
-        grad[label] = CYCE_TO_GRAD((CYCE_REAL)(terms.label_grad * inv_t * label_slope));
-    }
-    return terms.loss;
-}
-
-/* One row against probabilities t smoothed to t' = (1-e) t + e/C
- * (row_softmax_ce_soft's formulas, in d). */
-static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_soft_mapped)(
-    const CYCE_STORE *x, CYCE_GRAD *grad, CYCE_REAL *d, CYCE_REAL *slope, int64_t n,
-    const void *target, int target_f64, double row_weight, const cyce_ce_opts *opts,
-    CYCE_FN(cyce_logit_map) map)
-{
-    CYCE_REAL *slopes = grad != NULL && map.softcap ? slope : NULL;
-    CYCE_REAL m = CYCE_FN(map_row)(x, d, slopes, n, map);
-    const double *class_weight = opts->class_weight;
-    const CYCE_REAL uniform = (CYCE_REAL)(opts->label_smoothing / n);
-    const CYCE_REAL keep = (CYCE_REAL)(1.0 - opts->label_smoothing);
-    /* sum_c w_c t'_c, and times d_c <= 0 (a class of no mass adds 0, also
-     * where d_c = -inf), a CYCE_BLOCK at a time */
-    double mass = 0.0, mass_shifted = 0.0;
-    /* (a loop per case of the class weights: a load under a test does not vectorise) */
-#define CYCE_SOFT_WEIGHT(c) (keep * (CYCE_REAL)CYCE_TARGET(target, target_f64, c) + uniform)
-#define CYCE_SOFT_WEIGHTED(c) (CYCE_SOFT_WEIGHT(c) * (CYCE_REAL)class_weight[c])
-#define CYCE_SOFT_MASS_LOOP(WEIGHT)                                             \
-    for (int64_t start = 0; start < n; start += CYCE_BLOCK) {                   \
-        int64_t stop = start + CYCE_BLOCK < n ? start + CYCE_BLOCK : n;          \
-        CYCE_REAL block_mass = 0, block_shifted = 0;                            \
-        _Pragma("omp simd reduction(+:block_mass, block_shifted)")              \
-        for (int64_t c = start; c < stop; c++) {                                \
-            CYCE_REAL wt = WEIGHT(c);                                           \
-            block_mass += wt;                                                   \
-            block_shifted += wt != 0 ? wt * d[c] : 0;                           \
-        }                                                                       \
-        mass += (double)block_mass;                                             \
-        mass_shifted += (double)block_shifted;                                  \
-    }
-    if (class_weight == NULL) {
-        CYCE_SOFT_MASS_LOOP(CYCE_SOFT_WEIGHT)
-    } else {
-        CYCE_SOFT_MASS_LOOP(CYCE_SOFT_WEIGHTED)
-    }
-#undef CYCE_SOFT_MASS_LOOP
-    double total_m1 = CYCE_REAL_FN(cyce_row_exp_sum_m1)(d, grad == NULL ? NULL : d, n, 0, NULL);
-    double log_total = cyce_log1p_nonneg(total_m1);
-    double lse = (double)m * map.inv_temperature_f64 + log_total;
-    if (grad != NULL) {
-        const double inv_t = map.inv_temperature_f64;
-        double coef = row_weight * opts->grad_scale;
-        CYCE_REAL exp_scale = (CYCE_REAL)(coef * (mass + 2.0 * opts->z_loss * lse)
-                                          / (1.0 + total_m1) * inv_t);
-        CYCE_REAL coef_t = (CYCE_REAL)(coef * inv_t);
-#define CYCE_SOFT_GRAD_LOOP(WEIGHT)                                             \
-        _Pragma("omp simd")                                                     \
-        for (int64_t c = 0; c < n; c++) {                                       \
-            CYCE_REAL g = d[c] * exp_scale - coef_t * WEIGHT(c);                \
-            grad[c] = CYCE_TO_GRAD(slopes == NULL ? g : g * slope[c]);          \
-        }
-        if (class_weight == NULL) {
-            CYCE_SOFT_GRAD_LOOP(CYCE_SOFT_WEIGHT)
-        } else {
-            CYCE_SOFT_GRAD_LOOP(CYCE_SOFT_WEIGHTED)
-        }
-#undef CYCE_SOFT_GRAD_LOOP
-    }
-#undef CYCE_SOFT_WEIGHT
-#undef CYCE_SOFT_WEIGHTED
-    double loss = mass * log_total - mass_shifted;
-    return row_weight * (opts->z_loss != 0.0 ? loss + opts->z_loss * lse * lse : loss);
-}
-
 /* Rows first..stop against labels: returns the sum of their losses in row
- * order, and writes each one's to rows->row_loss unless NULL. */
+ * order, and writes each one's to rows->row_loss unless NULL.  The gradient
+ * is that of w = z / T, times dw/dz = 1 / T, times dz/dx (the slope). */
 static double CYCE_FN(softmax_ce_hard_mapped_task)(const cyce_rows *rows,
                                                    const cyce_ce_opts *options, void *scratch,
                                                    int64_t first, int64_t stop)
 {
     const cyce_ce_opts opts = *options;
-    const CYCE_FN(cyce_logit_map) map = CYCE_FN(logit_map_of)(&opts);
+    const CYCE_SFN(cyce_logit_map) map = CYCE_SFN(logit_map_of)(&opts);
+    const double inv_t = map.inv_temperature_f64;
     const int64_t n = rows->n_classes;
-    CYCE_REAL *z = (CYCE_REAL *)scratch;
+    CYCE_REAL *slope = (CYCE_REAL *)scratch, *row_real = CYCE_FN(real_row)(slope, n);
+    CYCE_REAL *slopes = map.softcap ? slope : NULL;
+    double factor[CYCE_ONLINE_MAX_BLOCKS];
     double total = 0.0;
+    (void)row_real;
     for (int64_t i = first; i < stop; i++) {
-        const CYCE_STORE *x = (const CYCE_STORE *)rows->x + i * n;
+        const CYCE_STORE *x_row = (const CYCE_STORE *)rows->x + i * n;
         CYCE_GRAD *grad = rows->grad == NULL ? NULL : (CYCE_GRAD *)rows->grad + i * n;
         int64_t label = rows->labels[i];
         double row_weight = opts.sample_weight == NULL ? 1.0 : opts.sample_weight[i];
         double loss = 0.0;
+        /* exps in the gradient where it holds them unrounded, else in the scratch */
+        CYCE_REAL *exps = CYCE_EXPS_IN_GRAD && grad != NULL ? (CYCE_REAL *)grad : slope + n;
         if (label == opts.ignore_index) {
             if (grad != NULL) {
                 memset(grad, 0, (size_t)n * sizeof(CYCE_GRAD));
             }
-        } else if (opts.label_smoothing != 0.0 && opts.class_weight != NULL) {
-            loss = CYCE_FN(row_softmax_ce_hard_mapped_whole)(x, grad, z, z + n, n, label,
-                                                             row_weight, &opts, map);
-        } else if (map.softcap) {
-            /* one copy of the one-pass row per map, its tests folded */
-            loss = CYCE_FN(row_softmax_ce_hard_mapped)(x, grad, z, n, label, row_weight, &opts,
-                                                       map, 1, 1);
+            if (rows->row_loss != NULL) {
+                rows->row_loss[i] = 0.0;
+            }
+            continue;
+        }
+        /* (read before any store: grad may be the row itself) */
+        const CYCE_REAL *x = CYCE_ROW_OF(x_row, row_real, n);
+        if (opts.label_smoothing != 0.0 && opts.class_weight != NULL) {
+            cyce_hard_terms terms = CYCE_SFN(ce_whole_row_sums)(x, slope + n, slope, n, label,
+                                                                 row_weight, &opts, map);
+            loss = terms.loss;
+            if (grad != NULL) {
+                CYCE_FN(chain_store)(slope + n, slopes, grad, opts.class_weight, n,
+                                     (CYCE_REAL)(terms.exp_scale * inv_t),
+                                     terms.weight_scale * inv_t);
+                double label_slope = slopes == NULL ? 1.0 : (double)slope[label];
+                grad[label] = CYCE_TO_GRAD((CYCE_REAL)(terms.label_grad * inv_t * label_slope));
+            }
         } else {
-            loss = CYCE_FN(row_softmax_ce_hard_mapped)(x, grad, z, n, label, row_weight, &opts,
-                                                       map, 0, 1);
+            CYCE_SFN(cyce_mapped_row) row = CYCE_SFN(ce_mapped_row_sums)(
+                x, exps, slope, n, label, row_weight, &opts, map, factor);
+            loss = row.terms.loss;
+            if (grad != NULL) {
+                const CYCE_REAL b = (CYCE_REAL)(row.terms.weight_scale * inv_t);
+                for (int64_t k = 0, start = 0; k < row.n_blocks; k++, start += row.block) {
+                    int64_t end = start + row.block < n ? start + row.block : n;
+                    const CYCE_REAL a = (CYCE_REAL)(row.terms.exp_scale * factor[k] * inv_t);
+                    if (slopes == NULL) {
+#pragma omp simd
+                        for (int64_t j = start; j < end; j++) {
+                            grad[j] = CYCE_TO_GRAD(exps[j] * a - b);
+                        }
+                    } else {
+#pragma omp simd
+                        for (int64_t j = start; j < end; j++) {
+                            grad[j] = CYCE_TO_GRAD((exps[j] * a - b) * slope[j]);
+                        }
+                    }
+                }
+                double label_slope = slopes == NULL ? 1.0 : (double)slope[label];
+                grad[label] = CYCE_TO_GRAD((CYCE_REAL)(row.terms.label_grad * inv_t * label_slope));
+            }
         }
         if (rows->row_loss != NULL) {
             rows->row_loss[i] = loss;
@@ -531,28 +629,63 @@ static double CYCE_FN(softmax_ce_hard_mapped_task)(const cyce_rows *rows,
     return total;
 }
 
-/* Rows first..stop against probabilities: each row's loss to rows->row_loss. */
+/* Rows first..stop against probabilities: each row's loss to rows->row_loss;
+ * the gradient (sum_c w_c t'_c + 2 z lse) p - w t', carried back likewise. */
 static void CYCE_FN(softmax_ce_soft_mapped_task)(const cyce_rows *rows,
                                                  const cyce_ce_opts *options, void *scratch,
                                                  int64_t first, int64_t stop)
 {
     const cyce_ce_opts opts = *options;
-    const CYCE_FN(cyce_logit_map) map = CYCE_FN(logit_map_of)(&opts);
+    const CYCE_SFN(cyce_logit_map) map = CYCE_SFN(logit_map_of)(&opts);
+    const double inv_t = map.inv_temperature_f64;
     const int64_t n = rows->n_classes;
-    CYCE_REAL *d = (CYCE_REAL *)scratch, *slope = d + n;
+    const double *class_weight = opts.class_weight;
+    const CYCE_REAL uniform = (CYCE_REAL)(opts.label_smoothing / n);
+    const CYCE_REAL keep = (CYCE_REAL)(1.0 - opts.label_smoothing);
+    CYCE_REAL *slope = (CYCE_REAL *)scratch, *d = slope + n, *row_real = CYCE_FN(real_row)(slope, n);
+    CYCE_REAL *slopes = map.softcap ? slope : NULL;
+    (void)row_real;
     for (int64_t i = first; i < stop; i++) {
-        const CYCE_STORE *x = (const CYCE_STORE *)rows->x + i * n;
+        const CYCE_REAL *x = CYCE_ROW_OF((const CYCE_STORE *)rows->x + i * n, row_real, n);
         CYCE_GRAD *grad = rows->grad == NULL ? NULL : (CYCE_GRAD *)rows->grad + i * n;
         double row_weight = opts.sample_weight == NULL ? 1.0 : opts.sample_weight[i];
-        rows->row_loss[i] = rows->targets_f64
-            ? CYCE_FN(row_softmax_ce_soft_mapped)(x, grad, d, slope, n,
-                                                  (const double *)rows->targets + i * n, 1,
-                                                  row_weight, &opts, map)
-            : CYCE_FN(row_softmax_ce_soft_mapped)(x, grad, d, slope, n,
-                                                  (const float *)rows->targets + i * n, 0,
-                                                  row_weight, &opts, map);
+        const void *target = rows->targets_f64 ? (const void *)((const double *)rows->targets + i * n)
+                                               : (const void *)((const float *)rows->targets + i * n);
+        CYCE_SFN(cyce_soft_row) row = CYCE_SFN(soft_row_sums)(x, d, slope, n, target,
+                                                              rows->targets_f64, row_weight,
+                                                              &opts, map);
+        rows->row_loss[i] = row.loss;
+        if (grad == NULL) {
+            continue;
+        }
+        double coef = row_weight * opts.grad_scale;
+        const CYCE_REAL exp_scale = (CYCE_REAL)(coef * (row.mass + 2.0 * opts.z_loss * row.lse)
+                                                / (1.0 + row.total_m1) * inv_t);
+        const CYCE_REAL coef_t = (CYCE_REAL)(coef * inv_t);
+        /* a loop per targets' dtype and case of the class weights */
+#define CYCE_SOFT_GRAD_LOOP(WEIGHT, f64)                                        \
+        do {                                                                    \
+            const int target_f64 = f64;                                         \
+            _Pragma("omp simd")                                                 \
+            for (int64_t c = 0; c < n; c++) {                                   \
+                CYCE_REAL g = d[c] * exp_scale - coef_t * WEIGHT(c);            \
+                grad[c] = CYCE_TO_GRAD(slopes == NULL ? g : g * slope[c]);      \
+            }                                                                   \
+        } while (0)
+        if (rows->targets_f64 && class_weight == NULL) {
+            CYCE_SOFT_GRAD_LOOP(CYCE_SOFT_WEIGHT, 1);
+        } else if (rows->targets_f64) {
+            CYCE_SOFT_GRAD_LOOP(CYCE_SOFT_WEIGHTED, 1);
+        } else if (class_weight == NULL) {
+            CYCE_SOFT_GRAD_LOOP(CYCE_SOFT_WEIGHT, 0);
+        } else {
+            CYCE_SOFT_GRAD_LOOP(CYCE_SOFT_WEIGHTED, 0);
+        }
+#undef CYCE_SOFT_GRAD_LOOP
     }
 }
+
+#if CYCE_DEFINE_SUMS
 
 /* ---- softmax_stats: a row's statistics in one pass over memory ----
  *
@@ -569,11 +702,11 @@ typedef struct {
     double max;
     double total_m1;
     double s1;
-} CYCE_FN(cyce_stats_sums);
+} CYCE_SFN(cyce_stats_sums);
 
 /* A block's sums (rest and count against its max bm, and s1; bm / T)
  * merged into the row's. */
-static inline void CYCE_FN(stats_merge)(CYCE_FN(cyce_stats_sums) *sums, double bm, double rest,
+static inline void CYCE_SFN(stats_merge)(CYCE_SFN(cyce_stats_sums) *sums, double bm, double rest,
                                         double count, double s1)
 {
     double total = rest + count;
@@ -597,7 +730,7 @@ static inline void CYCE_FN(stats_merge)(CYCE_FN(cyce_stats_sums) *sums, double b
 /* The first index j < n of x with x[j] == value (which x holds): a
  * vectorised test of 64 at a time first, since this runs each time a block
  * raises the row's max. */
-static inline int64_t CYCE_FN(first_equal)(const CYCE_STORE *x, int64_t n, CYCE_REAL value)
+static inline int64_t CYCE_SFN(first_equal)(const CYCE_STORE *x, int64_t n, CYCE_REAL value)
 {
     int64_t j = 0;
     for (; j + 64 <= n; j += 64) {
@@ -617,49 +750,57 @@ static inline int64_t CYCE_FN(first_equal)(const CYCE_STORE *x, int64_t n, CYCE_
 }
 
 /* The statistics of one row (label < 0: no logprob); scratch: two blocks. */
-static inline __attribute__((always_inline)) void CYCE_FN(row_softmax_stats)(
-    const CYCE_STORE *x, CYCE_REAL *bufs, int64_t n, int64_t label, CYCE_FN(cyce_logit_map) map,
-    int softcap, int scaled, CYCE_REAL *lse, CYCE_REAL *logprob, CYCE_REAL *entropy,
-    int64_t *argmax)
+static void CYCE_SFN(row_softmax_stats)(
+    const CYCE_STORE *x, CYCE_REAL *scratch, int64_t n, int64_t label,
+    const CYCE_SFN(cyce_logit_map) *map_of, CYCE_REAL *lse, CYCE_REAL *logprob,
+    CYCE_REAL *entropy, int64_t *argmax)
 {
-    const int64_t block = CYCE_FN(mapped_block)(n);
+    const CYCE_SFN(cyce_logit_map) map = *map_of;
+    const int softcap = map.softcap;
+    const int64_t block = CYCE_SFN(mapped_block)(n);
+    CYCE_REAL *slope = scratch, *exps = scratch + n, *bufs = scratch + 2 * n;
     const double inv_t = map.inv_temperature_f64;
-    CYCE_FN(cyce_stats_sums) sums = {-INFINITY, -1.0, 0.0};
+    CYCE_SFN(cyce_stats_sums) sums = {-INFINITY, -1.0, 0.0};
     CYCE_REAL raw, z_label = softcap || label < 0 ? 0 : CYCE_LOAD(x[label]);
     CYCE_REAL max = -INFINITY;   /* of z, whose / T is sums.max */
     int64_t len = n < block ? n : block;
-    CYCE_REAL bm = CYCE_FN(first_block)(x, bufs, NULL, len, map, softcap, 0, &raw);
+    CYCE_REAL bm = CYCE_SFN(first_block)(x, bufs, slope, len, &map, &raw);
     /* the first index of the raw max: the softcap may tie what it saturates */
     CYCE_REAL best = raw;
-    int64_t best_at = raw > -INFINITY ? CYCE_FN(first_equal)(x, len, raw) : 0;
+    int64_t best_at = raw > -INFINITY ? CYCE_SFN(first_equal)(x, len, raw) : 0;
     for (int64_t k = 0, start = 0; start < n; k++, start += len) {
         len = n - start < block ? n - start : block;
         int64_t next = start + len;
         int64_t next_len = n - next < block ? n - next : block;
-        CYCE_REAL *cur = bufs + (k % 2) * block, *nxt = bufs + ((k + 1) % 2) * block;
         if (softcap && label >= start && label < next) {
-            z_label = cur[label - start];
+            z_label = bufs[(k % 2) * block + label - start];
         }
         CYCE_REAL next_max, next_raw;
         double rest, count, s1;
 #ifdef CYCE_STATS_VEXP
         if (!softcap) {
-            CYCE_FN(block_pass_avx512)(x + start, len, bm, x + next, next_len, scaled,
-                                       map.inv_temperature, &next_max, &rest, &count, &s1);
+            CYCE_SFN(block_pass_avx512)(x + start, len, bm, x + next, next_len,
+                                        map.inv_temperature, &next_max, &rest, &count, &s1);
             next_raw = next_max;
         } else
 #endif
-        CYCE_FN(block_pass)(x + start, cur, NULL, len, bm, x + next, nxt, NULL, next_len, map,
-                            softcap, scaled, 0, CYCE_SUM_ENTROPY, &next_max, &next_raw, &rest,
-                            &count, &s1);
+        {
+            CYCE_SFN(cyce_block_sums) block_sums = CYCE_SFN(block_pass_at)(
+                x, bufs, slope, exps, k, start, len, block, next_len, bm, &map);
+            next_max = block_sums.next_max;
+            next_raw = block_sums.next_raw;
+            rest = block_sums.rest;
+            count = block_sums.count;
+            s1 = block_sums.s1;
+        }
         if (bm != -INFINITY) {
-            CYCE_FN(stats_merge)(&sums, (double)bm * inv_t, rest, count, s1);
+            CYCE_SFN(stats_merge)(&sums, (double)bm * inv_t, rest, count, s1);
         }
         max = bm > max ? bm : max;
         if (next_len > 0) {
             if (next_raw > best) {
                 best = next_raw;
-                best_at = next + CYCE_FN(first_equal)(x + next, next_len, next_raw);
+                best_at = next + CYCE_SFN(first_equal)(x + next, next_len, next_raw);
             }
             bm = next_max;
         }
@@ -691,37 +832,33 @@ static inline __attribute__((always_inline)) void CYCE_FN(row_softmax_stats)(
     }
 }
 
+#endif   /* CYCE_DEFINE_SUMS */
+
 static void CYCE_FN(softmax_stats_task)(const cyce_rows *rows, const cyce_ce_opts *opts,
                                         const cyce_stats_out *out, void *scratch,
                                         int64_t first, int64_t stop)
 {
     const int64_t n = rows->n_classes;
-    const CYCE_FN(cyce_logit_map) map = CYCE_FN(logit_map_of)(opts);
+    const CYCE_SFN(cyce_logit_map) map = CYCE_SFN(logit_map_of)(opts);
     CYCE_REAL *lse = (CYCE_REAL *)out->lse, *logprob = (CYCE_REAL *)out->logprob;
     CYCE_REAL *entropy = (CYCE_REAL *)out->entropy;
+    CYCE_REAL *row_real = CYCE_FN(real_row)((CYCE_REAL *)scratch, n);
+    (void)row_real;
     for (int64_t i = first; i < stop; i++) {
-        const CYCE_STORE *x = (const CYCE_STORE *)rows->x + i * n;
+        const CYCE_REAL *x = CYCE_ROW_OF((const CYCE_STORE *)rows->x + i * n, row_real, n);
         int64_t label = rows->labels == NULL ? -1 : rows->labels[i];
         CYCE_REAL *row_logprob = logprob == NULL ? NULL : logprob + i;
-        /* one copy of the row loop per map, its constants folded */
-        if (map.softcap) {
-            CYCE_FN(row_softmax_stats)(x, (CYCE_REAL *)scratch, n, label, map, 1, map.scaled,
-                                       lse + i, row_logprob, entropy + i, out->argmax + i);
-        } else if (map.scaled) {
-            CYCE_FN(row_softmax_stats)(x, (CYCE_REAL *)scratch, n, label, map, 0, 1, lse + i,
-                                       row_logprob, entropy + i, out->argmax + i);
-        } else {
-            CYCE_FN(row_softmax_stats)(x, (CYCE_REAL *)scratch, n, label, map, 0, 0, lse + i,
-                                       row_logprob, entropy + i, out->argmax + i);
-        }
+        CYCE_SFN(row_softmax_stats)(x, (CYCE_REAL *)scratch, n, label, &map, lse + i,
+                                    row_logprob, entropy + i, out->argmax + i);
     }
 }
 
-/* the scratch of a thread: two rows (the slopes and a half type's exps, or
- * a row mapped whole and its slopes) and two blocks */
+/* the scratch of a thread: two rows (the slopes and exps the gradient
+ * cannot hold, or a row mapped whole and its slopes), two blocks, and a half
+ * type's row as float */
 static size_t CYCE_FN(mapped_scratch_bytes)(int64_t n)
 {
-    return (size_t)(2 * n + 2 * CYCE_FN(mapped_block)(n)) * sizeof(CYCE_REAL);
+    return (size_t)(CYCE_SCRATCH_ROWS * n + 2 * CYCE_SFN(mapped_block)(n)) * sizeof(CYCE_REAL);
 }
 
 const cyce_mapped_kernels CYCE_TABLE_NAME(CYCE_SUFFIX) = {
@@ -731,6 +868,12 @@ const cyce_mapped_kernels CYCE_TABLE_NAME(CYCE_SUFFIX) = {
     CYCE_FN(softmax_ce_soft_mapped_task),
 };
 
+#undef CYCE_SOFT_WEIGHT
+#undef CYCE_SOFT_WEIGHTED
+#undef CYCE_SFN
+#undef CYCE_DEFINE_SUMS
+#undef CYCE_SCRATCH_ROWS
+#undef CYCE_ROW_OF
 #undef CYCE_FN
 #undef CYCE_REAL_FN
 #undef CYCE_CAT
