@@ -279,11 +279,12 @@ def torch_tensor(x):
     return torch.from_numpy(x)
 
 
-def setup_torch(x, labels, threads):
+def setup_torch(x, labels, threads, logit_map=None):
     """F.cross_entropy forward + backward on a leaf tensor sharing x's memory
-    (in x's dtype, bfloat16 and float16 included).
-    A new leaf (with no .grad yet) is made before each call, not timed; the
-    call hands the leaf back so that its gradient is freed with the result."""
+    (in x's dtype, bfloat16 and float16 included), of logit_map(leaf) where
+    given.  A new leaf (with no .grad yet) is made before each call, not
+    timed; the call hands the leaf back so that its gradient is freed with
+    the result."""
     import torch
     import torch.nn.functional as F
 
@@ -295,7 +296,7 @@ def setup_torch(x, labels, threads):
 
     def run():
         leaf = state.pop("leaf")
-        loss = F.cross_entropy(leaf, target)
+        loss = F.cross_entropy(leaf if logit_map is None else logit_map(leaf), target)
         loss.backward()
         return loss.item(), leaf.grad
 
@@ -397,23 +398,11 @@ def setup_torch_stats(x, labels, threads):
 
 
 def setup_torch_softcap(x, labels, threads):
-    """F.cross_entropy of softcapped logits, forward + backward (setup_torch's leaf)."""
+    """setup_torch of the softcapped logits OPTION_SOFTCAP tanh(x / OPTION_SOFTCAP)."""
     import torch
-    import torch.nn.functional as F
 
-    target = torch.from_numpy(labels)
-    state = {}
-
-    def prepare():
-        state["leaf"] = torch_tensor(x).requires_grad_()
-
-    def run():
-        leaf = state.pop("leaf")
-        loss = F.cross_entropy(OPTION_SOFTCAP * torch.tanh(leaf / OPTION_SOFTCAP), target)
-        loss.backward()
-        return loss.item(), leaf.grad
-
-    return prepare, run
+    return setup_torch(x, labels, threads,
+                       lambda leaf: OPTION_SOFTCAP * torch.tanh(leaf / OPTION_SOFTCAP))
 
 
 SETUPS = {
