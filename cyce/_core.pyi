@@ -127,6 +127,9 @@ def categorical_ce_rows(
 ) -> float:
     """Categorical cross entropy on probabilities; returns the loss sum."""
 
+def first_bad_probability(t: npt.NDArray[np.float32] | npt.NDArray[np.float64]) -> int:
+    """The index of the first value outside [0, 1] (NaN included), or -1."""
+
 def first_bad_label(labels: npt.NDArray[np.int64], n_classes: int, ignore_index: int) -> int:
     """The index of the first label outside [0, n_classes) that is not
     ignore_index, or -1."""

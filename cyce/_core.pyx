@@ -622,6 +622,36 @@ def first_bad_label(const int64_t[::1] labels, int64_t n_classes, int64_t ignore
     return first
 
 
+ctypedef fused probability_t:
+    float
+    double
+
+
+def first_bad_probability(const probability_t[::1] t):
+    """The index of the first value of t outside [0, 1] (NaN included), or
+    -1: one pass at memory speed, where NumPy's min and max take two.  The
+    chunks' tests have no branch (so they vectorise); only a chunk found bad
+    is searched again."""
+    cdef Py_ssize_t n = t.shape[0], start = 0, stop, i
+    cdef Py_ssize_t first = -1
+    cdef bint bad = False
+    cdef probability_t v
+    with nogil:
+        while start < n and first < 0:
+            stop = min(start + 16384, n)
+            for i in range(start, stop):
+                v = t[i]
+                bad |= (not (v >= 0)) | (not (v <= 1))
+            if bad:
+                for i in range(start, stop):
+                    v = t[i]
+                    if not (v >= 0 and v <= 1):
+                        first = i
+                        break
+            start = stop
+    return first
+
+
 def label_weight_sum(const int64_t[::1] labels, int64_t ignore_index,
                      const double[::1] class_weight, const double[::1] sample_weight):
     """PyTorch's mean denominator: sum over rows not ignored of

@@ -200,11 +200,9 @@ def probabilities(name, t, shape):
         raise ValueError(f"{name} has shape {t.shape}, expected {shape}")
     if t.size == 0:
         return t
-    low, high = t.min(), t.max()  # NaN propagates into both
-    if not (low >= 0 and high <= 1):
-        flat = t.reshape(-1) if t.flags.c_contiguous else np.ravel(t)
-        bad = ~((flat >= 0) & (flat <= 1))
-        first = int(np.argmax(bad))
+    flat = np.ravel(t)  # a view where t is contiguous
+    first = _core.first_bad_probability(flat)
+    if first >= 0:
         raise ValueError(
             f"{name}{position(shape, first)} = {flat[first].item()!r} is not a probability: "
             f"values must be in [0, 1]"

@@ -99,6 +99,22 @@ def test_probabilities_outside_zero_one(x):
     assert_rejected(cyce.softmax_ce, (x, t.astype(np.float64)), {}, ValueError, r"= -0.5")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", [0, 16383, 16384, 40001, -1])
+@pytest.mark.parametrize("value", [np.nan, -np.inf, np.inf, -1e-30, 1.0000002])
+def test_first_bad_probability_anywhere(dtype, where, value):
+    """The one-pass check's chunks: the first bad value is found on either
+    side of a chunk's edge and at the end, and 0, -0.0 and 1 pass."""
+    x = np.zeros((40002, 2), np.float32)
+    t = np.full((40002, 2), 0.5, dtype)
+    t[7, 0], t[8, 0], t[9, 0] = 0.0, -0.0, 1.0
+    assert np.isfinite(cyce.softmax_ce(x, t))
+    t.reshape(-1)[where] = value
+    t.reshape(-1)[-1] = 2.0 if where != -1 else value  # a later bad value is not the one named
+    row, col = divmod(where % t.size, 2)
+    assert_rejected(cyce.softmax_ce, (x, t), {"inplace": True}, ValueError, rf"labels\[{row}, {col}\] = ")
+
+
 @pytest.mark.parametrize("ignore_index", [1, 0, -1])
 def test_ignore_index_with_probabilities(x, ignore_index):
     """PyTorch: "ignore_index is not supported for floating point target"."""
