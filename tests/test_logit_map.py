@@ -505,6 +505,38 @@ def test_masked_logits(kernel_build, rng, dtype, logit_map):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=name_of)
+def test_softcap_of_each_logit(kernel_build, dtype):
+    """The softcap and its slope element by element, on both sides of the
+    switch between the polynomial and the exp (|x / c| = 0.625), in vectors
+    that hold one side, the other or both: a row of one class has lse = z
+    (softmax_stats), and with z_loss = 1/2 and the sum its gradient is z
+    times the slope.  Within 8 ulp of float64 tanh (the slope: times its
+    condition number)."""
+    cap = 30.0
+    rng = np.random.default_rng(7)
+    near = cap * 0.625 * (1 + np.array([-3e-7, -1e-7, 0.0, 1e-7, 3e-7]))
+    x = np.concatenate([
+        rng.uniform(-0.6, 0.6, 64) * cap,             # the polynomial alone
+        rng.uniform(0.7, 12.0, 64) * cap,             # the exp alone
+        rng.uniform(-3.0, 3.0, 67) * cap,             # mixed, and a partial vector
+        near, -near, [0.0, -0.0, 1e-30, -1e-38, 1e-3, 9.0 * cap, -40.0 * cap, 1e30, np.inf],
+    ]).astype(dtype)
+    y = x.astype(np.float64) / cap
+    z64 = cap * np.tanh(y)
+    e = np.exp(-2 * np.abs(y))
+    slope64 = 4 * e / (1 + e) ** 2
+    ulp = 8 * np.finfo(dtype).eps
+    stats = cyce.softmax_stats(x[:, None], logit_softcap=cap)
+    np.testing.assert_allclose(stats.lse, z64, rtol=ulp, atol=ulp * 1e-30)
+    _, grad = cyce.softmax_ce(x[:, None], np.zeros(x.size, np.int64), reduction="sum",
+                              z_loss=0.5, return_grad=True, logit_softcap=cap)
+    # the slope's condition number is 2 |y|: x / c rounded once moves it so
+    error = np.abs(grad[:, 0] - z64 * slope64)
+    bound = 2 * ulp * (1 + 2 * np.minimum(np.abs(y), 1e6)) * np.abs(z64 * slope64) + cap * ulp * 1e-30
+    assert (error <= bound).all(), (x[error > bound], grad[error > bound, 0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=name_of)
 def test_special_logits(kernel_build, dtype, torch):
     """NaN stays in its row (NaN loss and gradient, as torch.tanh(nan));
     +inf with a softcap is the finite c / T with slope 0 there; without

@@ -101,19 +101,25 @@ typedef union { double f; uint64_t u; } cyce_f64_bits;
  * cancellation; beyond, from e = exp(-2|y|) <= 0.29: tanh = (1 - e) / (1 + e)
  * and sech**2 = 4e / (1 + e)**2, which keeps its relative precision where
  * tanh rounds to 1.  A few ulp; +-inf give +-1 and 0, NaN gives NaN. */
+#define CYCE_TANHF_P4 -5.70498872745e-3f
+#define CYCE_TANHF_P3 2.06390887954e-2f
+#define CYCE_TANHF_P2 -5.37397155531e-2f
+#define CYCE_TANHF_P1 1.33314422036e-1f
+#define CYCE_TANHF_P0 -3.33332819422e-1f
+#define CYCE_TANHF_SMALL 0.625f
 static inline __attribute__((always_inline)) float cyce_tanhf_sech2(float y, float *sech2)
 {
     float a = fabsf(y), y2 = y * y;
-    float p = -5.70498872745e-3f;
-    p = p * y2 + 2.06390887954e-2f;
-    p = p * y2 - 5.37397155531e-2f;
-    p = p * y2 + 1.33314422036e-1f;
-    p = p * y2 - 3.33332819422e-1f;
+    float p = CYCE_TANHF_P4;
+    p = p * y2 + CYCE_TANHF_P3;
+    p = p * y2 + CYCE_TANHF_P2;
+    p = p * y2 + CYCE_TANHF_P1;
+    p = p * y2 + CYCE_TANHF_P0;
     float small = y + y * y2 * p;
     float e = cyce_expf_nonpos(-2.0f * a);
     float inv = 1.0f / (1.0f + e);
     float big = copysignf((1.0f - e) * inv, y);
-    int is_small = a < 0.625f;
+    int is_small = a < CYCE_TANHF_SMALL;
     *sech2 = is_small ? 1.0f - small * small : 4.0f * e * inv * inv;
     return is_small ? small : big;
 }

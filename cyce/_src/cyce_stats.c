@@ -18,6 +18,51 @@
 /* softmax_stats' block: mapped into a buffer that stays in L1 */
 #define CYCE_STATS_BLOCK 2048
 
+#ifdef CYCE_AVX512_SPANS
+/* c tanh(v / c) and its slope sech(v / c)**2 for 16 floats, by
+ * cyce_tanhf_sech2's formulas, each side computed only where a lane needs
+ * it: logits well inside the cap take the polynomial alone.  1 / (1 + e)
+ * is vrcp14ps and a Newton step (2**-28 relative), not a division. */
+static inline __attribute__((always_inline)) __m512 cyce_vsoftcap_f32(__m512 v, __m512 cap,
+                                                                      __m512 inv_cap,
+                                                                      __m512 *slope)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 y = _mm512_mul_ps(v, inv_cap);
+    const __m512 a = _mm512_abs_ps(y);
+    /* NaN goes the exp's way, as in the scalar code */
+    const __mmask16 small = _mm512_cmp_ps_mask(a, _mm512_set1_ps(CYCE_TANHF_SMALL), _CMP_LT_OQ);
+    __m512 t = _mm512_setzero_ps(), s = _mm512_setzero_ps();
+    if (small != 0) {
+        __m512 y2 = _mm512_mul_ps(y, y);
+        __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(CYCE_TANHF_P4), y2,
+                                   _mm512_set1_ps(CYCE_TANHF_P3));
+        p = _mm512_fmadd_ps(p, y2, _mm512_set1_ps(CYCE_TANHF_P2));
+        p = _mm512_fmadd_ps(p, y2, _mm512_set1_ps(CYCE_TANHF_P1));
+        p = _mm512_fmadd_ps(p, y2, _mm512_set1_ps(CYCE_TANHF_P0));
+        t = _mm512_fmadd_ps(_mm512_mul_ps(y, y2), p, y);
+        s = _mm512_fnmadd_ps(t, t, one);
+    }
+    if (small != (__mmask16)0xFFFF) {
+        __m512 e = cyce_vexp_nonpos_f32(_mm512_mul_ps(a, _mm512_set1_ps(-2.0f)));
+        __m512 q = _mm512_add_ps(one, e);
+        __m512 r = _mm512_rcp14_ps(q);
+        r = _mm512_mul_ps(r, _mm512_fnmadd_ps(q, r, _mm512_set1_ps(2.0f)));
+        /* (1 - e) r >= 0 (or NaN): y's sign ored in */
+        __m512 big = _mm512_or_ps(_mm512_mul_ps(_mm512_sub_ps(one, e), r),
+                                  _mm512_and_ps(y, _mm512_set1_ps(-0.0f)));
+        __m512 big_slope = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(4.0f), e),
+                                         _mm512_mul_ps(r, r));
+        t = _mm512_mask_mov_ps(big, small, t);
+        s = _mm512_mask_mov_ps(big_slope, small, s);
+    }
+    *slope = s;
+    /* a masked class stays masked */
+    const __mmask16 masked = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    return _mm512_mask_mov_ps(_mm512_mul_ps(cap, t), masked, v);
+}
+#endif
+
 #define CYCE_TABLE_NAME(suffix) CYCE_CAT3(cyce_mapped_kernels, suffix, CYCE_ISA)
 #define CYCE_TEMPLATE "cyce_stats_template.h"
 
@@ -34,6 +79,7 @@
 #define CYCE_SMASK __mmask16
 #define CYCE_SLANES 16
 #define CYCE_STATS_VEXP cyce_vexp_nonpos_f32
+#define CYCE_STATS_VSOFTCAP cyce_vsoftcap_f32
 #endif
 #include "cyce_dtypes_native.h"
 #undef CYCE_REAL_SUFFIX
@@ -44,6 +90,7 @@
 #undef CYCE_SMASK
 #undef CYCE_SLANES
 #undef CYCE_STATS_VEXP
+#undef CYCE_STATS_VSOFTCAP
 
 #define CYCE_NATIVE_TYPE double
 #define CYCE_SUFFIX f64

@@ -183,13 +183,95 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
     return sums;
 }
 
+#ifdef CYCE_STATS_VSOFTCAP
+/* The z of x[j:j + lanes] into z_out and their slopes into slope_out, the
+ * maxima of z and x onto vm and vxm (NaN skipped: the max's second operand
+ * is the running one). */
+#define CYCE_CAPPED_MAP(lanes, x, z_out, slope_out)                             \
+    do {                                                                        \
+        CYCE_SV v = CYCE_SVOP(maskz_loadu)(lanes, x + j), sl;                   \
+        CYCE_SV z = CYCE_STATS_VSOFTCAP(v, cap, inv_cap, &sl);                  \
+        CYCE_SVOP(mask_storeu)(z_out + j, lanes, z);                            \
+        CYCE_SVOP(mask_storeu)(slope_out + j, lanes, sl);                       \
+        vm = CYCE_SVOP(mask_max)(vm, lanes, z, vm);                             \
+        vxm = CYCE_SVOP(mask_max)(vxm, lanes, v, vxm);                          \
+    } while (0)
+
+/* block_pass with a softcap for float rows, in AVX-512 intrinsics: the
+ * vector softcap, whose one-sided lanes skip the other side (GCC's loop
+ * computed both sides and a division for every element:
+ * docs/performance.md#mapped-logits).  The lanes are reduced each
+ * CYCE_BLOCK, as there. */
+static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
+    block_pass_capped_avx512)(const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len,
+                              CYCE_REAL bm, const CYCE_STORE *x_next, CYCE_REAL *nxt,
+                              CYCE_REAL *next_slope, int64_t next_len,
+                              const CYCE_SFN(cyce_logit_map) *map)
+{
+    const CYCE_SV vshift = CYCE_SVOP(set1)(bm == -INFINITY ? 0 : bm);
+    const CYCE_SV vtop = CYCE_SVOP(set1)(isfinite(bm) ? bm : (CYCE_REAL)NAN);
+    const CYCE_SV lowest = CYCE_SVOP(set1)(-FLT_MAX), one = CYCE_SVOP(set1)(1);
+    const CYCE_SV inv_t = CYCE_SVOP(set1)(map->inv_temperature);
+    const CYCE_SV cap = CYCE_SVOP(set1)(map->cap), inv_cap = CYCE_SVOP(set1)(map->inv_cap);
+    const CYCE_SMASK all = (CYCE_SMASK)~(CYCE_SMASK)0;
+    CYCE_SV vm = CYCE_SVOP(set1)(-INFINITY), vxm = vm;
+    CYCE_SFN(cyce_block_sums) sums = {0, 0, 0.0, 0.0, 0.0, 0.0};
+    /* this block's exps at j, and block_pass's four sums */
+#define CYCE_CAPPED_TERM(lanes)                                                 \
+    do {                                                                        \
+        CYCE_SV cv = CYCE_SVOP(maskz_loadu)(lanes, cur_z + j);                  \
+        CYCE_SV d = CYCE_SVOP(mul)(CYCE_SVOP(sub)(cv, vshift), inv_t);          \
+        CYCE_SV e = CYCE_STATS_VEXP(d);                                         \
+        CYCE_SMASK other = CYCE_SVCMP(lanes, cv, vtop, _CMP_NEQ_UQ);            \
+        CYCE_SVOP(mask_storeu)(exps + j, lanes, e);                             \
+        vr = CYCE_SVOP(mask_add)(vr, other, vr, e);                             \
+        vo = CYCE_SVOP(mask_add)(vo, other, vo, one);                           \
+        vt = CYCE_SVOP(mask3_fmadd)(e, CYCE_SVOP(max)(d, lowest), vt, lanes);   \
+        vu = CYCE_SVOP(mask_add)(vu, lanes, vu, d);                             \
+    } while (0)
+    for (int64_t start = 0; start < len; start += CYCE_BLOCK) {
+        int64_t stop = start + CYCE_BLOCK < len ? start + CYCE_BLOCK : len;
+        int64_t fused = next_len < start ? start : (next_len < stop ? next_len : stop);
+        CYCE_SV vr = CYCE_SVOP(setzero)(), vo = vr, vt = vr, vu = vr;
+        CYCE_SFN(prefetch_ahead)(x_next, start, stop);
+        int64_t j = start;
+        for (; j + CYCE_SLANES <= fused; j += CYCE_SLANES) {
+            CYCE_CAPPED_MAP(all, x_next, nxt, next_slope);
+            CYCE_CAPPED_TERM(all);
+        }
+        if (j < fused) {
+            CYCE_CAPPED_MAP((CYCE_SMASK)((1u << (fused - j)) - 1u), x_next, nxt, next_slope);
+        }
+        for (; j + CYCE_SLANES <= stop; j += CYCE_SLANES) {
+            CYCE_CAPPED_TERM(all);
+        }
+        if (j < stop) {
+            CYCE_CAPPED_TERM((CYCE_SMASK)((1u << (stop - j)) - 1u));
+        }
+        sums.rest += (double)CYCE_SVOP(reduce_add)(vr);
+        sums.count += (double)(stop - start) - (double)CYCE_SVOP(reduce_add)(vo);
+        sums.s1 += (double)CYCE_SVOP(reduce_add)(vt);
+        sums.u += (double)CYCE_SVOP(reduce_add)(vu);
+    }
+#undef CYCE_CAPPED_TERM
+    sums.next_max = CYCE_SVOP(reduce_max)(vm);
+    sums.next_raw = CYCE_SVOP(reduce_max)(vxm);
+    return sums;
+}
+#endif
+
 static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_capped)(
     const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len, CYCE_REAL bm,
     const CYCE_STORE *x_next, CYCE_REAL *nxt, CYCE_REAL *next_slope, int64_t next_len,
     const CYCE_SFN(cyce_logit_map) *map)
 {
+#ifdef CYCE_STATS_VSOFTCAP
+    return CYCE_SFN(block_pass_capped_avx512)(cur_z, exps, len, bm, x_next, nxt, next_slope,
+                                              next_len, map);
+#else
     return CYCE_SFN(block_pass)(NULL, cur_z, exps, len, bm, x_next, nxt, next_slope, next_len,
                                 map, 1);
+#endif
 }
 
 static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_plain)(
@@ -287,7 +369,7 @@ static CYCE_REAL CYCE_SFN(first_block)(const CYCE_STORE *x, CYCE_REAL *buf, CYCE
                                        int64_t len, const CYCE_SFN(cyce_logit_map) *map,
                                        CYCE_REAL *raw_max)
 {
-    CYCE_REAL m = -INFINITY, xm = -INFINITY, sl;
+    CYCE_REAL m = -INFINITY;
     if (!map->softcap) {
 #pragma omp simd reduction(max:m)
         for (int64_t j = 0; j < len; j++) {
@@ -296,7 +378,19 @@ static CYCE_REAL CYCE_SFN(first_block)(const CYCE_STORE *x, CYCE_REAL *buf, CYCE
         *raw_max = m;
         return m;
     }
+#ifdef CYCE_STATS_VSOFTCAP
+    const CYCE_SV cap = CYCE_SVOP(set1)(map->cap), inv_cap = CYCE_SVOP(set1)(map->inv_cap);
+    CYCE_SV vm = CYCE_SVOP(set1)(-INFINITY), vxm = vm;
+    for (int64_t j = 0; j < len; j += CYCE_SLANES) {
+        CYCE_SMASK lanes = len - j >= CYCE_SLANES ? (CYCE_SMASK)~(CYCE_SMASK)0
+                                                  : (CYCE_SMASK)((1u << (len - j)) - 1u);
+        CYCE_CAPPED_MAP(lanes, x, buf, slope);
+    }
+    *raw_max = CYCE_SVOP(reduce_max)(vxm);
+    return CYCE_SVOP(reduce_max)(vm);
+#else
     const CYCE_REAL cap = map->cap, inv_cap = map->inv_cap;
+    CYCE_REAL xm = -INFINITY, sl;
 #pragma omp simd reduction(max:m, xm)
     for (int64_t j = 0; j < len; j++) {
         CYCE_REAL v = CYCE_LOAD(x[j]);
@@ -308,7 +402,11 @@ static CYCE_REAL CYCE_SFN(first_block)(const CYCE_STORE *x, CYCE_REAL *buf, CYCE
     }
     *raw_max = xm;
     return m;
+#endif
 }
+#ifdef CYCE_STATS_VSOFTCAP
+#undef CYCE_CAPPED_MAP
+#endif
 
 /* ---- softmax cross entropy of mapped logits against labels ----
  *
