@@ -197,16 +197,16 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
         vxm = CYCE_SVOP(mask_max)(vxm, lanes, v, vxm);                          \
     } while (0)
 
-/* block_pass with a softcap for float rows, in AVX-512 intrinsics: the
- * vector softcap, whose one-sided lanes skip the other side (GCC's loop
- * computed both sides and a division for every element:
- * docs/performance.md#mapped-logits).  The lanes are reduced each
- * CYCE_BLOCK, as there. */
+/* block_pass for float rows in AVX-512 intrinsics, cur_z the block's z
+ * (x itself without a softcap): with a softcap, the vector softcap, whose
+ * one-sided lanes skip the other side (GCC's loop computed both sides and a
+ * division for every element: docs/performance.md#mapped-logits).  The
+ * lanes are reduced each CYCE_BLOCK, as there. */
 static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
-    block_pass_capped_avx512)(const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len,
-                              CYCE_REAL bm, const CYCE_STORE *x_next, CYCE_REAL *nxt,
-                              CYCE_REAL *next_slope, int64_t next_len,
-                              const CYCE_SFN(cyce_logit_map) *map)
+    block_pass_avx512_any)(const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len,
+                           CYCE_REAL bm, const CYCE_STORE *x_next, CYCE_REAL *nxt,
+                           CYCE_REAL *next_slope, int64_t next_len,
+                           const CYCE_SFN(cyce_logit_map) *map, int softcap)
 {
     const CYCE_SV vshift = CYCE_SVOP(set1)(bm == -INFINITY ? 0 : bm);
     const CYCE_SV vtop = CYCE_SVOP(set1)(isfinite(bm) ? bm : (CYCE_REAL)NAN);
@@ -236,11 +236,20 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
         CYCE_SFN(prefetch_ahead)(x_next, start, stop);
         int64_t j = start;
         for (; j + CYCE_SLANES <= fused; j += CYCE_SLANES) {
-            CYCE_CAPPED_MAP(all, x_next, nxt, next_slope);
+            if (softcap) {
+                CYCE_CAPPED_MAP(all, x_next, nxt, next_slope);
+            } else {
+                vm = CYCE_SVOP(max)(CYCE_SVOP(loadu)(x_next + j), vm);
+            }
             CYCE_CAPPED_TERM(all);
         }
         if (j < fused) {
-            CYCE_CAPPED_MAP((CYCE_SMASK)((1u << (fused - j)) - 1u), x_next, nxt, next_slope);
+            CYCE_SMASK part = (CYCE_SMASK)((1u << (fused - j)) - 1u);
+            if (softcap) {
+                CYCE_CAPPED_MAP(part, x_next, nxt, next_slope);
+            } else {
+                vm = CYCE_SVOP(mask_max)(vm, part, CYCE_SVOP(maskz_loadu)(part, x_next + j), vm);
+            }
         }
         for (; j + CYCE_SLANES <= stop; j += CYCE_SLANES) {
             CYCE_CAPPED_TERM(all);
@@ -255,7 +264,7 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
     }
 #undef CYCE_CAPPED_TERM
     sums.next_max = CYCE_SVOP(reduce_max)(vm);
-    sums.next_raw = CYCE_SVOP(reduce_max)(vxm);
+    sums.next_raw = softcap ? CYCE_SVOP(reduce_max)(vxm) : sums.next_max;
     return sums;
 }
 #endif
@@ -266,8 +275,8 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_c
     const CYCE_SFN(cyce_logit_map) *map)
 {
 #ifdef CYCE_STATS_VSOFTCAP
-    return CYCE_SFN(block_pass_capped_avx512)(cur_z, exps, len, bm, x_next, nxt, next_slope,
-                                              next_len, map);
+    return CYCE_SFN(block_pass_avx512_any)(cur_z, exps, len, bm, x_next, nxt, next_slope,
+                                           next_len, map, 1);
 #else
     return CYCE_SFN(block_pass)(NULL, cur_z, exps, len, bm, x_next, nxt, next_slope, next_len,
                                 map, 1);
@@ -278,7 +287,12 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_p
     const CYCE_STORE *cur_x, CYCE_REAL *exps, int64_t len, CYCE_REAL bm,
     const CYCE_STORE *x_next, int64_t next_len, const CYCE_SFN(cyce_logit_map) *map)
 {
+#ifdef CYCE_STATS_VSOFTCAP
+    return CYCE_SFN(block_pass_avx512_any)(cur_x, exps, len, bm, x_next, NULL, NULL, next_len,
+                                           map, 0);
+#else
     return CYCE_SFN(block_pass)(cur_x, NULL, exps, len, bm, x_next, NULL, NULL, next_len, map, 0);
+#endif
 }
 
 /* One block pass, block k of a row at start: through the softcap's buffers
