@@ -174,34 +174,36 @@ cdef bint float32_output(cnp.ndarray x, object out):
             and is_half(x))
 
 
+cdef int dtype_pair(cnp.ndarray x, object out) except -1:
+    """The index of x's pair of dtypes (input, output) in both kernel tables'
+    order: float32, float64, bfloat16, bfloat16 -> float32, float16, float16
+    -> float32 (a half x writing out as float32, or as itself)."""
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum == cnp.NPY_FLOAT32:
+        return 0
+    if typenum == cnp.NPY_FLOAT64:
+        return 1
+    if typenum == cnp.NPY_FLOAT16:
+        return 5 if float32_output(x, out) else 4
+    if is_bfloat16(x.dtype):
+        return 3 if float32_output(x, out) else 2
+    raise TypeError(f"no kernel for dtype {x.dtype}")
+
+
 cdef const cyce_dtype_kernels *kernels_of(cnp.ndarray x, object out=None) except NULL:
     """The kernels of x's dtype, writing out's (x's own, or float32 for a
     half x)."""
-    cdef int typenum = cnp.PyArray_TYPE(x)
-    if typenum == cnp.NPY_FLOAT32:
-        return table.f32
-    if typenum == cnp.NPY_FLOAT64:
-        return table.f64
-    if typenum == cnp.NPY_FLOAT16:
-        return table.f16_f32 if float32_output(x, out) else table.f16
-    if is_bfloat16(x.dtype):
-        return table.bf16_f32 if float32_output(x, out) else table.bf16
-    raise TypeError(f"no kernel for dtype {x.dtype}")
+    cdef const cyce_dtype_kernels *by_pair[6]
+    by_pair[:] = [table.f32, table.f64, table.bf16, table.bf16_f32, table.f16, table.f16_f32]
+    return by_pair[dtype_pair(x, out)]
 
 
 cdef const cyce_mapped_kernels *mapped_kernels_of(cnp.ndarray x, object out=None) except NULL:
     """kernels_of's counterpart among the kernels of mapped logits."""
-    cdef int typenum = cnp.PyArray_TYPE(x)
     cdef const cyce_mapped_table *m = table.mapped
-    if typenum == cnp.NPY_FLOAT32:
-        return m.f32
-    if typenum == cnp.NPY_FLOAT64:
-        return m.f64
-    if typenum == cnp.NPY_FLOAT16:
-        return m.f16_f32 if float32_output(x, out) else m.f16
-    if is_bfloat16(x.dtype):
-        return m.bf16_f32 if float32_output(x, out) else m.bf16
-    raise TypeError(f"no kernel for dtype {x.dtype}")
+    cdef const cyce_mapped_kernels *by_pair[6]
+    by_pair[:] = [m.f32, m.f64, m.bf16, m.bf16_f32, m.f16, m.f16_f32]
+    return by_pair[dtype_pair(x, out)]
 
 
 cdef int compute_typenum(cnp.ndarray x) except -1:
