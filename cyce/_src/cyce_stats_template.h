@@ -203,7 +203,7 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
  * division for every element: docs/performance.md#mapped-logits).  The
  * lanes are reduced each CYCE_BLOCK, as there. */
 static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
-    block_pass_avx512_any)(const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len,
+    block_pass_mapped_avx512)(const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len,
                            CYCE_REAL bm, const CYCE_STORE *x_next, CYCE_REAL *nxt,
                            CYCE_REAL *next_slope, int64_t next_len,
                            const CYCE_SFN(cyce_logit_map) *map, int softcap)
@@ -217,7 +217,7 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
     CYCE_SV vm = CYCE_SVOP(set1)(-INFINITY), vxm = vm;
     CYCE_SFN(cyce_block_sums) sums = {0, 0, 0.0, 0.0, 0.0, 0.0};
     /* this block's exps at j, and block_pass's four sums */
-#define CYCE_CAPPED_TERM(lanes)                                                 \
+#define CYCE_MAPPED_TERM(lanes)                                                 \
     do {                                                                        \
         CYCE_SV cv = CYCE_SVOP(maskz_loadu)(lanes, cur_z + j);                  \
         CYCE_SV d = CYCE_SVOP(mul)(CYCE_SVOP(sub)(cv, vshift), inv_t);          \
@@ -241,7 +241,7 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
             } else {
                 vm = CYCE_SVOP(max)(CYCE_SVOP(loadu)(x_next + j), vm);
             }
-            CYCE_CAPPED_TERM(all);
+            CYCE_MAPPED_TERM(all);
         }
         if (j < fused) {
             CYCE_SMASK part = (CYCE_SMASK)((1u << (fused - j)) - 1u);
@@ -252,17 +252,17 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
             }
         }
         for (; j + CYCE_SLANES <= stop; j += CYCE_SLANES) {
-            CYCE_CAPPED_TERM(all);
+            CYCE_MAPPED_TERM(all);
         }
         if (j < stop) {
-            CYCE_CAPPED_TERM((CYCE_SMASK)((1u << (stop - j)) - 1u));
+            CYCE_MAPPED_TERM((CYCE_SMASK)((1u << (stop - j)) - 1u));
         }
         sums.rest += (double)CYCE_SVOP(reduce_add)(vr);
         sums.count += (double)(stop - start) - (double)CYCE_SVOP(reduce_add)(vo);
         sums.s1 += (double)CYCE_SVOP(reduce_add)(vt);
         sums.u += (double)CYCE_SVOP(reduce_add)(vu);
     }
-#undef CYCE_CAPPED_TERM
+#undef CYCE_MAPPED_TERM
     sums.next_max = CYCE_SVOP(reduce_max)(vm);
     sums.next_raw = softcap ? CYCE_SVOP(reduce_max)(vxm) : sums.next_max;
     return sums;
@@ -275,7 +275,7 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_c
     const CYCE_SFN(cyce_logit_map) *map)
 {
 #ifdef CYCE_STATS_VSOFTCAP
-    return CYCE_SFN(block_pass_avx512_any)(cur_z, exps, len, bm, x_next, nxt, next_slope,
+    return CYCE_SFN(block_pass_mapped_avx512)(cur_z, exps, len, bm, x_next, nxt, next_slope,
                                            next_len, map, 1);
 #else
     return CYCE_SFN(block_pass)(NULL, cur_z, exps, len, bm, x_next, nxt, next_slope, next_len,
@@ -288,7 +288,7 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_p
     const CYCE_STORE *x_next, int64_t next_len, const CYCE_SFN(cyce_logit_map) *map)
 {
 #ifdef CYCE_STATS_VSOFTCAP
-    return CYCE_SFN(block_pass_avx512_any)(cur_x, exps, len, bm, x_next, NULL, NULL, next_len,
+    return CYCE_SFN(block_pass_mapped_avx512)(cur_x, exps, len, bm, x_next, NULL, NULL, next_len,
                                            map, 0);
 #else
     return CYCE_SFN(block_pass)(cur_x, NULL, exps, len, bm, x_next, NULL, NULL, next_len, map, 0);
