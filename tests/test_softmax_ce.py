@@ -572,6 +572,98 @@ def test_rows_of_several_blocks_scale_during_the_next_row(kernel_build, rng, dty
             cyce.softmax_ce(x, labels, reduction="none", num_threads=threads, **kwargs), loss)
 
 
+def smoothing_rows(rng, shape, dtype):
+    """Long rows for label smoothing's one-pass sum, taken block by block
+    (blocks of 4112 float32 or 2056 float64 classes), of five kinds in turn
+    (row r is of kind r % 5): plain; with -inf masks scattered over its
+    blocks; with whole blocks of -inf (its first and its last too); around
+    1e4 (where a sum of x - max taken as sum(x) - n max would cancel); with an
+    offset of its own per block, so that each block's max differs from the
+    row's."""
+    n_rows, n = shape
+    x = rng.standard_normal(shape) * 3
+    kind = np.arange(n_rows) % 5
+    for r in np.flatnonzero(kind == 1):
+        x[r, rng.integers(0, n, n // 50)] = -np.inf
+    masked = np.zeros(n, bool)
+    masked[:4112] = masked[n - 700:] = masked[n // 2:n // 2 + 9000] = True
+    x[np.ix_(kind == 2, masked)] = -np.inf
+    x[kind == 3] += 1e4
+    x[kind == 4] += np.repeat(rng.uniform(-60, 60, n // 1000 + 1), 1000)[:n]
+    labels = rng.integers(0, n, n_rows)
+    labels[kind == 2] = 4200                # a class no block of -inf holds
+    rows = np.arange(n_rows)
+    x[rows, labels] = np.maximum(x[rows, labels], 0.0)
+    return x.astype(dtype), labels
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(5, 70001), (8, 5000), (6, 32000)], ids=str)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_smoothing_of_long_rows_in_one_pass(kernel_build, rng, dtype, shape, weighted):
+    """Label smoothing's sum_c w_c (x_c - max) is taken block by block with
+    the exps, each block against its own max, and combined at the row's end:
+    masked classes (scattered, whole blocks, a row's first and last block),
+    logits around 1e4 and blocks of different maxima all match the float64
+    reference (a row with a masked class costs +inf, as its smoothed target
+    there is not 0; its gradient is finite)."""
+    x, labels = smoothing_rows(rng, shape, dtype)
+    kwargs = {"label_smoothing": 0.1}
+    if weighted:
+        kwargs["weight"] = rng.uniform(0.1, 2.0, shape[1])
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True, **kwargs)
+    exp_loss, exp_grad = reference.softmax_ce(x, labels, reduction="none", **kwargs)
+    masked = np.isinf(x).any(axis=1)
+    assert masked.any() and (loss[masked] == np.inf).all()
+    assert_close(loss, exp_loss, dtype, "loss")
+    assert_close(grad, exp_grad, dtype, "grad", 1.0)
+    assert (grad[np.isinf(x)] < 0).all()     # -e w_c / C: the smoothing term alone
+
+
+@pytest.mark.parametrize("dtype", DTYPES + ["bfloat16", "float16"],
+                         ids=lambda d: np.dtype(d).name if d in DTYPES else d)
+@pytest.mark.parametrize("shape", [(24, 70001), (40, 5000), (24, 32000)], ids=str)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_smoothed_rows_have_the_same_bits_however_run(kernel_build, rng, dtype, shape,
+                                                      weighted):
+    """A smoothed long row chains to the next and (rows computed in float, of
+    at most 144 KiB, without class weights) has its scaling done during the
+    next row's exps, 3 or 5 rows to a task here: its bits are those of the
+    row run alone, with 1 or 2 threads, in place or into a new gradient (a
+    half type's into a float32 one too), and its loss alone is that of the
+    call with a gradient."""
+    if dtype == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes").bfloat16
+    x, labels = smoothing_rows(rng, shape, dtype)
+    labels[[1, 17]] = -100                    # ignored rows break the chain
+    kwargs = {"label_smoothing": 0.1}
+    if weighted:
+        kwargs["weight"] = rng.uniform(0.1, 2.0, shape[1])
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True, **kwargs)
+    for threads in (1, 2):
+        other_loss, other_grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True,
+                                                 num_threads=threads, **kwargs)
+        np.testing.assert_array_equal(other_grad, grad)
+        np.testing.assert_array_equal(other_loss, loss)
+        np.testing.assert_array_equal(
+            cyce.softmax_ce(x, labels, reduction="none", num_threads=threads, **kwargs), loss)
+    inplace = x.copy()
+    cyce.softmax_ce(inplace, labels, reduction="none", inplace=True, **kwargs)
+    np.testing.assert_array_equal(inplace, grad)
+    master_dtype = np.float64 if dtype == np.float64 else np.float32
+    master = np.empty(shape, master_dtype)
+    cyce.softmax_ce(x, labels, reduction="none", grad_out=master, **kwargs)
+    for i in range(shape[0]):
+        alone_loss, alone_grad = cyce.softmax_ce(x[i:i + 1], labels[i:i + 1], reduction="none",
+                                                 return_grad=True, **kwargs)
+        np.testing.assert_array_equal(alone_grad, grad[i:i + 1])
+        np.testing.assert_array_equal(alone_loss, loss[i:i + 1])
+        alone_master = np.empty((1, shape[1]), master_dtype)
+        cyce.softmax_ce(x[i:i + 1], labels[i:i + 1], reduction="none", grad_out=alone_master,
+                        **kwargs)
+        np.testing.assert_array_equal(alone_master, master[i:i + 1])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_rows_of_more_than_the_block_limit(kernel_build, rng, dtype):
     """A row of more than 256 blocks (1.1M classes; 1.05M fit in float32)

@@ -87,8 +87,12 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
  * the total of those sums, in double), the others counted into *count;
  * *next_max = max(next[0:min(next_len, len)]), NaN skipped, -inf for none;
  * ahead + j prefetched for each vector (unless ahead is NULL); prev_out[0:len]
- * = prev[0:len] * prev_scale (unless prev is NULL: the previous row's
- * deferred scaling; prev_out is prev itself where the exps are the gradient).
+ * = prev[0:len] * prev_scale - prev_b (unless prev is NULL: the previous row's
+ * deferred scaling; prev_out is prev itself where the exps are the gradient);
+ * with smooth (a constant), *shifted = sum_j (x[j] - shift), summed as the
+ * exps are, for label smoothing: one add per vector on the x - shift the exp
+ * takes anyway.  prev_b is taken with smooth only (the rows of a call share
+ * their options), so that the loop without it stays a multiply.
  *
  * The vectors of float rows start on the cache lines of the stream written
  * (out, else x; cyce_line_head): NumPy's large arrays start 16 bytes past a
@@ -108,15 +112,17 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_avx512)(
 static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_avx512)(
     const CYCE_STORE *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
     const CYCE_STORE *next, int64_t next_len, CYCE_REAL *next_max, double *count,
-    const CYCE_STORE *ahead, CYCE_REAL *prev, CYCE_GRAD *prev_out, CYCE_REAL prev_scale)
+    const CYCE_STORE *ahead, CYCE_REAL *prev, CYCE_GRAD *prev_out, CYCE_REAL prev_scale,
+    CYCE_REAL prev_b, int smooth, double *shifted)
 {
 #if CYCE_EXPS_IN_GRAD
     prev_out = prev;   /* the exps are the gradient: scaled in place */
 #endif
     const CYCE_V vshift = CYCE_VOP(set1)(shift), vtop = CYCE_VOP(set1)(top);
-    const CYCE_V vscale = CYCE_VOP(set1)(prev_scale), one = CYCE_VOP(set1)(1);
+    const CYCE_V vscale = CYCE_VOP(set1)(prev_scale), vb = CYCE_VOP(set1)(prev_b);
+    const CYCE_V one = CYCE_VOP(set1)(1);
     const CYCE_MASK all = (CYCE_MASK)~(CYCE_MASK)0;
-    CYCE_V rest = CYCE_VOP(setzero)(), others = CYCE_VOP(setzero)();
+    CYCE_V rest = CYCE_VOP(setzero)(), others = CYCE_VOP(setzero)(), u = CYCE_VOP(setzero)();
     CYCE_V vmax = CYCE_VOP(set1)(-INFINITY);
     const int64_t fused = next_len < len ? next_len : len;
     const int64_t far = CYCE_PREFETCH_FAR_BYTES / (int64_t)sizeof(CYCE_STORE);
@@ -126,18 +132,24 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
         : out != NULL ? cyce_line_head(out, sizeof(CYCE_REAL))
         : sizeof(CYCE_STORE) == 4 ? cyce_line_head(x, sizeof(CYCE_REAL)) : 0;
     const int64_t head = line_head < len ? line_head : 0;
-    double total = 0.0;
+    double total = 0.0, u_total = 0.0;
     int64_t j = 0;
     /* One vector at j, `lanes` of it in the block: the exps, the next
      * block's max, the previous row's scaling, the count; SUM adds the exps
-     * not at the top (lanes `other`) to the sums. */
+     * not at the top (lanes `other`) to the sums, and with smooth the
+     * d = x - shift of its lanes to u's. */
 #define CYCE_BLOCK_VECTOR(lanes, NEXT, SUM)                                         \
     do {                                                                            \
         CYCE_V xv = CYCE_VLOAD_MASKZ(lanes, x + j);                                 \
-        CYCE_V e = CYCE_VEXP(CYCE_VOP(sub)(xv, vshift));                            \
+        CYCE_V d = CYCE_VOP(sub)(xv, vshift);                                       \
+        CYCE_V e = CYCE_VEXP(d);                                                    \
         CYCE_MASK other = CYCE_VCMP_MASK(lanes, xv, vtop, _CMP_NEQ_UQ);             \
         NEXT;                                                                       \
-        if (prev != NULL) {                                                         \
+        if (prev != NULL && smooth) {                                               \
+            /* one rounding, as the scaling pass's contracted e * a - b */          \
+            CYCE_VSTORE_GRAD(prev_out + j, lanes, CYCE_VOP(fmsub)(                  \
+                CYCE_VOP(maskz_loadu)(lanes, prev + j), vscale, vb));               \
+        } else if (prev != NULL) {                                                  \
             CYCE_VSTORE_GRAD(prev_out + j, lanes, CYCE_VOP(mul)(                    \
                 CYCE_VOP(maskz_loadu)(lanes, prev + j), vscale));                   \
         }                                                                           \
@@ -151,6 +163,10 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
         others = CYCE_VOP(mask_add)(others, other, others, one);                    \
         SUM;                                                                        \
     } while (0)
+#define CYCE_ADD_U(lanes)                                                           \
+    if (smooth) {                                                                   \
+        u = CYCE_VOP(mask_add)(u, lanes, u, d);                                     \
+    }
     /* the next block's max over `next_lanes` of the vector at j */
 #define CYCE_NEXT_MAX(next_lanes)                                                   \
     vmax = CYCE_VOP(mask_max)(vmax, next_lanes, CYCE_VLOAD_MASKZ(next_lanes, next + j), vmax)
@@ -165,39 +181,56 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
          * a masked load missing it stalled the loop
          * (docs/performance.md#cache-line-alignment) */
         CYCE_BLOCK_VECTOR(CYCE_FIRST_LANES(head), (void)0,
-                          rest = CYCE_VOP(mask_add)(rest, other, rest, e));
+                          rest = CYCE_VOP(mask_add)(rest, other, rest, e);
+                          CYCE_ADD_U(CYCE_FIRST_LANES(head)));
         rest = CYCE_VOP(maskz_expand)((CYCE_MASK)~CYCE_FIRST_LANES(CYCE_LANES - head), rest);
+        if (smooth) {
+            u = CYCE_VOP(maskz_expand)((CYCE_MASK)~CYCE_FIRST_LANES(CYCE_LANES - head), u);
+        }
         j = head;
     }
     for (int64_t stop = 0; stop < len;) {
         stop = stop + CYCE_BLOCK < len ? stop + CYCE_BLOCK : len;
         for (; j + CYCE_LANES <= stop; j += CYCE_LANES) {
             CYCE_BLOCK_VECTOR(all, CYCE_NEXT_MAX_FUSED,
-                              rest = CYCE_VOP(mask_add)(rest, other, rest, e));
+                              rest = CYCE_VOP(mask_add)(rest, other, rest, e);
+                              CYCE_ADD_U(all));
         }
-        CYCE_V ends = rest;
+        CYCE_V ends = rest, u_ends = u;
         rest = CYCE_VOP(setzero)();
+        u = CYCE_VOP(setzero)();
         if (j < stop) {
             /* across the end of this CYCE_BLOCK: its first stop - j lanes
              * end this sum, the rest (in the block) start the next */
             CYCE_MASK lanes = j + CYCE_LANES <= len ? all : CYCE_FIRST_LANES(len - j);
             CYCE_MASK ending = CYCE_FIRST_LANES(stop - j);
             CYCE_BLOCK_VECTOR(lanes, CYCE_NEXT_MAX_FUSED,
-                              (ends = CYCE_VOP(mask_add)(ends, other & ending, ends, e),
-                               rest = CYCE_VOP(maskz_mov)(other & ~ending, e)));
+                              ends = CYCE_VOP(mask_add)(ends, other & ending, ends, e);
+                              rest = CYCE_VOP(maskz_mov)(other & ~ending, e);
+                              if (smooth) {
+                                  u_ends = CYCE_VOP(mask_add)(u_ends, ending, u_ends, d);
+                                  u = CYCE_VOP(maskz_mov)(lanes & ~ending, d);
+                              });
             j += CYCE_LANES;
         }
         total += (double)CYCE_VOP(reduce_add)(ends);
+        if (smooth) {
+            u_total += (double)CYCE_VOP(reduce_add)(u_ends);
+        }
     }
     if (head != 0 && fused > 0) {
         j = 0;
         CYCE_NEXT_MAX(CYCE_FIRST_LANES(head < fused ? head : fused));
     }
 #undef CYCE_BLOCK_VECTOR
+#undef CYCE_ADD_U
 #undef CYCE_NEXT_MAX_FUSED
 #undef CYCE_NEXT_MAX
     *count = (double)len - (double)CYCE_VOP(reduce_add)(others);
     *next_max = CYCE_VOP(reduce_max)(vmax);
+    if (smooth) {
+        *shifted = u_total;
+    }
     return total;
 }
 

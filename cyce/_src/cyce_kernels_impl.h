@@ -22,12 +22,14 @@
 
 /* A row's gradient whose scaling pass waits for the next row's exps: still
  * exp(x - block max), to be multiplied by exp_scale * factor[k] block by
- * block, then its label slot set. */
+ * block, less weight_scale (label smoothing's share of each class), then its
+ * label slot set. */
 typedef struct {
     void *grad;               /* NULL: no row waiting */
     void *exps;               /* its exps (grad itself: only float rows wait) */
     const double *factor;
     double exp_scale;
+    double weight_scale;
     int64_t label;
     double label_grad;
 } cyce_deferred;

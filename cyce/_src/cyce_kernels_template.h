@@ -35,13 +35,15 @@ static inline double CYCE_FN(row_exp_sum_m1)(const CYCE_STORE *x, CYCE_REAL *out
 
 /* sum(exp(x - max)) - 1, and max(x) into *m, in one pass over a row on its
  * own (no chaining, no deferred scaling): out, unless NULL, gets
- * exp(x - block max), and factor each block's rescaling to the row max. */
-static inline double CYCE_FN(row_blocked_exp_sum_m1)(const CYCE_STORE *x, CYCE_REAL *out,
-                                                     int64_t n, CYCE_REAL *m, double *factor)
+ * exp(x - block max), and factor each block's rescaling to the row max.
+ * One copy for logsumexp and softmax (GCC otherwise inlined the loops into
+ * each, or not, as the sizes of unrelated code moved). */
+static __attribute__((noinline, noclone)) double CYCE_FN(row_blocked_exp_sum_m1)(
+    const CYCE_STORE *x, CYCE_REAL *out, int64_t n, CYCE_REAL *m, double *factor)
 {
     CYCE_REAL carried_max = 0;
     return CYCE_FN(cyce_row_blocked_exp_sum_m1)(x, out, n, &carried_max, 0, 0, m, factor,
-                                                NULL, NULL, NULL, 0.0);
+                                                NULL, NULL, NULL, 0.0, 0, NULL);
 }
 
 /* log(sum(exp(x))), the max subtracted first.  An infinite max is returned
@@ -107,12 +109,14 @@ static inline void CYCE_FN(finish_deferred)(CYCE_GRAD *grad, cyce_deferred *pend
         return;
     }
     CYCE_FN(cyce_row_blocked_scale_sub)((const CYCE_REAL *)pending->exps, grad, NULL, n,
-                                        pending->factor, pending->exp_scale, 0);
+                                        pending->factor, pending->exp_scale,
+                                        (CYCE_REAL)pending->weight_scale);
     grad[pending->label] = CYCE_TO_GRAD((CYCE_REAL)pending->label_grad);
     pending->grad = NULL;
 }
 
-/* One row with label smoothing: the max first (the smoothing sum
+/* One row with label smoothing where it does not go block by block
+ * (CYCE_ONE_PASS_SMOOTHING): the max first (the smoothing sum
  * sum_c w_c (x_c - max) needs it), then the exps and sum, then the scaling. */
 static inline double CYCE_FN(row_softmax_ce_hard_smoothed)(
     const CYCE_STORE *x, CYCE_GRAD *grad, CYCE_REAL *exps, int64_t n, int64_t label,
@@ -140,29 +144,33 @@ static inline double CYCE_FN(row_softmax_ce_hard_smoothed)(
  * unless NULL (grad may be x: every read of x comes before or in the pass
  * that writes over it).
  *
- * Without smoothing the row goes block by block in one pass over memory,
- * its last block taking the max of the next row's first block when
- * fuse_next (*carried says whether *carried_max holds this row's first
- * block max on entry, the next row's on return).  The gradient's scaling
- * pass (a multiply per vector) leaves the vector units idle, so the row
- * waiting in *pending is scaled during this row's exps, and with defer this
- * row's scaling waits in turn (factor must then outlive the call, and not be
+ * The row goes block by block in one pass over memory (with label
+ * smoothing where CYCE_ONE_PASS_SMOOTHING, its sum taken on the way), its
+ * last block taking the max of the next row's first block when fuse_next
+ * (*carried says whether *carried_max holds this row's first block max on
+ * entry, the next row's on return).  The gradient's scaling pass (a
+ * multiply per vector) leaves the vector units idle, so the row waiting in
+ * *pending is scaled during this row's exps, and with defer this row's
+ * scaling waits in turn (factor must then outlive the call, and not be
  * pending's). */
 static inline double CYCE_FN(row_softmax_ce_hard)(
     const CYCE_STORE *x, CYCE_GRAD *grad, CYCE_REAL *exps, int64_t n, int64_t label,
     double row_weight, cyce_ce_opts opts, CYCE_REAL *carried_max, int *carried, int fuse_next,
     double *factor, cyce_deferred *pending, int defer)
 {
-    if (opts.label_smoothing != 0.0) {
+    const int smoothing = opts.label_smoothing != 0.0;
+    if (smoothing && (!CYCE_ONE_PASS_SMOOTHING || opts.class_weight != NULL)) {
         *carried = 0;
         return CYCE_FN(row_softmax_ce_hard_smoothed)(x, grad, exps, n, label, row_weight, opts);
     }
     CYCE_REAL m;
-    double label_x = CYCE_LOAD(x[label]);
+    double label_x = CYCE_LOAD(x[label]), smooth_shifted = 0.0;
     CYCE_REAL *prev = pending->grad == NULL ? NULL : (CYCE_REAL *)pending->exps;
     double total_m1 = CYCE_FN(cyce_row_blocked_exp_sum_m1)(
         x, exps, n, carried_max, *carried, fuse_next, &m, factor, prev,
-        (CYCE_GRAD *)pending->grad, pending->factor, pending->exp_scale);
+        (CYCE_GRAD *)pending->grad, pending->factor, pending->exp_scale,
+        (CYCE_REAL)pending->weight_scale,
+        CYCE_ONE_PASS_SMOOTHING && smoothing ? &smooth_shifted : NULL);
     int64_t block = CYCE_FN(cyce_online_block)(n);
     if (prev != NULL) {
         ((CYCE_GRAD *)pending->grad)[pending->label] = CYCE_TO_GRAD((CYCE_REAL)pending->label_grad);
@@ -174,13 +182,14 @@ static inline double CYCE_FN(row_softmax_ce_hard)(
                          grad == NULL ? 0.0 : cyce_label_exp_m1(
                              label_shifted, (double)exps[label] * factor[label / block]),
                          opts.class_weight == NULL ? 1.0 : opts.class_weight[label],
-                         0.0, row_weight};
+                         smooth_shifted, row_weight};
     cyce_hard_terms terms = cyce_softmax_ce_hard_terms(n, row, opts);
     if (grad != NULL) {
         pending->grad = grad;
         pending->exps = exps;
         pending->factor = factor;
         pending->exp_scale = terms.exp_scale;
+        pending->weight_scale = terms.weight_scale;
         pending->label = label;
         pending->label_grad = terms.label_grad;
         if (!defer) {
@@ -210,7 +219,7 @@ static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce
         int carried = 0;
         /* the block factors of a row and of the one whose scaling waits for it */
         double factors[2][CYCE_ONLINE_MAX_BLOCKS];
-        cyce_deferred pending = {NULL, NULL, NULL, 0.0, 0, 0.0};
+        cyce_deferred pending = {NULL, NULL, NULL, 0.0, 0.0, 0, 0.0};
         /* deferring measured faster for rows computed in float only
          * (docs/performance.md#deferred-scaling) */
         int defer = sizeof(CYCE_REAL) == 4

@@ -169,6 +169,17 @@ static inline int64_t cyce_line_head(const void *p, size_t size)
 #define CYCE_AVX512_SPANS 1
 #endif
 
+/* Label smoothing without class weights goes through the blocked rows, its
+ * sum taken in the exps' loop for one add per vector, in the avx512 object
+ * only: the blocked C loops of the other objects measured slower than a
+ * smoothed row's max pass of its own, and so did class weights' sum in a
+ * pass per block (docs/performance.md#one-pass-smoothing). */
+#ifdef CYCE_AVX512_SPANS
+#define CYCE_ONE_PASS_SMOOTHING 1
+#else
+#define CYCE_ONE_PASS_SMOOTHING 0
+#endif
+
 #define CYCE_TEMPLATE "cyce_rows_template.h"
 #include "cyce_dtypes.h"
 

@@ -130,34 +130,51 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_exp_sum_coun
  * scaled by prev_scale into prev_out (prev itself where CYCE_EXPS_IN_GRAD),
  * a CYCE_BLOCK at a time ahead of the exps: its loads,
  * stores and one multiply per vector run beside the exps' arithmetic, where
- * a pass of its own would leave the vector units idle. */
+ * a pass of its own would leave the vector units idle.  In the avx512
+ * object alone (elsewhere they must be 0 and NULL: CYCE_ONE_PASS_SMOOTHING),
+ * label smoothing's prev_b is subtracted from those products, and shifted,
+ * unless NULL, gets sum_j (x[j] - shift), a CYCE_BLOCK at a time in the
+ * row's dtype, from inside the exps' loop. */
 static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
     const CYCE_STORE *x, CYCE_REAL *out, int64_t len, CYCE_REAL shift, CYCE_REAL top,
     const CYCE_STORE *next, int64_t next_len, CYCE_REAL *next_max, double *count,
     const CYCE_STORE *ahead, int64_t n_ahead, CYCE_REAL *prev, CYCE_GRAD *prev_out,
-    CYCE_REAL prev_scale)
+    CYCE_REAL prev_scale, CYCE_REAL prev_b, double *shifted)
 {
 #if CYCE_EXPS_IN_GRAD
     prev_out = prev;   /* the exps are the gradient: scaled in place */
 #endif
 #ifdef CYCE_AVX512_SPANS
     CYCE_REAL m;
-    /* one copy of the loop per case, out and prev known in each: tested
-     * inside the loop, with the constants spilled around the tests, the
-     * loop read memory slower (docs/performance.md#unswitched-block-loop) */
+    /* one copy of the loop per case, out, prev and smoothing known in each:
+     * tested inside the loop, with the constants spilled around the tests,
+     * the loop read memory slower (docs/performance.md#unswitched-block-loop) */
     double rest;
-    if (prev != NULL) {
-        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
-                                                  &m, count, ahead, prev, prev_out, prev_scale);
-    } else if (out != NULL) {
-        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,
-                                                  &m, count, ahead, NULL, NULL, 0);
-    } else {
-        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, NULL, len, shift, top, next, next_len,
-                                                  &m, count, ahead, NULL, NULL, 0);
+#define CYCE_BLOCK_CASES(smooth)                                                                \
+    if (prev != NULL) {                                                                         \
+        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,      \
+                                                  &m, count, ahead, prev, prev_out, prev_scale, \
+                                                  prev_b, smooth, shifted);                     \
+    } else if (out != NULL) {                                                                   \
+        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, out, len, shift, top, next, next_len,      \
+                                                  &m, count, ahead, NULL, NULL, 0, 0, smooth,   \
+                                                  shifted);                                     \
+    } else {                                                                                    \
+        rest = CYCE_FN(cyce_block_exp_sum_avx512)(x, NULL, len, shift, top, next, next_len,     \
+                                                  &m, count, ahead, NULL, NULL, 0, 0, smooth,   \
+                                                  shifted);                                     \
     }
+    if (shifted != NULL) {
+        CYCE_BLOCK_CASES(1)
+    } else {
+        CYCE_BLOCK_CASES(0)
+    }
+#undef CYCE_BLOCK_CASES
     (void)n_ahead;   /* ahead + j is prefetched with each vector j < len */
 #else
+    /* 0 and NULL here: no smoothing in these blocks (CYCE_ONE_PASS_SMOOTHING) */
+    (void)prev_b;
+    (void)shifted;
     double rest = 0.0, counted = 0.0;
     CYCE_REAL m = -INFINITY;
     /* the share of `ahead` to prefetch per CYCE_BLOCK, whole cache lines */
@@ -393,10 +410,14 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
  *
  * prev, unless NULL, is the previous row's exps (n elements, the same
  * blocks), still exp(x - block max): they are scaled by (CYCE_REAL)(prev_a *
- * prev_factor[k]) block by block during this row's exps into its gradient
- * prev_out, which is what
- * cyce_row_blocked_scale_sub(prev, prev_out, NULL, n, prev_factor, prev_a, 0) does in
- * a pass of its own (the same products, so the same bits).
+ * prev_factor[k]), less prev_b, block by block during this row's exps into
+ * its gradient prev_out, which is what
+ * cyce_row_blocked_scale_sub(prev, prev_out, NULL, n, prev_factor, prev_a, prev_b) does
+ * in a pass of its own (the same arithmetic, so the same bits).
+ *
+ * smooth_shifted, unless NULL, gets label smoothing's sum_j (x[j] - max),
+ * each block's share u_k taken with its exps against its own max, then
+ * sum_k [u_k + len_k (block max - max)]: every term <= 0, no cancellation.
  *
  * The sum: blocks whose max is the row's add their rest and count as in
  * cyce_row_exp_sum_m1 (so a confident row keeps its tiny sum exactly), the
@@ -406,7 +427,7 @@ static inline int64_t CYCE_FN(cyce_online_block)(int64_t n)
 static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
     const CYCE_STORE *x, CYCE_REAL *out, int64_t n, CYCE_REAL *carried_max, int carried,
     int fuse_next, CYCE_REAL *row_max, double *factor, CYCE_REAL *prev, CYCE_GRAD *prev_out,
-    const double *prev_factor, double prev_a)
+    const double *prev_factor, double prev_a, CYCE_REAL prev_b, double *smooth_shifted)
 {
 #if CYCE_EXPS_IN_GRAD
     prev_out = prev;
@@ -419,6 +440,7 @@ static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
     int64_t n_blocks = (n + block - 1) / block;
     CYCE_REAL block_max[CYCE_ONLINE_MAX_BLOCKS];
     double rest[CYCE_ONLINE_MAX_BLOCKS], count[CYCE_ONLINE_MAX_BLOCKS];
+    double shifted[CYCE_ONLINE_MAX_BLOCKS];
     CYCE_REAL next_max = carried ? *carried_max : CYCE_FN(cyce_row_max)(x, n < block ? n : block);
     CYCE_REAL max = -INFINITY;
     for (int64_t k = 0; k < n_blocks; k++) {
@@ -430,14 +452,16 @@ static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
             next_len = n < block ? n : block;   /* the next row's first block */
         }
         CYCE_REAL m = next_max;
+        CYCE_REAL shift = m == -INFINITY ? 0 : m;
         block_max[k] = m;
         max = m > max ? m : max;
         rest[k] = CYCE_FN(cyce_block_exp_sum)(
-            x + start, out == NULL ? NULL : out + start, len, m == -INFINITY ? 0 : m,
+            x + start, out == NULL ? NULL : out + start, len, shift,
             isfinite(m) ? m : (CYCE_REAL)NAN, x + start + len, next_len, &next_max, &count[k],
             x + start + ahead, len, prev == NULL ? NULL : prev + start,
             prev == NULL ? NULL : prev_out + start,
-            prev == NULL ? 0 : (CYCE_REAL)(prev_a * prev_factor[k]));
+            prev == NULL ? 0 : (CYCE_REAL)(prev_a * prev_factor[k]), prev_b,
+            smooth_shifted == NULL ? NULL : &shifted[k]);
     }
     if (fuse_next) {
         *carried_max = next_max;
@@ -452,6 +476,16 @@ static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
         } else {
             total_m1 += factor[k] * (rest[k] + count[k]);
         }
+    }
+    if (smooth_shifted != NULL) {
+        double sum = 0.0;
+        for (int64_t k = 0, start = 0; k < n_blocks; k++, start += block) {
+            double len = (double)(n - start < block ? n - start : block);
+            /* a block of -inf only was shifted by 0, not by its max */
+            sum += block_max[k] == -INFINITY ? shifted[k] - len * (double)max
+                : shifted[k] + len * ((double)block_max[k] - (double)max);
+        }
+        *smooth_shifted = sum;
     }
     return max == -INFINITY ? (double)NAN : total_m1 + (count_at_max - 1.0);
 }
