@@ -200,11 +200,15 @@ def probabilities(name, t, shape):
         raise ValueError(f"{name} has shape {t.shape}, expected {shape}")
     if t.size == 0:
         return t
-    flat = np.ravel(t)  # a view where t is contiguous
-    first = _core.first_bad_probability(flat)
+    if t.flags.c_contiguous:
+        first = _core.first_bad_probability(t.reshape(-1))
+    elif t.min() >= 0 and t.max() <= 1:  # NaN fails both
+        first = -1  # strided or broadcast targets, checked without a copy of their full size
+    else:
+        first = int(np.argmax(~((t >= 0) & (t <= 1)).reshape(-1)))
     if first >= 0:
         raise ValueError(
-            f"{name}{position(shape, first)} = {flat[first].item()!r} is not a probability: "
+            f"{name}{position(shape, first)} = {t.flat[first].item()!r} is not a probability: "
             f"values must be in [0, 1]"
         )
     return t
