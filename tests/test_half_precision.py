@@ -680,6 +680,42 @@ def test_overflow_on_store(kernel_build, dtype):
     assert_close(loss, 1e5 * np.log(4.0), np.float32, "loss")
 
 
+@pytest.mark.parametrize("dtype", HALVES, ids=name_of)
+def test_subnormal_results_are_not_flushed(kernel_build, dtype):
+    """Probabilities in the storage dtype's subnormal range are stored
+    rounded, not flushed to zero (AVX512_BF16's vcvtneps2bf16, used where
+    the CPU has it, flushes them), in vectors holding subnormals alone and
+    in vectors mixing them with normal values: softmax_ce's gradient in
+    place, new and deferred from row to row (8 rows), and softmax.  Each row:
+    a 0 at class 0; 95 logits drawn from an interval around the subnormal
+    range's log (some round to 0, some are normal); 64 at -3; 96 alternating
+    between the two."""
+    bits, tiny, _ = FORMATS[dtype]
+    normal_min = tiny * 2.0 ** (bits - 1)
+    rng = np.random.default_rng(17)
+    rows, n = 32, 256
+
+    def subnormal_range(size):
+        return rng.uniform(np.log(tiny) - 1.0, np.log(normal_min) + 1.0, size)
+
+    x64 = np.full((rows, n), -3.0)
+    x64[:, 0] = 0.0
+    x64[:, 1:96] = subnormal_range((rows, 95))
+    x64[:, 160::2] = subnormal_range((rows, 48))
+    x = x64.astype(dtype)
+    labels = rng.integers(0, n, rows)
+    _, expected = reference.softmax_ce(f64(x), labels, reduction="sum")
+    stored = rounded(expected, dtype)
+    assert (stored[:, 1:96] == 0).any() and (np.abs(stored[:, 1:96]) < normal_min).mean() > 0.5
+
+    grad = cyce.softmax_ce(x, labels, reduction="sum", return_grad=True)[1]
+    check_half(grad, expected, dtype, "new gradient")
+    in_place = x.copy()
+    cyce.softmax_ce(in_place, labels, reduction="sum", inplace=True)
+    check_half(in_place, expected, dtype, "in place")
+    check_half(cyce.softmax(x), reference.softmax(f64(x)), dtype, "softmax")
+
+
 LONG = 70001
 
 

@@ -63,12 +63,22 @@ static inline __attribute__((always_inline)) __m512 cyce_v16_f16_load(__mmask16 
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, p));
 }
 
-/* 16 floats rounded to nearest even into bfloat16 (cyce_float_to_bf16's
- * integer steps, a NaN kept quiet) or float16 (vcvtps2ph), masked lanes
- * left as they are. */
+/* 16 floats rounded to nearest even into bfloat16 or float16 (vcvtps2ph),
+ * masked lanes left as they are.  bfloat16 takes AVX512_BF16's
+ * vcvtneps2bf16 where the CPU has it (asm: the level's flags do not include
+ * it), else cyce_float_to_bf16's integer steps, a NaN kept quiet; the two
+ * give the same bits except that vcvtneps2bf16 flushes subnormal inputs to
+ * zero, so a vector holding one takes the integer steps. */
 static inline __attribute__((always_inline)) void cyce_v16_bf16_store(uint16_t *p, __mmask16 lanes,
                                                                       __m512 v)
 {
+    if (__builtin_cpu_supports("avx512bf16")
+        && _mm512_fpclass_ps_mask(v, 0x20 /* subnormal */) == 0) {
+        __m256i rounded;
+        __asm__("vcvtneps2bf16 %1, %0" : "=v"(rounded) : "v"(v));
+        _mm256_mask_storeu_epi16(p, lanes, rounded);
+        return;
+    }
     __m512i u = _mm512_castps_si512(v);
     __m512i lowest_kept = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i rounded = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lowest_kept));

@@ -234,6 +234,28 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
     return total;
 }
 
+#if !CYCE_NATIVE
+/* cyce_span_scale_sub without class weights, out[j] = exps[j] * a - b for
+ * start <= j < stop, its contracted e * a - b (the same bits) stored through
+ * CYCE_VSTORE_GRAD: GCC's loop rounds a half gradient with integer steps
+ * where the store can take vcvtneps2bf16. */
+static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_scale_sub_avx512)(
+    const CYCE_REAL *exps, CYCE_GRAD *out, int64_t start, int64_t stop, CYCE_REAL a, CYCE_REAL b)
+{
+    const CYCE_V va = CYCE_VOP(set1)(a), vb = CYCE_VOP(set1)(b);
+    int64_t j = start;
+    for (; j + CYCE_LANES <= stop; j += CYCE_LANES) {
+        CYCE_VSTORE_GRAD(out + j, (CYCE_MASK)~(CYCE_MASK)0,
+                         CYCE_VOP(fmsub)(CYCE_VOP(loadu)(exps + j), va, vb));
+    }
+    if (j < stop) {
+        CYCE_MASK tail = CYCE_FIRST_LANES(stop - j);
+        CYCE_VSTORE_GRAD(out + j, tail,
+                         CYCE_VOP(fmsub)(CYCE_VOP(maskz_loadu)(tail, exps + j), va, vb));
+    }
+}
+#endif
+
 #undef CYCE_FIRST_LANES
 
 #if CYCE_NATIVE

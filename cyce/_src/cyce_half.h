@@ -5,8 +5,10 @@
  * vectorises the loops that call it.
  *
  * bfloat16 is float32's upper half: widening is a shift, and rounding an
- * add of 0x7fff plus the kept part's lowest bit (ties to even).  Not
- * AVX512_BF16's vcvtneps2bf16, which flushes subnormal results to zero.
+ * add of 0x7fff plus the kept part's lowest bit (ties to even).  The
+ * AVX-512 stores (cyce_avx512.h) take AVX512_BF16's vcvtneps2bf16 where the
+ * CPU has it, and these steps for vectors holding a subnormal, which it
+ * flushes to zero.
  *
  * float16 goes through integer operations here too, exact for subnormals,
  * +-inf for values beyond 65504 rounded, a NaN for a NaN: the values F16C's

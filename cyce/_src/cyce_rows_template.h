@@ -308,6 +308,12 @@ static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_scale_sub)(
     CYCE_REAL a, CYCE_REAL b)
 {
     (void)exps;
+#if defined(CYCE_AVX512_SPANS) && !CYCE_EXPS_IN_GRAD
+    if (sizeof(CYCE_GRAD) == 2 && w == NULL) {
+        CYCE_FN(cyce_span_scale_sub_avx512)(exps, out, start, stop, a, b);
+        return;
+    }
+#endif
     if (w == NULL) {
 #pragma omp simd
         for (int64_t j = start; j < stop; j++) {
