@@ -55,11 +55,13 @@ static inline __attribute__((always_inline)) __m512 cyce_vsoftcap_f32(__m512 v, 
                                          _mm512_mul_ps(r, r));
         t = _mm512_mask_mov_ps(big, small, t);
         s = _mm512_mask_mov_ps(big_slope, small, s);
+        /* a masked class stays masked (-inf is never small) */
+        const __mmask16 masked = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+        *slope = s;
+        return _mm512_mask_mov_ps(_mm512_mul_ps(cap, t), masked, v);
     }
     *slope = s;
-    /* a masked class stays masked */
-    const __mmask16 masked = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    return _mm512_mask_mov_ps(_mm512_mul_ps(cap, t), masked, v);
+    return _mm512_mul_ps(cap, t);
 }
 #endif
 

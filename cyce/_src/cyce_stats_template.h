@@ -185,28 +185,32 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
 
 #ifdef CYCE_STATS_VSOFTCAP
 /* The z of x[j:j + lanes] into z_out and their slopes into slope_out, the
- * maxima of z and x onto vm and vxm (NaN skipped: the max's second operand
- * is the running one). */
-#define CYCE_CAPPED_MAP(lanes, x, z_out, slope_out)                             \
+ * maxima of z onto vm and, with raw, of x onto vxm (NaN skipped: the max's
+ * second operand is the running one). */
+#define CYCE_CAPPED_MAP(lanes, x, z_out, slope_out, raw)                        \
     do {                                                                        \
         CYCE_SV v = CYCE_SVOP(maskz_loadu)(lanes, x + j), sl;                   \
         CYCE_SV z = CYCE_STATS_VSOFTCAP(v, cap, inv_cap, &sl);                  \
         CYCE_SVOP(mask_storeu)(z_out + j, lanes, z);                            \
         CYCE_SVOP(mask_storeu)(slope_out + j, lanes, sl);                       \
         vm = CYCE_SVOP(mask_max)(vm, lanes, z, vm);                             \
-        vxm = CYCE_SVOP(mask_max)(vxm, lanes, v, vxm);                          \
+        if (raw) {                                                              \
+            vxm = CYCE_SVOP(mask_max)(vxm, lanes, v, vxm);                      \
+        }                                                                       \
     } while (0)
 
 /* block_pass for float rows in AVX-512 intrinsics, cur_z the block's z
  * (x itself without a softcap): with a softcap, the vector softcap, whose
  * one-sided lanes skip the other side (GCC's loop computed both sides and a
  * division for every element: docs/performance.md#mapped-logits).  The
- * lanes are reduced each CYCE_BLOCK, as there. */
+ * lanes are reduced each CYCE_BLOCK, as there.  The entropy's sum s1 and the
+ * raw max (next_raw) are softmax_stats' alone: without stats (a constant,
+ * as softcap) they are left out, 0 and next_max. */
 static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
     block_pass_mapped_avx512)(const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len,
                            CYCE_REAL bm, const CYCE_STORE *x_next, CYCE_REAL *nxt,
                            CYCE_REAL *next_slope, int64_t next_len,
-                           const CYCE_SFN(cyce_logit_map) *map, int softcap)
+                           const CYCE_SFN(cyce_logit_map) *map, int softcap, int stats)
 {
     const CYCE_SV vshift = CYCE_SVOP(set1)(bm == -INFINITY ? 0 : bm);
     const CYCE_SV vtop = CYCE_SVOP(set1)(isfinite(bm) ? bm : (CYCE_REAL)NAN);
@@ -226,7 +230,9 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
         CYCE_SVOP(mask_storeu)(exps + j, lanes, e);                             \
         vr = CYCE_SVOP(mask_add)(vr, other, vr, e);                             \
         vo = CYCE_SVOP(mask_add)(vo, other, vo, one);                           \
-        vt = CYCE_SVOP(mask3_fmadd)(e, CYCE_SVOP(max)(d, lowest), vt, lanes);   \
+        if (stats) {                                                            \
+            vt = CYCE_SVOP(mask3_fmadd)(e, CYCE_SVOP(max)(d, lowest), vt, lanes); \
+        }                                                                       \
         vu = CYCE_SVOP(mask_add)(vu, lanes, vu, d);                             \
     } while (0)
     for (int64_t start = 0; start < len; start += CYCE_BLOCK) {
@@ -237,7 +243,7 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
         int64_t j = start;
         for (; j + CYCE_SLANES <= fused; j += CYCE_SLANES) {
             if (softcap) {
-                CYCE_CAPPED_MAP(all, x_next, nxt, next_slope);
+                CYCE_CAPPED_MAP(all, x_next, nxt, next_slope, stats);
             } else {
                 vm = CYCE_SVOP(max)(CYCE_SVOP(loadu)(x_next + j), vm);
             }
@@ -246,7 +252,7 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
         if (j < fused) {
             CYCE_SMASK part = (CYCE_SMASK)((1u << (fused - j)) - 1u);
             if (softcap) {
-                CYCE_CAPPED_MAP(part, x_next, nxt, next_slope);
+                CYCE_CAPPED_MAP(part, x_next, nxt, next_slope, stats);
             } else {
                 vm = CYCE_SVOP(mask_max)(vm, part, CYCE_SVOP(maskz_loadu)(part, x_next + j), vm);
             }
@@ -259,12 +265,14 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
         }
         sums.rest += (double)CYCE_SVOP(reduce_add)(vr);
         sums.count += (double)(stop - start) - (double)CYCE_SVOP(reduce_add)(vo);
-        sums.s1 += (double)CYCE_SVOP(reduce_add)(vt);
+        if (stats) {
+            sums.s1 += (double)CYCE_SVOP(reduce_add)(vt);
+        }
         sums.u += (double)CYCE_SVOP(reduce_add)(vu);
     }
 #undef CYCE_MAPPED_TERM
     sums.next_max = CYCE_SVOP(reduce_max)(vm);
-    sums.next_raw = softcap ? CYCE_SVOP(reduce_max)(vxm) : sums.next_max;
+    sums.next_raw = softcap && stats ? CYCE_SVOP(reduce_max)(vxm) : sums.next_max;
     return sums;
 }
 #endif
@@ -276,10 +284,27 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_c
 {
 #ifdef CYCE_STATS_VSOFTCAP
     return CYCE_SFN(block_pass_mapped_avx512)(cur_z, exps, len, bm, x_next, nxt, next_slope,
-                                           next_len, map, 1);
+                                           next_len, map, 1, 1);
 #else
     return CYCE_SFN(block_pass)(NULL, cur_z, exps, len, bm, x_next, nxt, next_slope, next_len,
                                 map, 1);
+#endif
+}
+
+/* block_pass_capped for the cross entropy, which reads neither s1 nor the
+ * raw max: in intrinsics, their 3 of the loop's vector instructions left
+ * out (elsewhere the one loop serves both). */
+static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_capped_ce)(
+    const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len, CYCE_REAL bm,
+    const CYCE_STORE *x_next, CYCE_REAL *nxt, CYCE_REAL *next_slope, int64_t next_len,
+    const CYCE_SFN(cyce_logit_map) *map)
+{
+#ifdef CYCE_STATS_VSOFTCAP
+    return CYCE_SFN(block_pass_mapped_avx512)(cur_z, exps, len, bm, x_next, nxt, next_slope,
+                                           next_len, map, 1, 0);
+#else
+    return CYCE_SFN(block_pass_capped)(cur_z, exps, len, bm, x_next, nxt, next_slope, next_len,
+                                       map);
 #endif
 }
 
@@ -288,25 +313,27 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_p
     const CYCE_STORE *x_next, int64_t next_len, const CYCE_SFN(cyce_logit_map) *map)
 {
 #ifdef CYCE_STATS_VSOFTCAP
+    /* (softmax_stats without a softcap takes block_pass_avx512 here) */
     return CYCE_SFN(block_pass_mapped_avx512)(cur_x, exps, len, bm, x_next, NULL, NULL, next_len,
-                                           map, 0);
+                                           map, 0, 0);
 #else
     return CYCE_SFN(block_pass)(cur_x, NULL, exps, len, bm, x_next, NULL, NULL, next_len, map, 0);
 #endif
 }
 
 /* One block pass, block k of a row at start: through the softcap's buffers
- * (bufs, two blocks of `block`) or over x itself. */
+ * (bufs, two blocks of `block`) or over x itself; for softmax_stats (stats)
+ * or the cross entropy. */
 static inline CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_at)(
     const CYCE_STORE *x, CYCE_REAL *bufs, CYCE_REAL *slope, CYCE_REAL *exps, int64_t k,
     int64_t start, int64_t len, int64_t block, int64_t next_len, CYCE_REAL bm,
-    const CYCE_SFN(cyce_logit_map) *map)
+    const CYCE_SFN(cyce_logit_map) *map, int stats)
 {
     const int64_t next = start + len;
     if (map->softcap) {
-        return CYCE_SFN(block_pass_capped)(bufs + (k % 2) * block, exps + start, len, bm, x + next,
-                                           bufs + ((k + 1) % 2) * block, slope + next, next_len,
-                                           map);
+        return (stats ? CYCE_SFN(block_pass_capped) : CYCE_SFN(block_pass_capped_ce))(
+            bufs + (k % 2) * block, exps + start, len, bm, x + next,
+            bufs + ((k + 1) % 2) * block, slope + next, next_len, map);
     }
     return CYCE_SFN(block_pass_plain)(x + start, exps + start, len, bm, x + next, next_len, map);
 }
@@ -398,7 +425,7 @@ static CYCE_REAL CYCE_SFN(first_block)(const CYCE_STORE *x, CYCE_REAL *buf, CYCE
     for (int64_t j = 0; j < len; j += CYCE_SLANES) {
         CYCE_SMASK lanes = len - j >= CYCE_SLANES ? (CYCE_SMASK)~(CYCE_SMASK)0
                                                   : (CYCE_SMASK)((1u << (len - j)) - 1u);
-        CYCE_CAPPED_MAP(lanes, x, buf, slope);
+        CYCE_CAPPED_MAP(lanes, x, buf, slope, 1);
     }
     *raw_max = CYCE_SVOP(reduce_max)(vxm);
     return CYCE_SVOP(reduce_max)(vm);
@@ -464,7 +491,7 @@ static CYCE_SFN(cyce_mapped_row) CYCE_SFN(ce_mapped_row_sums)(
             z_label = bufs[(k % 2) * block + label - start];
         }
         CYCE_SFN(cyce_block_sums) sums = CYCE_SFN(block_pass_at)(
-            x, bufs, slope, exps, k, start, len, block, next_len, bm, &map);
+            x, bufs, slope, exps, k, start, len, block, next_len, bm, &map, 0);
         rest[k] = sums.rest;
         count[k] = sums.count;
         shifted[k] = sums.u;
@@ -898,7 +925,7 @@ static void CYCE_SFN(row_softmax_stats)(
 #endif
         {
             CYCE_SFN(cyce_block_sums) block_sums = CYCE_SFN(block_pass_at)(
-                x, bufs, slope, exps, k, start, len, block, next_len, bm, &map);
+                x, bufs, slope, exps, k, start, len, block, next_len, bm, &map, 1);
             next_max = block_sums.next_max;
             next_raw = block_sums.next_raw;
             rest = block_sums.rest;
