@@ -716,6 +716,28 @@ def test_subnormal_results_are_not_flushed(kernel_build, dtype):
     check_half(cyce.softmax(x), reference.softmax(f64(x)), dtype, "softmax")
 
 
+@pytest.mark.parametrize("dtype", HALVES, ids=name_of)
+@pytest.mark.parametrize("n_classes", [1000, 40000])
+def test_confident_rows_keep_the_loss_relative(kernel_build, dtype, n_classes):
+    """Rows whose label outscores the others by 6 to 24: losses from about
+    1 down to 1e-6, each within 1e-5 relative of float64 (no absolute floor:
+    a float32 loss of 1e-6 is as exact as one of 1).  The half exps are a
+    shorter polynomial than float32's; what keeps a small loss relative is
+    that each exp is relatively exact and the sum of the others is taken
+    apart from the label's term."""
+    rng = np.random.default_rng(23)
+    rows = 16
+    x = rng.standard_normal((rows, n_classes)).astype(dtype)
+    labels = rng.integers(0, n_classes, rows)
+    x[np.arange(rows), labels] = np.tile([6.0, 12.0, 18.0, 24.0], rows // 4)
+    expected, grad_expected = reference.softmax_ce(f64(x), labels, reduction="none")
+    assert expected.min() < 1e-5 and expected.max() > 0.1
+    loss, grad = cyce.softmax_ce(x, labels, reduction="none", return_grad=True)
+    assert loss.dtype == np.float32
+    np.testing.assert_allclose(loss.astype(np.float64), expected, rtol=1e-5, atol=0)
+    check_half(grad, grad_expected, dtype, "gradient")
+
+
 LONG = 70001
 
 

@@ -18,7 +18,8 @@
 /* exp(d) for d <= 0 or NaN, one vector: cyce_exp.h's cyce_expf_nonpos /
  * cyce_exp_nonpos bit for bit (the same clamp, reduction and polynomial;
  * p * 2**n rounded once by vscalef, where the C exp's multiplies round the
- * same value once too, subnormal results included). */
+ * same value once too, subnormal results included); the half types' pairs
+ * take a shorter polynomial (cyce_v16_expf_poly_half). */
 static inline __attribute__((always_inline)) CYCE_V CYCE_FN(cyce_vexp_nonpos)(CYCE_V d)
 {
     /* max(lower, d) returns d where d is NaN (vmaxps returns its second
