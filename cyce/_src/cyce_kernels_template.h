@@ -21,16 +21,20 @@
 
 /* sum(exp(x - m)) - 1 for m = max(x), storing exp(x - m) in out unless out
  * is NULL (out may be x).  The next row (x + n) is prefetched meanwhile when
- * rows are long, but not too long for two to fit in L2. */
+ * rows are long, but not too long for two to fit in L2, and so are the next
+ * row's targets (unless next_targets is NULL; target_size bytes each). */
 static inline double CYCE_FN(row_exp_sum_m1)(const CYCE_STORE *x, CYCE_REAL *out, int64_t n,
-                                             CYCE_REAL m)
+                                             CYCE_REAL m, const void *next_targets,
+                                             int64_t target_size)
 {
     const CYCE_STORE *ahead = NULL;
     if (CYCE_PREFETCH_MIN_CLASSES <= n
             && n * (int64_t)sizeof(CYCE_STORE) <= CYCE_PREFETCH_MAX_BYTES) {
         ahead = x + n;
     }
-    return CYCE_FN(cyce_row_exp_sum_m1)(x, out, n, m, ahead);
+    return CYCE_FN(cyce_row_exp_sum_m1)(x, out, n, m, ahead,
+                                        ahead == NULL ? NULL : (const char *)next_targets,
+                                        target_size);
 }
 
 /* sum(exp(x - max)) - 1, and max(x) into *m, in one pass over a row on its
@@ -125,7 +129,7 @@ static inline double CYCE_FN(row_softmax_ce_hard_smoothed)(
     CYCE_REAL m = CYCE_FN(cyce_row_max)(x, n);
     double smooth_shifted = CYCE_FN(cyce_row_sum_shifted)(x, opts.class_weight, n, m);
     double label_shifted = (double)CYCE_LOAD(x[label]) - (double)m;
-    double total_m1 = CYCE_FN(row_exp_sum_m1)(x, exps, n, m);
+    double total_m1 = CYCE_FN(row_exp_sum_m1)(x, exps, n, m, NULL, 0);
     cyce_hard_row row = {m, total_m1, label_shifted,
                          grad == NULL ? 0.0 : cyce_label_exp_m1(label_shifted, exps[label]),
                          opts.class_weight == NULL ? 1.0 : opts.class_weight[label],
@@ -272,7 +276,7 @@ static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce
  * (0 log 0 = 0).  grad may be x (all reads of x come first). */
 static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_soft)(
     const CYCE_STORE *x, CYCE_GRAD *grad, CYCE_REAL *exps, int64_t n, const void *target,
-    int target_f64, double row_weight, cyce_ce_opts opts)
+    int target_f64, double row_weight, cyce_ce_opts opts, int last)
 {
     CYCE_REAL m = CYCE_FN(cyce_row_max)(x, n);
     const double *class_weight = opts.class_weight;
@@ -290,23 +294,31 @@ static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_soft)
 #pragma omp simd reduction(+:block_mass, block_shifted)
             for (int64_t c = start; c < stop; c++) {
                 CYCE_REAL wt = keep * (CYCE_REAL)CYCE_TARGET(target, target_f64, c) + uniform;
+                /* a class of no mass adds 0, also where x_c = -inf.  The
+                 * product is taken for every class and then selected: a load
+                 * under the test made GCC keep both sums in memory */
+                CYCE_REAL term = wt * (CYCE_LOAD(x[c]) - m);
                 block_mass += wt;
-                /* a class of no mass adds 0, also where x_c = -inf */
-                block_shifted += wt != 0 ? wt * (CYCE_LOAD(x[c]) - m) : 0;
+                block_shifted += wt != 0 ? term : 0;
             }
         } else {
 #pragma omp simd reduction(+:block_mass, block_shifted)
             for (int64_t c = start; c < stop; c++) {
                 CYCE_REAL wt = (keep * (CYCE_REAL)CYCE_TARGET(target, target_f64, c) + uniform)
                     * (CYCE_REAL)class_weight[c];
+                CYCE_REAL term = wt * (CYCE_LOAD(x[c]) - m);
                 block_mass += wt;
-                block_shifted += wt != 0 ? wt * (CYCE_LOAD(x[c]) - m) : 0;
+                block_shifted += wt != 0 ? term : 0;
             }
         }
         mass += (double)block_mass;
         mass_shifted += (double)block_shifted;
     }
-    double total_m1 = CYCE_FN(row_exp_sum_m1)(x, exps, n, m);
+    /* the next row's targets too: this row's loop over them waited on DRAM */
+    const int64_t target_size = target_f64 ? 8 : 4;
+    double total_m1 = CYCE_FN(row_exp_sum_m1)(x, exps, n, m,
+                                              last ? NULL : (const char *)target + n * target_size,
+                                              target_size);
     double total = 1.0 + total_m1;
     double log_total = log1p(total_m1);
     double lse = (double)m + log_total;
@@ -344,11 +356,12 @@ static void CYCE_FN(softmax_ce_soft_task)(const cyce_rows *rows, const cyce_ce_o
         CYCE_REAL *exps = CYCE_EXPS_IN_GRAD || grad == NULL ? (CYCE_REAL *)grad
                                                             : (CYCE_REAL *)scratch;
         double row_weight = opts.sample_weight == NULL ? 1.0 : opts.sample_weight[i];
+        int last = i + 1 == stop;
         rows->row_loss[i] = rows->targets_f64
             ? CYCE_FN(row_softmax_ce_soft)(x, grad, exps, n, (const double *)rows->targets + i * n,
-                                           1, row_weight, opts)
+                                           1, row_weight, opts, last)
             : CYCE_FN(row_softmax_ce_soft)(x, grad, exps, n, (const float *)rows->targets + i * n,
-                                           0, row_weight, opts);
+                                           0, row_weight, opts, last);
     }
 }
 

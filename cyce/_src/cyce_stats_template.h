@@ -575,7 +575,7 @@ static cyce_hard_terms CYCE_SFN(ce_whole_row_sums)(
     CYCE_REAL m = CYCE_SFN(map_row)(x, d, slope, n, map);
     double smooth_shifted = CYCE_REAL_FN(cyce_row_sum_shifted)(d, opts->class_weight, n, 0);
     double label_shifted = (double)d[label];
-    double total_m1 = CYCE_REAL_FN(cyce_row_exp_sum_m1)(d, d, n, 0, NULL);
+    double total_m1 = CYCE_REAL_FN(cyce_row_exp_sum_m1)(d, d, n, 0, NULL, NULL, 0);
     cyce_hard_row row = {(double)m * map.inv_temperature_f64, total_m1, label_shifted,
                          cyce_label_exp_m1(label_shifted, d[label]),
                          opts->class_weight[label], smooth_shifted, row_weight};
@@ -609,8 +609,9 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_soft_row) CYCE_SFN(so
         _Pragma("omp simd reduction(+:block_mass, block_shifted)")              \
         for (int64_t c = start; c < stop; c++) {                                \
             CYCE_REAL wt = WEIGHT(c);                                           \
+            CYCE_REAL term = wt * d[c];   /* selected, not loaded under the test */ \
             block_mass += wt;                                                   \
-            block_shifted += wt != 0 ? wt * d[c] : 0;                           \
+            block_shifted += wt != 0 ? term : 0;                                \
         }                                                                       \
         mass += (double)block_mass;                                             \
         mass_shifted += (double)block_shifted;                                  \
@@ -621,7 +622,7 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_soft_row) CYCE_SFN(so
         CYCE_SOFT_MASS_LOOP(CYCE_SOFT_WEIGHTED)
     }
 #undef CYCE_SOFT_MASS_LOOP
-    double total_m1 = CYCE_REAL_FN(cyce_row_exp_sum_m1)(d, d, n, 0, NULL);
+    double total_m1 = CYCE_REAL_FN(cyce_row_exp_sum_m1)(d, d, n, 0, NULL, NULL, 0);
     double log_total = cyce_log1p_nonneg(total_m1);
     double lse = (double)m * map.inv_temperature_f64 + log_total;
     double loss = mass * log_total - mass_shifted;
