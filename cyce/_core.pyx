@@ -74,6 +74,7 @@ cdef extern from "cyce_kernels.h" nogil:
         void (*exp_nonpos_values)(const void *x, void *out, int64_t n) noexcept nogil
         void (*span_exp_sum_count)(const void *x, void *out, int64_t n, double shift,
                                    double top, double *sum, double *count) noexcept nogil
+        int64_t (*first_bad_probability)(const void *t, int64_t n) noexcept nogil
     ctypedef struct cyce_stats_out:
         void *lse
         void *logprob
@@ -624,33 +625,18 @@ def first_bad_label(const int64_t[::1] labels, int64_t n_classes, int64_t ignore
     return first
 
 
-ctypedef fused probability_t:
-    float
-    double
-
-
-def first_bad_probability(const probability_t[::1] t):
-    """The index of the first value of t outside [0, 1] (NaN included), or
-    -1: one pass at memory speed, where NumPy's min and max take two.  The
-    chunks' tests have no branch (so they vectorise); only a chunk found bad
-    is searched again."""
-    cdef Py_ssize_t n = t.shape[0], start = 0, stop, i
-    cdef Py_ssize_t first = -1
-    cdef bint bad = False
-    cdef probability_t v
+def first_bad_probability(cnp.ndarray t):
+    """The index of the first value of the 1-D C-contiguous float32 or
+    float64 array t outside [0, 1] (NaN included), or -1: one pass at memory
+    speed (the level's kernel), where NumPy's min and max take two."""
+    if (t.ndim != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(t)
+            or cnp.PyArray_TYPE(t) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)):
+        raise TypeError("first_bad_probability takes a 1-D C-contiguous float32 or float64 array")
+    cdef const cyce_dtype_kernels *k = kernels_of(t)
+    cdef const void *values = cnp.PyArray_DATA(t)
+    cdef int64_t n = t.shape[0], first
     with nogil:
-        while start < n and first < 0:
-            stop = min(start + 16384, n)
-            for i in range(start, stop):
-                v = t[i]
-                bad |= (not (v >= 0)) | (not (v <= 1))
-            if bad:
-                for i in range(start, stop):
-                    v = t[i]
-                    if not (v >= 0 and v <= 1):
-                        first = i
-                        break
-            start = stop
+        first = k.first_bad_probability(values, n)
     return first
 
 

@@ -102,9 +102,10 @@ def test_probabilities_outside_zero_one(x):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", [0, 16383, 16384, 40001, -1])
 @pytest.mark.parametrize("value", [np.nan, -np.inf, np.inf, -1e-30, 1.0000002])
-def test_first_bad_probability_anywhere(dtype, where, value):
-    """The one-pass check's chunks: the first bad value is found on either
-    side of a chunk's edge and at the end, and 0, -0.0 and 1 pass."""
+def test_first_bad_probability_anywhere(kernel_build, dtype, where, value):
+    """The one-pass check's chunks (a kernel of each level): the first bad
+    value is found on either side of a chunk's edge and at the end, and 0,
+    -0.0 and 1 pass."""
     x = np.zeros((40002, 2), np.float32)
     t = np.full((40002, 2), 0.5, dtype)
     t[7, 0], t[8, 0], t[9, 0] = 0.0, -0.0, 1.0

@@ -103,6 +103,10 @@ typedef struct {
     void (*exp_nonpos_values)(const void *x, void *out, int64_t n);
     void (*span_exp_sum_count)(const void *x, void *out, int64_t n, double shift, double top,
                                double *sum, double *count);
+    /* the index of the first of n probabilities outside [0, 1] (NaN
+     * included), or -1 (NULL for the half types, whose targets are read as
+     * float32) */
+    int64_t (*first_bad_probability)(const void *t, int64_t n);
 } cyce_dtype_kernels;
 
 /* softmax_stats' per-row results, of the type computed in (float for the

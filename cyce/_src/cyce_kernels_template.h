@@ -518,6 +518,34 @@ static void CYCE_FN(span_exp_sum_count)(const void *x, void *out, int64_t n, dou
 #endif
 
 /* static, unless the includer exports it under a name of its own */
+#if CYCE_NATIVE
+/* The first of t[0:n] outside [0, 1] (NaN included), or -1: the targets'
+ * check before a call writes anything, one pass at memory speed.  Each chunk
+ * is tested without a branch (the level's vectors: the module's own code is
+ * compiled for any x86-64), and only a chunk found bad is searched again. */
+static int64_t CYCE_FN(first_bad_probability)(const void *values, int64_t n)
+{
+    const CYCE_STORE *t = (const CYCE_STORE *)values;
+    const int64_t chunk = 16384;
+    for (int64_t start = 0; start < n; start += chunk) {
+        int64_t stop = start + chunk < n ? start + chunk : n;
+        int bad = 0;
+#pragma omp simd reduction(|:bad)
+        for (int64_t i = start; i < stop; i++) {
+            bad |= !(t[i] >= 0) | !(t[i] <= 1);
+        }
+        if (bad) {
+            for (int64_t i = start; i < stop; i++) {
+                if (!(t[i] >= 0 && t[i] <= 1)) {
+                    return i;
+                }
+            }
+        }
+    }
+    return -1;
+}
+#endif
+
 #ifdef CYCE_TABLE_NAME
 const cyce_dtype_kernels CYCE_TABLE_NAME(CYCE_SUFFIX) = {
 #else
@@ -534,7 +562,9 @@ static const cyce_dtype_kernels CYCE_FN(cyce_kernels) = {
     CYCE_FN(exp_values),
     CYCE_FN(exp_nonpos_values),
     CYCE_FN(span_exp_sum_count),
+    CYCE_FN(first_bad_probability),
 #else
+    NULL,
     NULL,
     NULL,
     NULL,
