@@ -625,7 +625,7 @@ def first_bad_label(const int64_t[::1] labels, int64_t n_classes, int64_t ignore
     return first
 
 
-def first_bad_probability(cnp.ndarray t):
+def first_bad_probability(cnp.ndarray t not None):
     """The index of the first value of the 1-D C-contiguous float32 or
     float64 array t outside [0, 1] (NaN included), or -1: one pass at memory
     speed (the level's kernel), where NumPy's min and max take two."""

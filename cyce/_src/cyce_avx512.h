@@ -33,13 +33,14 @@ static inline __attribute__((always_inline)) __m512 cyce_v16_expf_poly(__m512 r)
     return p;
 }
 
-/* exp(r) for |r| <= ln2 / 2, 16 floats, for the half types' exps: a
- * degree-5 polynomial fitted for the least largest relative error, 1.5e-7
- * (about 2.5 float32 ulp) where cyce_v16_expf_poly's degree 7 keeps float32
- * outputs within 2 ulp.  Two fewer FMAs on the exp's chain, about a tenth of
- * a half call; what a half result needs is its own ulp (2**-8, 2**-11) and
- * the float32 loss's 1e-5 relative, which a relative error of each exp keeps
- * (the sum of the exps is taken without cancellation). */
+/* exp(r) for |r| <= ln2 / 2, 16 floats, for the pairs whose outputs are
+ * bfloat16 or float16: a degree-5 polynomial fitted for the least largest
+ * relative error, 1.5e-7 (about 2.5 float32 ulp) where cyce_v16_expf_poly's
+ * degree 7 keeps float32 outputs within 2 ulp.  Two FMAs fewer on the exp's
+ * chain; a half result needs half an ulp of its own (at least 2**-9 relative
+ * for bfloat16, 2**-12 for float16) and the float32 loss 1e-5 relative,
+ * which a relative error of each exp keeps (the sum of the exps is taken
+ * without cancellation). */
 static inline __attribute__((always_inline)) __m512 cyce_v16_expf_poly_half(__m512 r)
 {
     __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(8.290272206e-03f), r, _mm512_set1_ps(4.189816117e-02f));
@@ -133,12 +134,12 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
 #define CYCE_V __m512
 #define CYCE_VOP(op) _mm512_##op##_ps
 #define CYCE_VCMP_MASK _mm512_mask_cmp_ps_mask
-#define CYCE_VPOLY cyce_v16_expf_poly
 #define CYCE_VCONST(name) CYCE_EXPF_##name
 #ifndef CYCE_HALF_TYPES
 #define CYCE_STORE float
 #define CYCE_NATIVE 1
 #define CYCE_SUFFIX f32
+#define CYCE_VPOLY cyce_v16_expf_poly
 #define CYCE_VLOAD(p) _mm512_loadu_ps(p)
 #define CYCE_VLOAD_MASKZ(mask, p) _mm512_maskz_loadu_ps(mask, p)
 #define CYCE_GRAD float
@@ -146,12 +147,10 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
 #define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
 #include "cyce_avx512_template.h"
 #else
-/* the half types' exps: cyce_v16_expf_poly_half */
-#undef CYCE_VPOLY
-#define CYCE_VPOLY cyce_v16_expf_poly_half
 #define CYCE_STORE uint16_t
 #define CYCE_NATIVE 0
 #define CYCE_SUFFIX bf16
+#define CYCE_VPOLY cyce_v16_expf_poly_half
 #define CYCE_VLOAD(p) cyce_v16_bf16_load((__mmask16)0xffff, p)
 #define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_bf16_load(mask, p)
 #define CYCE_GRAD uint16_t
@@ -162,6 +161,7 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
 #define CYCE_STORE uint16_t
 #define CYCE_NATIVE 0
 #define CYCE_SUFFIX bf16_f32
+#define CYCE_VPOLY cyce_v16_expf_poly
 #define CYCE_VLOAD(p) cyce_v16_bf16_load((__mmask16)0xffff, p)
 #define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_bf16_load(mask, p)
 #define CYCE_GRAD float
@@ -172,6 +172,7 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
 #define CYCE_STORE uint16_t
 #define CYCE_NATIVE 0
 #define CYCE_SUFFIX f16
+#define CYCE_VPOLY cyce_v16_expf_poly_half
 #define CYCE_VLOAD(p) cyce_v16_f16_load((__mmask16)0xffff, p)
 #define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_f16_load(mask, p)
 #define CYCE_GRAD uint16_t
@@ -182,6 +183,7 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
 #define CYCE_STORE uint16_t
 #define CYCE_NATIVE 0
 #define CYCE_SUFFIX f16_f32
+#define CYCE_VPOLY cyce_v16_expf_poly
 #define CYCE_VLOAD(p) cyce_v16_f16_load((__mmask16)0xffff, p)
 #define CYCE_VLOAD_MASKZ(mask, p) cyce_v16_f16_load(mask, p)
 #define CYCE_GRAD float
@@ -189,12 +191,10 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
 #define CYCE_VSTORE_GRAD(p, mask, v) _mm512_mask_storeu_ps(p, mask, v)
 #include "cyce_avx512_template.h"
 
-/* float32's exps keep their bits */
-#undef CYCE_VPOLY
-#define CYCE_VPOLY cyce_v16_expf_poly
 #define CYCE_STORE float
 #define CYCE_NATIVE 0
 #define CYCE_SUFFIX f32_stream
+#define CYCE_VPOLY cyce_v16_expf_poly
 #define CYCE_VLOAD(p) _mm512_loadu_ps(p)
 #define CYCE_VLOAD_MASKZ(mask, p) _mm512_maskz_loadu_ps(mask, p)
 #define CYCE_GRAD float
@@ -212,11 +212,11 @@ static inline __attribute__((always_inline)) void cyce_v16_stream_store(float *p
 #define CYCE_V __m512d
 #define CYCE_VOP(op) _mm512_##op##_pd
 #define CYCE_VCMP_MASK _mm512_mask_cmp_pd_mask
-#define CYCE_VPOLY cyce_v8_exp_poly
 #define CYCE_VCONST(name) CYCE_EXP_##name
 #define CYCE_STORE double
 #define CYCE_NATIVE 1
 #define CYCE_SUFFIX f64
+#define CYCE_VPOLY cyce_v8_exp_poly
 #define CYCE_VLOAD(p) _mm512_loadu_pd(p)
 #define CYCE_VLOAD_MASKZ(mask, p) _mm512_maskz_loadu_pd(mask, p)
 #define CYCE_GRAD double

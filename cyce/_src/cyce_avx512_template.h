@@ -2,11 +2,12 @@
  * The AVX-512 exp-and-sum span of cyce_avx512.h, written once for every
  * pair of dtypes: cyce_avx512.h includes it once per pair, with
  *   the vector width's macros: CYCE_REAL, CYCE_LANES, CYCE_MASK, CYCE_V,
- *   CYCE_VOP (the intrinsic of an operation), CYCE_VCMP_MASK, CYCE_VPOLY
- *   (the exp's polynomial) and CYCE_VCONST (its constants in cyce_exp.h),
- *   which stay defined for the next pair of that width;
+ *   CYCE_VOP (the intrinsic of an operation), CYCE_VCMP_MASK and
+ *   CYCE_VCONST (the exp's constants in cyce_exp.h), which stay defined for
+ *   the next pair of that width;
  *   the pair's: CYCE_STORE, CYCE_GRAD, CYCE_EXPS_IN_GRAD, CYCE_NATIVE (as
- *   for cyce_rows_template.h), CYCE_SUFFIX, CYCE_VLOAD and CYCE_VLOAD_MASKZ
+ *   for cyce_rows_template.h), CYCE_SUFFIX, CYCE_VPOLY (the exp's
+ *   polynomial), CYCE_VLOAD and CYCE_VLOAD_MASKZ
  *   (a load of CYCE_LANES stored elements, widened to CYCE_REAL, and its
  *   masked form) and CYCE_VSTORE_GRAD (a masked store into CYCE_GRAD,
  *   rounded to it), which it undefines at its end.
@@ -15,11 +16,12 @@
 #define CYCE_CAT(a, b) CYCE_CAT_(a, b)
 #define CYCE_FN(name) CYCE_CAT(name, CYCE_SUFFIX)
 
-/* exp(d) for d <= 0 or NaN, one vector: cyce_exp.h's cyce_expf_nonpos /
- * cyce_exp_nonpos bit for bit (the same clamp, reduction and polynomial;
- * p * 2**n rounded once by vscalef, where the C exp's multiplies round the
- * same value once too, subnormal results included); the half types' pairs
- * take a shorter polynomial (cyce_v16_expf_poly_half). */
+/* exp(d) for d <= 0 or NaN, one vector: for the pairs of float32 or
+ * float64 outputs cyce_exp.h's cyce_expf_nonpos / cyce_exp_nonpos bit for
+ * bit (the same clamp, reduction and polynomial; p * 2**n rounded once by
+ * vscalef, where the C exp's multiplies round the same value once too,
+ * subnormal results included); the pairs of half outputs take a shorter
+ * polynomial (cyce_v16_expf_poly_half). */
 static inline __attribute__((always_inline)) CYCE_V CYCE_FN(cyce_vexp_nonpos)(CYCE_V d)
 {
     /* max(lower, d) returns d where d is NaN (vmaxps returns its second
@@ -237,9 +239,10 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum_a
 
 #if !CYCE_NATIVE
 /* cyce_span_scale_sub without class weights, out[j] = exps[j] * a - b for
- * start <= j < stop, its contracted e * a - b (the same bits) stored through
+ * start <= j < stop, its contracted e * a - b stored through
  * CYCE_VSTORE_GRAD: GCC's loop rounds a half gradient with integer steps
- * where the store can take vcvtneps2bf16. */
+ * where the store can take vcvtneps2bf16 or vcvtps2ph (the same bits, a
+ * float16 NaN's payload aside). */
 static inline __attribute__((always_inline)) void CYCE_FN(cyce_span_scale_sub_avx512)(
     const CYCE_REAL *exps, CYCE_GRAD *out, int64_t start, int64_t stop, CYCE_REAL a, CYCE_REAL b)
 {
@@ -284,3 +287,4 @@ static inline void CYCE_FN(cyce_exp_nonpos_avx512)(const CYCE_REAL *x, CYCE_REAL
 #undef CYCE_VLOAD
 #undef CYCE_VLOAD_MASKZ
 #undef CYCE_VEXP
+#undef CYCE_VPOLY

@@ -9,5 +9,4 @@
 #undef CYCE_V
 #undef CYCE_VOP
 #undef CYCE_VCMP_MASK
-#undef CYCE_VPOLY
 #undef CYCE_VCONST

@@ -273,7 +273,8 @@ static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce
 /* One row against t smoothed to t' = (1-e) t + e/C:
  * loss = sum_c w_c t'_c (lse - x_c) + z lse^2, grad = (sum_c w_c t'_c +
  * 2 z lse) p - w t'.  A class with t'_c = 0 adds 0 even where x_c = -inf
- * (0 log 0 = 0).  grad may be x (all reads of x come first). */
+ * (0 log 0 = 0).  grad may be x (all reads of x come first).  Unless last
+ * (the task's last row), the next row's targets follow this row's. */
 static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_soft)(
     const CYCE_STORE *x, CYCE_GRAD *grad, CYCE_REAL *exps, int64_t n, const void *target,
     int target_f64, double row_weight, cyce_ce_opts opts, int last)
@@ -491,7 +492,7 @@ static void CYCE_FN(categorical_ce_task)(const cyce_rows *rows, const cyce_ce_op
     }
 }
 
-/* ---- the exps, for their tests (float and double only) ---- */
+/* ---- the exps, for their tests, and the targets' check (float and double only) ---- */
 #if CYCE_NATIVE
 
 static void CYCE_FN(exp_values)(const void *x, void *out, int64_t n)
@@ -515,10 +516,7 @@ static void CYCE_FN(span_exp_sum_count)(const void *x, void *out, int64_t n, dou
     *sum = s;
     *count = c;
 }
-#endif
 
-/* static, unless the includer exports it under a name of its own */
-#if CYCE_NATIVE
 /* The first of t[0:n] outside [0, 1] (NaN included), or -1: the targets'
  * check before a call writes anything, one pass at memory speed.  Each chunk
  * is tested without a branch (the level's vectors: the module's own code is
@@ -546,6 +544,7 @@ static int64_t CYCE_FN(first_bad_probability)(const void *values, int64_t n)
 }
 #endif
 
+/* static, unless the includer exports it under a name of its own */
 #ifdef CYCE_TABLE_NAME
 const cyce_dtype_kernels CYCE_TABLE_NAME(CYCE_SUFFIX) = {
 #else

@@ -247,13 +247,13 @@ static inline __attribute__((always_inline)) double CYCE_FN(cyce_block_exp_sum)(
  *
  * The sums run in blocks of CYCE_BLOCK elements in the row's dtype, the
  * block totals in double.  ahead, unless NULL, is the next row: it is
- * prefetched into cache block by block, and so is ahead_too (unless NULL:
- * the next row's targets, of too_size bytes each).  This pass is
+ * prefetched into cache block by block, and so is ahead_targets (unless
+ * NULL: the next row's targets, of target_bytes each).  This pass is
  * compute-bound on a row already in L2, so the memory system is otherwise
  * idle here, while the next row's first passes would wait on DRAM. */
 static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_STORE *x, CYCE_REAL *out, int64_t n,
                                                   CYCE_REAL max, const CYCE_STORE *ahead,
-                                                  const char *ahead_too, int64_t too_size)
+                                                  const char *ahead_targets, int64_t target_bytes)
 {
     /* what "equal to the max" compares against: NaN, equal to nothing, when
      * the max is infinite */
@@ -269,9 +269,9 @@ static inline double CYCE_FN(cyce_row_exp_sum_m1)(const CYCE_STORE *x, CYCE_REAL
                 __builtin_prefetch(ahead + j, 0, 2);
             }
         }
-        if (ahead_too != NULL) {
-            for (int64_t at = block * too_size; at < end * too_size; at += CYCE_LINE) {
-                __builtin_prefetch(ahead_too + at, 0, 2);
+        if (ahead_targets != NULL) {
+            for (int64_t at = block * target_bytes; at < end * target_bytes; at += CYCE_LINE) {
+                __builtin_prefetch(ahead_targets + at, 0, 2);
             }
         }
         CYCE_REAL s = 0, c = 0;   /* c: at most CYCE_BLOCK, exact in either dtype */
