@@ -459,6 +459,49 @@ def test_inplace_and_grad_out(kernel_build, rng, dtype, option, logit_map):
         assert grad is buffer and buffer.tobytes() == expected_grad.tobytes()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("logit_map", [(1.0, 5.0), (0.5, 30.0), (0.7, None)], ids=map_id)
+def test_rows_whose_gradient_waits(kernel_build, rng, dtype, logit_map):
+    """A row's gradient pass may wait for the next row's block passes (float
+    rows at the AVX-512 level): rows of three blocks, six rows a task,
+    ignored rows alone and two in a row, at a task's start, in its middle
+    and at its end, and the label in every block.  Each row's gradient
+    against the float64 reference, in place and into a new array with the
+    same bits, and every row alone (a task of one row, which never waits)
+    with the same bits as within the batch."""
+    dtype = np.dtype(dtype) if dtype in ("float32", "float64") else half_dtype(dtype)
+    temperature, softcap = logit_map
+    rows, n = 48, 5000
+    x = (rng.standard_normal((rows, n)) * 6).astype(dtype)
+    labels = rng.integers(0, n, rows)
+    labels[:12] = [10, 2100, 4999, 4096, 4095, 2047, 2048, 0, 4500, 1, 3000, 4998]
+    labels[[1, 2, 7, 11, 12, 30, 47]] = -100
+    call = dict(temperature=temperature, logit_softcap=softcap, reduction="sum")
+    loss, grad = cyce.softmax_ce(x, labels, return_grad=True, **call)
+    exp_loss, exp_grad, term = numpy_reference(x, labels, temperature, softcap, "sum")
+    if dtype in (np.float32, np.float64):
+        loss_term, grad_term = map_terms(x, labels, temperature, softcap, "sum")
+        assert_mapped(grad, exp_grad, dtype, "grad", term, grad_term)
+        assert_mapped(loss, exp_loss, dtype, "loss", 0.0, loss_term)
+    assert not grad[labels == -100].any()
+    buffer = x.copy()
+    cyce.softmax_ce(buffer, labels, inplace=True, **call)
+    assert buffer.tobytes() == grad.tobytes()
+    for i in (0, 3, 5, 6, 13, 46):
+        alone = cyce.softmax_ce(x[i:i + 1], labels[i:i + 1], return_grad=True, **call)[1]
+        assert alone.tobytes() == grad[i:i + 1].tobytes(), i
+    if dtype not in (np.float32, np.float64):
+        # a half input's float32 gradient waits as float32's does
+        master = np.empty(x.shape, np.float32)
+        cyce.softmax_ce(x, labels, grad_out=master, **call)
+        assert_mapped(master, exp_grad, np.float32, "float32 grad_out", term,
+                      map_terms(x, labels, temperature, softcap, "sum")[1])
+        for i in (0, 5, 13):
+            alone = np.empty((1, n), np.float32)
+            cyce.softmax_ce(x[i:i + 1], labels[i:i + 1], grad_out=alone, **call)
+            assert alone.tobytes() == master[i:i + 1].tobytes(), i
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=name_of)
 @pytest.mark.parametrize("logit_map", [(1.0, 30.0), (3.0, 1.0), (0.5, 30.0), (3.0, None)], ids=map_id)
 def test_masked_logits(kernel_build, rng, dtype, logit_map):

@@ -18,6 +18,14 @@
 /* softmax_stats' block: mapped into a buffer that stays in L1 */
 #define CYCE_STATS_BLOCK 2048
 
+/* whether float rows' block passes scale a waiting row's gradient (the
+ * AVX-512 ones do; the C ones leave wait out) */
+#ifdef CYCE_AVX512_SPANS
+#define CYCE_MAPPED_DEFERS 1
+#else
+#define CYCE_MAPPED_DEFERS 0
+#endif
+
 #ifdef CYCE_AVX512_SPANS
 /* c tanh(v / c) and its slope sech(v / c)**2 for 16 floats, by
  * cyce_tanhf_sech2's formulas, each side computed only where a lane needs

@@ -114,6 +114,16 @@ static inline int64_t CYCE_SFN(mapped_block)(int64_t n)
  * itself, read again from cache; with one, z goes to one of two buffers of
  * a block each (in L1), and its slopes to a row of the caller's. */
 
+/* The previous row's block whose gradient waits for this block's pass (as
+ * the plain rows' deferred scaling, docs/performance.md#deferred-scaling):
+ * grad[j] = (grad[j] * a - b) * slope[j] over the block (slope NULL: no
+ * softcap), grad holding its exps. */
+typedef struct {
+    CYCE_REAL *grad;
+    const CYCE_REAL *slope;
+    CYCE_REAL a, b;
+} CYCE_SFN(cyce_waiting_block);
+
 /* What a block pass returns: the next block's max (of z) and raw max, and
  * this block's sums in double: rest and count (as cyce_row_exp_sum_m1's),
  * s1 = sum e d for the entropy (d = (z - bm) / T <= 0; a masked class adds
@@ -210,8 +220,13 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
     block_pass_mapped_avx512)(const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len,
                            CYCE_REAL bm, const CYCE_STORE *x_next, CYCE_REAL *nxt,
                            CYCE_REAL *next_slope, int64_t next_len,
-                           const CYCE_SFN(cyce_logit_map) *map, int softcap, int stats)
+                           const CYCE_SFN(cyce_logit_map) *map, int softcap, int stats,
+                           const CYCE_SFN(cyce_waiting_block) *wait)
 {
+    CYCE_REAL *wait_grad = wait == NULL ? NULL : wait->grad;
+    const CYCE_REAL *wait_slope = wait == NULL ? NULL : wait->slope;
+    const CYCE_SV wait_a = CYCE_SVOP(set1)(wait == NULL ? 0 : wait->a);
+    const CYCE_SV wait_b = CYCE_SVOP(set1)(wait == NULL ? 0 : wait->b);
     const CYCE_SV vshift = CYCE_SVOP(set1)(bm == -INFINITY ? 0 : bm);
     const CYCE_SV vtop = CYCE_SVOP(set1)(isfinite(bm) ? bm : (CYCE_REAL)NAN);
     const CYCE_SV lowest = CYCE_SVOP(set1)(-FLT_MAX), one = CYCE_SVOP(set1)(1);
@@ -220,9 +235,18 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
     const CYCE_SMASK all = (CYCE_SMASK)~(CYCE_SMASK)0;
     CYCE_SV vm = CYCE_SVOP(set1)(-INFINITY), vxm = vm;
     CYCE_SFN(cyce_block_sums) sums = {0, 0, 0.0, 0.0, 0.0, 0.0};
-    /* this block's exps at j, and block_pass's four sums */
+    /* this block's exps at j, and block_pass's four sums; the waiting
+     * block's gradient at j (the separate pass's contracted (e a - b) s) */
 #define CYCE_MAPPED_TERM(lanes)                                                 \
     do {                                                                        \
+        if (wait_grad != NULL) {                                                \
+            CYCE_SV g = CYCE_SVOP(fmsub)(CYCE_SVOP(maskz_loadu)(lanes, wait_grad + j), \
+                                         wait_a, wait_b);                       \
+            if (softcap) {                                                      \
+                g = CYCE_SVOP(mul)(g, CYCE_SVOP(maskz_loadu)(lanes, wait_slope + j)); \
+            }                                                                   \
+            CYCE_SVOP(mask_storeu)(wait_grad + j, lanes, g);                    \
+        }                                                                       \
         CYCE_SV cv = CYCE_SVOP(maskz_loadu)(lanes, cur_z + j);                  \
         CYCE_SV d = CYCE_SVOP(mul)(CYCE_SVOP(sub)(cv, vshift), inv_t);          \
         CYCE_SV e = CYCE_STATS_VEXP(d);                                         \
@@ -284,7 +308,7 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_c
 {
 #ifdef CYCE_STATS_VSOFTCAP
     return CYCE_SFN(block_pass_mapped_avx512)(cur_z, exps, len, bm, x_next, nxt, next_slope,
-                                           next_len, map, 1, 1);
+                                           next_len, map, 1, 1, NULL);
 #else
     return CYCE_SFN(block_pass)(NULL, cur_z, exps, len, bm, x_next, nxt, next_slope, next_len,
                                 map, 1);
@@ -293,16 +317,18 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_c
 
 /* block_pass_capped for the cross entropy, which reads neither s1 nor the
  * raw max: in intrinsics, their 3 of the loop's vector instructions left
- * out (elsewhere the one loop serves both). */
+ * out, and the waiting block scaled (elsewhere the one loop serves both, and
+ * nothing waits: wait is NULL). */
 static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_capped_ce)(
     const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len, CYCE_REAL bm,
     const CYCE_STORE *x_next, CYCE_REAL *nxt, CYCE_REAL *next_slope, int64_t next_len,
-    const CYCE_SFN(cyce_logit_map) *map)
+    const CYCE_SFN(cyce_logit_map) *map, const CYCE_SFN(cyce_waiting_block) *wait)
 {
 #ifdef CYCE_STATS_VSOFTCAP
     return CYCE_SFN(block_pass_mapped_avx512)(cur_z, exps, len, bm, x_next, nxt, next_slope,
-                                           next_len, map, 1, 0);
+                                           next_len, map, 1, 0, wait);
 #else
+    (void)wait;
     return CYCE_SFN(block_pass_capped)(cur_z, exps, len, bm, x_next, nxt, next_slope, next_len,
                                        map);
 #endif
@@ -310,32 +336,40 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_c
 
 static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_plain)(
     const CYCE_STORE *cur_x, CYCE_REAL *exps, int64_t len, CYCE_REAL bm,
-    const CYCE_STORE *x_next, int64_t next_len, const CYCE_SFN(cyce_logit_map) *map)
+    const CYCE_STORE *x_next, int64_t next_len, const CYCE_SFN(cyce_logit_map) *map,
+    const CYCE_SFN(cyce_waiting_block) *wait)
 {
 #ifdef CYCE_STATS_VSOFTCAP
     /* (softmax_stats without a softcap takes block_pass_avx512 here) */
     return CYCE_SFN(block_pass_mapped_avx512)(cur_x, exps, len, bm, x_next, NULL, NULL, next_len,
-                                           map, 0, 0);
+                                           map, 0, 0, wait);
 #else
+    (void)wait;
     return CYCE_SFN(block_pass)(cur_x, NULL, exps, len, bm, x_next, NULL, NULL, next_len, map, 0);
 #endif
 }
 
 /* One block pass, block k of a row at start: through the softcap's buffers
  * (bufs, two blocks of `block`) or over x itself; for softmax_stats (stats)
- * or the cross entropy. */
+ * or the cross entropy, which may have a block waiting (else NULL). */
 static inline CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_at)(
     const CYCE_STORE *x, CYCE_REAL *bufs, CYCE_REAL *slope, CYCE_REAL *exps, int64_t k,
     int64_t start, int64_t len, int64_t block, int64_t next_len, CYCE_REAL bm,
-    const CYCE_SFN(cyce_logit_map) *map, int stats)
+    const CYCE_SFN(cyce_logit_map) *map, int stats, const CYCE_SFN(cyce_waiting_block) *wait)
 {
     const int64_t next = start + len;
-    if (map->softcap) {
-        return (stats ? CYCE_SFN(block_pass_capped) : CYCE_SFN(block_pass_capped_ce))(
-            bufs + (k % 2) * block, exps + start, len, bm, x + next,
-            bufs + ((k + 1) % 2) * block, slope + next, next_len, map);
+    if (map->softcap && stats) {
+        return CYCE_SFN(block_pass_capped)(bufs + (k % 2) * block, exps + start, len, bm,
+                                           x + next, bufs + ((k + 1) % 2) * block, slope + next,
+                                           next_len, map);
     }
-    return CYCE_SFN(block_pass_plain)(x + start, exps + start, len, bm, x + next, next_len, map);
+    if (map->softcap) {
+        return CYCE_SFN(block_pass_capped_ce)(bufs + (k % 2) * block, exps + start, len, bm,
+                                              x + next, bufs + ((k + 1) % 2) * block,
+                                              slope + next, next_len, map, wait);
+    }
+    return CYCE_SFN(block_pass_plain)(x + start, exps + start, len, bm, x + next, next_len, map,
+                                      wait);
 }
 
 #ifdef CYCE_STATS_VEXP
@@ -468,15 +502,31 @@ typedef struct {
     int64_t n_blocks;
 } CYCE_SFN(cyce_mapped_row);
 
-/* The sums of one row and its exps (into exps), its slopes into the scratch. */
+/* A row whose gradient waits for the next row's block passes: its exps in
+ * grad (NULL: none waits), its slopes (NULL: no softcap), its blocks'
+ * factors and the scales of cyce_waiting_block, and its label's gradient,
+ * written once every block is scaled. */
+typedef struct {
+    CYCE_REAL *grad;
+    const CYCE_REAL *slope;
+    const double *factor;
+    double exp_scale, inv_t;   /* block k's a: exp_scale * factor[k] * inv_t */
+    CYCE_REAL b;
+    int64_t label;
+    CYCE_REAL label_grad;
+} CYCE_SFN(cyce_waiting_row);
+
+/* The sums of one row and its exps (into exps), its slopes into slope, bufs
+ * the softcap's two blocks; the blocks of waiting (unless NULL) scaled on
+ * the way. */
 static CYCE_SFN(cyce_mapped_row) CYCE_SFN(ce_mapped_row_sums)(
-    const CYCE_STORE *x, CYCE_REAL *exps, CYCE_REAL *scratch, int64_t n, int64_t label,
-    double row_weight, const cyce_ce_opts *opts, CYCE_SFN(cyce_logit_map) map, double *factor)
+    const CYCE_STORE *x, CYCE_REAL *exps, CYCE_REAL *slope, CYCE_REAL *bufs, int64_t n,
+    int64_t label, double row_weight, const cyce_ce_opts *opts, CYCE_SFN(cyce_logit_map) map,
+    double *factor, const CYCE_SFN(cyce_waiting_row) *waiting)
 {
     const int softcap = map.softcap;
     const int64_t block = CYCE_SFN(mapped_block)(n), n_blocks = (n + block - 1) / block;
     const int smoothing = opts->label_smoothing != 0.0;
-    CYCE_REAL *slope = scratch, *bufs = scratch + 2 * n;
     double block_max[CYCE_ONLINE_MAX_BLOCKS], rest[CYCE_ONLINE_MAX_BLOCKS];
     double count[CYCE_ONLINE_MAX_BLOCKS], shifted[CYCE_ONLINE_MAX_BLOCKS];
     CYCE_REAL raw, z_label = softcap ? 0 : CYCE_LOAD(x[label]);
@@ -490,8 +540,16 @@ static CYCE_SFN(cyce_mapped_row) CYCE_SFN(ce_mapped_row_sums)(
         if (softcap && label >= start && label < next) {
             z_label = bufs[(k % 2) * block + label - start];
         }
+        CYCE_SFN(cyce_waiting_block) wait_k, *wait = NULL;
+        if (waiting != NULL) {
+            wait_k.grad = waiting->grad + start;
+            wait_k.slope = waiting->slope == NULL ? NULL : waiting->slope + start;
+            wait_k.a = (CYCE_REAL)(waiting->exp_scale * waiting->factor[k] * waiting->inv_t);
+            wait_k.b = waiting->b;
+            wait = &wait_k;
+        }
         CYCE_SFN(cyce_block_sums) sums = CYCE_SFN(block_pass_at)(
-            x, bufs, slope, exps, k, start, len, block, next_len, bm, &map, 0);
+            x, bufs, slope, exps, k, start, len, block, next_len, bm, &map, 0, wait);
         rest[k] = sums.rest;
         count[k] = sums.count;
         shifted[k] = sums.u;
@@ -690,9 +748,39 @@ static inline void CYCE_FN(chain_store)(const CYCE_REAL *e, const CYCE_REAL *slo
     }
 }
 
+/* A row's gradient pass: grad[j] = (exps[j] * a_k - b) * slope[j] over
+ * its blocks (slope NULL: no softcap), a_k = exp_scale * factor[k] * inv_t,
+ * rounded once into grad's dtype. */
+static inline void CYCE_FN(scale_mapped_row)(const CYCE_REAL *exps, const CYCE_REAL *slope,
+                                             CYCE_GRAD *grad, const double *factor,
+                                             double exp_scale, double inv_t, CYCE_REAL b,
+                                             int64_t n, int64_t block, int64_t n_blocks)
+{
+    for (int64_t k = 0, start = 0; k < n_blocks; k++, start += block) {
+        int64_t end = start + block < n ? start + block : n;
+        const CYCE_REAL a = (CYCE_REAL)(exp_scale * factor[k] * inv_t);
+        if (slope == NULL) {
+#pragma omp simd
+            for (int64_t j = start; j < end; j++) {
+                grad[j] = CYCE_TO_GRAD(exps[j] * a - b);
+            }
+        } else {
+#pragma omp simd
+            for (int64_t j = start; j < end; j++) {
+                grad[j] = CYCE_TO_GRAD((exps[j] * a - b) * slope[j]);
+            }
+        }
+    }
+}
+
 /* Rows first..stop against labels: returns the sum of their losses in row
  * order, and writes each one's to rows->row_loss unless NULL.  The gradient
- * is that of w = z / T, times dw/dz = 1 / T, times dz/dx (the slope). */
+ * is that of w = z / T, times dw/dz = 1 / T, times dz/dx (the slope).  Where
+ * the gradient holds a float row's exps (and the block passes are the
+ * intrinsics, CYCE_MAPPED_DEFERS), a row's gradient pass waits for the next
+ * row's block passes, which run it beside their exps, and the rows' slopes
+ * take turns in the scratch's two rows; the task's last row is scaled in a
+ * pass of its own.  The same products either way, so the same bits. */
 static double CYCE_FN(softmax_ce_hard_mapped_task)(const cyce_rows *rows,
                                                    const cyce_ce_opts *options, void *scratch,
                                                    int64_t first, int64_t stop)
@@ -702,8 +790,13 @@ static double CYCE_FN(softmax_ce_hard_mapped_task)(const cyce_rows *rows,
     const double inv_t = map.inv_temperature_f64;
     const int64_t n = rows->n_classes;
     CYCE_REAL *slope = (CYCE_REAL *)scratch, *row_real = CYCE_FN(real_row)(slope, n);
-    CYCE_REAL *slopes = map.softcap ? slope : NULL;
-    double factor[CYCE_ONLINE_MAX_BLOCKS];
+    CYCE_REAL *bufs = slope + 2 * n;
+    const int whole_rows = opts.label_smoothing != 0.0 && opts.class_weight != NULL;
+    const int defer = CYCE_MAPPED_DEFERS && sizeof(CYCE_REAL) == 4 && CYCE_EXPS_IN_GRAD
+        && rows->grad != NULL && !whole_rows;
+    double factors[2][CYCE_ONLINE_MAX_BLOCKS];
+    CYCE_SFN(cyce_waiting_row) waiting = {NULL, NULL, NULL, 0.0, inv_t, 0, 0, 0};
+    int64_t turn = 0;   /* rows computed: ignored rows take no turn */
     double total = 0.0;
     (void)row_real;
     for (int64_t i = first; i < stop; i++) {
@@ -712,6 +805,10 @@ static double CYCE_FN(softmax_ce_hard_mapped_task)(const cyce_rows *rows,
         int64_t label = rows->labels[i];
         double row_weight = opts.sample_weight == NULL ? 1.0 : opts.sample_weight[i];
         double loss = 0.0;
+        /* this row's slopes: the scratch's two rows in turn where rows wait */
+        CYCE_REAL *row_slope = defer ? slope + (turn % 2) * n : slope;
+        CYCE_REAL *slopes = map.softcap ? row_slope : NULL;
+        double *factor = factors[turn % 2];
         /* exps in the gradient where it holds them unrounded, else in the scratch */
         CYCE_REAL *exps = CYCE_EXPS_IN_GRAD && grad != NULL ? (CYCE_REAL *)grad : slope + n;
         if (label == opts.ignore_index) {
@@ -723,9 +820,10 @@ static double CYCE_FN(softmax_ce_hard_mapped_task)(const cyce_rows *rows,
             }
             continue;
         }
+        turn++;
         /* (read before any store: grad may be the row itself) */
         const CYCE_REAL *x = CYCE_ROW_OF(x_row, row_real, n);
-        if (opts.label_smoothing != 0.0 && opts.class_weight != NULL) {
+        if (whole_rows) {
             cyce_hard_terms terms = CYCE_SFN(ce_whole_row_sums)(x, slope + n, slope, n, label,
                                                                  row_weight, &opts, map);
             loss = terms.loss;
@@ -738,33 +836,40 @@ static double CYCE_FN(softmax_ce_hard_mapped_task)(const cyce_rows *rows,
             }
         } else {
             CYCE_SFN(cyce_mapped_row) row = CYCE_SFN(ce_mapped_row_sums)(
-                x, exps, slope, n, label, row_weight, &opts, map, factor);
+                x, exps, row_slope, bufs, n, label, row_weight, &opts, map, factor,
+                waiting.grad == NULL ? NULL : &waiting);
             loss = row.terms.loss;
+            if (waiting.grad != NULL) {
+                waiting.grad[waiting.label] = waiting.label_grad;
+                waiting.grad = NULL;
+            }
             if (grad != NULL) {
                 const CYCE_REAL b = (CYCE_REAL)(row.terms.weight_scale * inv_t);
-                for (int64_t k = 0, start = 0; k < row.n_blocks; k++, start += row.block) {
-                    int64_t end = start + row.block < n ? start + row.block : n;
-                    const CYCE_REAL a = (CYCE_REAL)(row.terms.exp_scale * factor[k] * inv_t);
-                    if (slopes == NULL) {
-#pragma omp simd
-                        for (int64_t j = start; j < end; j++) {
-                            grad[j] = CYCE_TO_GRAD(exps[j] * a - b);
-                        }
-                    } else {
-#pragma omp simd
-                        for (int64_t j = start; j < end; j++) {
-                            grad[j] = CYCE_TO_GRAD((exps[j] * a - b) * slope[j]);
-                        }
-                    }
+                double label_slope = slopes == NULL ? 1.0 : (double)row_slope[label];
+                CYCE_REAL label_grad = (CYCE_REAL)(row.terms.label_grad * inv_t * label_slope);
+                if (defer) {
+                    CYCE_SFN(cyce_waiting_row) next = {(CYCE_REAL *)grad, slopes, factor,
+                                                       row.terms.exp_scale, inv_t, b, label,
+                                                       label_grad};
+                    waiting = next;
+                } else {
+                    CYCE_FN(scale_mapped_row)(exps, slopes, grad, factor, row.terms.exp_scale,
+                                              inv_t, b, n, row.block, row.n_blocks);
+                    grad[label] = CYCE_TO_GRAD(label_grad);
                 }
-                double label_slope = slopes == NULL ? 1.0 : (double)slope[label];
-                grad[label] = CYCE_TO_GRAD((CYCE_REAL)(row.terms.label_grad * inv_t * label_slope));
             }
         }
         if (rows->row_loss != NULL) {
             rows->row_loss[i] = loss;
         }
         total += loss;
+    }
+    if (waiting.grad != NULL) {
+        const int64_t block = CYCE_SFN(mapped_block)(n);
+        CYCE_FN(scale_mapped_row)(waiting.grad, waiting.slope, (CYCE_GRAD *)waiting.grad,
+                                  waiting.factor, waiting.exp_scale, inv_t, waiting.b, n, block,
+                                  (n + block - 1) / block);
+        waiting.grad[waiting.label] = waiting.label_grad;
     }
     return total;
 }
@@ -926,7 +1031,7 @@ static void CYCE_SFN(row_softmax_stats)(
 #endif
         {
             CYCE_SFN(cyce_block_sums) block_sums = CYCE_SFN(block_pass_at)(
-                x, bufs, slope, exps, k, start, len, block, next_len, bm, &map, 1);
+                x, bufs, slope, exps, k, start, len, block, next_len, bm, &map, 1, NULL);
             next_max = block_sums.next_max;
             next_raw = block_sums.next_raw;
             rest = block_sums.rest;
