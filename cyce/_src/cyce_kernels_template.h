@@ -270,6 +270,24 @@ static double CYCE_FN(softmax_ce_hard_task)(const cyce_rows *rows, const cyce_ce
 
 /* ---- softmax cross entropy against probabilities ---- */
 
+/* wt (x_c - m) where wt != 0, else 0.  For float and double rows the
+ * product is taken for every class and then selected: with x_c loaded under
+ * the test GCC kept the loop's sums in memory, a store and a reload per
+ * vector.  A half type's row keeps the load under the test: vectorised, its
+ * conversions took some 30 KB of code per level. */
+#if CYCE_NATIVE
+static inline __attribute__((always_inline)) CYCE_REAL CYCE_FN(selected_term)(CYCE_REAL wt,
+                                                                           CYCE_REAL xc,
+                                                                           CYCE_REAL m)
+{
+    CYCE_REAL term = wt * (xc - m);
+    return wt != 0 ? term : 0;
+}
+#define CYCE_MASS_TERM(wt, xc, m) CYCE_FN(selected_term)(wt, CYCE_LOAD(xc), m)
+#else
+#define CYCE_MASS_TERM(wt, xc, m) ((wt) != 0 ? (wt) * (CYCE_LOAD(xc) - (m)) : 0)
+#endif
+
 /* One row against t smoothed to t' = (1-e) t + e/C:
  * loss = sum_c w_c t'_c (lse - x_c) + z lse^2, grad = (sum_c w_c t'_c +
  * 2 z lse) p - w t'.  A class with t'_c = 0 adds 0 even where x_c = -inf
@@ -295,21 +313,17 @@ static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_soft)
 #pragma omp simd reduction(+:block_mass, block_shifted)
             for (int64_t c = start; c < stop; c++) {
                 CYCE_REAL wt = keep * (CYCE_REAL)CYCE_TARGET(target, target_f64, c) + uniform;
-                /* a class of no mass adds 0, also where x_c = -inf.  The
-                 * product is taken for every class and then selected: a load
-                 * under the test made GCC keep both sums in memory */
-                CYCE_REAL term = wt * (CYCE_LOAD(x[c]) - m);
+                /* a class of no mass adds 0, also where x_c = -inf */
                 block_mass += wt;
-                block_shifted += wt != 0 ? term : 0;
+                block_shifted += CYCE_MASS_TERM(wt, x[c], m);
             }
         } else {
 #pragma omp simd reduction(+:block_mass, block_shifted)
             for (int64_t c = start; c < stop; c++) {
                 CYCE_REAL wt = (keep * (CYCE_REAL)CYCE_TARGET(target, target_f64, c) + uniform)
                     * (CYCE_REAL)class_weight[c];
-                CYCE_REAL term = wt * (CYCE_LOAD(x[c]) - m);
                 block_mass += wt;
-                block_shifted += wt != 0 ? term : 0;
+                block_shifted += CYCE_MASS_TERM(wt, x[c], m);
             }
         }
         mass += (double)block_mass;
@@ -345,6 +359,8 @@ static inline __attribute__((always_inline)) double CYCE_FN(row_softmax_ce_soft)
     }
     return row_weight * (mass * log_total - mass_shifted + opts.z_loss * lse * lse);
 }
+
+#undef CYCE_MASS_TERM
 
 static void CYCE_FN(softmax_ce_soft_task)(const cyce_rows *rows, const cyce_ce_opts *options,
                                           void *scratch, int64_t first, int64_t stop)

@@ -301,7 +301,7 @@ static inline __attribute__((always_inline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(
 }
 #endif
 
-static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_capped)(
+static __attribute__((noinline, noclone)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_capped)(
     const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len, CYCE_REAL bm,
     const CYCE_STORE *x_next, CYCE_REAL *nxt, CYCE_REAL *next_slope, int64_t next_len,
     const CYCE_SFN(cyce_logit_map) *map)
@@ -319,7 +319,7 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_c
  * raw max: in intrinsics, their 3 of the loop's vector instructions left
  * out, and the waiting block scaled (elsewhere the one loop serves both, and
  * nothing waits: wait is NULL). */
-static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_capped_ce)(
+static __attribute__((noinline, noclone)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_capped_ce)(
     const CYCE_REAL *cur_z, CYCE_REAL *exps, int64_t len, CYCE_REAL bm,
     const CYCE_STORE *x_next, CYCE_REAL *nxt, CYCE_REAL *next_slope, int64_t next_len,
     const CYCE_SFN(cyce_logit_map) *map, const CYCE_SFN(cyce_waiting_block) *wait)
@@ -334,7 +334,7 @@ static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_c
 #endif
 }
 
-static __attribute__((noinline)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_plain)(
+static __attribute__((noinline, noclone)) CYCE_SFN(cyce_block_sums) CYCE_SFN(block_pass_plain)(
     const CYCE_STORE *cur_x, CYCE_REAL *exps, int64_t len, CYCE_REAL bm,
     const CYCE_STORE *x_next, int64_t next_len, const CYCE_SFN(cyce_logit_map) *map,
     const CYCE_SFN(cyce_waiting_block) *wait)
@@ -751,10 +751,9 @@ static inline void CYCE_FN(chain_store)(const CYCE_REAL *e, const CYCE_REAL *slo
 /* A row's gradient pass: grad[j] = (exps[j] * a_k - b) * slope[j] over
  * its blocks (slope NULL: no softcap), a_k = exp_scale * factor[k] * inv_t,
  * rounded once into grad's dtype. */
-static inline void CYCE_FN(scale_mapped_row)(const CYCE_REAL *exps, const CYCE_REAL *slope,
-                                             CYCE_GRAD *grad, const double *factor,
-                                             double exp_scale, double inv_t, CYCE_REAL b,
-                                             int64_t n, int64_t block, int64_t n_blocks)
+static __attribute__((noinline)) void CYCE_FN(scale_mapped_row)(
+    const CYCE_REAL *exps, const CYCE_REAL *slope, CYCE_GRAD *grad, const double *factor,
+    double exp_scale, double inv_t, CYCE_REAL b, int64_t n, int64_t block, int64_t n_blocks)
 {
     for (int64_t k = 0, start = 0; k < n_blocks; k++, start += block) {
         int64_t end = start + block < n ? start + block : n;
