@@ -625,11 +625,11 @@ def first_bad_label(const int64_t[::1] labels, int64_t n_classes, int64_t ignore
     return first
 
 
-def first_bad_probability(cnp.ndarray t not None):
+def first_bad_probability(cnp.ndarray t):
     """The index of the first value of the 1-D C-contiguous float32 or
     float64 array t outside [0, 1] (NaN included), or -1: one pass at memory
     speed (the level's kernel), where NumPy's min and max take two."""
-    if (t.ndim != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(t)
+    if (t is None or t.ndim != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(t)
             or cnp.PyArray_TYPE(t) not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64)):
         raise TypeError("first_bad_probability takes a 1-D C-contiguous float32 or float64 array")
     cdef const cyce_dtype_kernels *k = kernels_of(t)
