@@ -152,6 +152,16 @@ static inline double cyce_label_exp_m1(double label_shifted, double label_exp)
     return label_shifted == 0.0 ? 0.0 : label_exp - 1.0;
 }
 
+/* A block's share of label smoothing's sum_c (z_c - max) / T, the row's
+ * sum taken block by block: u, the block's sum against its own max bm (or
+ * against 0 where the block is all -inf, bm = -inf), moved to the row's max
+ * by len (bm - max) / T.  Every term <= 0, so the sum does not cancel. */
+static inline double cyce_smoothing_share(double u, double len, double bm, double max,
+                                          double inv_t)
+{
+    return bm == -INFINITY ? u - len * max * inv_t : u + len * ((bm - max) * inv_t);
+}
+
 /* How many elements of `size` bytes lie between p and the next cache line:
  * 0 when p starts one, or is not a multiple of size (never on a line).
  * NumPy's large arrays start 16 bytes past a line, and a vector split over

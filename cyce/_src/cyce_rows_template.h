@@ -494,9 +494,7 @@ static inline double CYCE_FN(cyce_row_blocked_exp_sum_m1)(
         double sum = 0.0;
         for (int64_t k = 0, start = 0; k < n_blocks; k++, start += block) {
             double len = (double)(n - start < block ? n - start : block);
-            /* a block of -inf only was shifted by 0, not by its max */
-            sum += block_max[k] == -INFINITY ? shifted[k] - len * (double)max
-                : shifted[k] + len * ((double)block_max[k] - (double)max);
+            sum += cyce_smoothing_share(shifted[k], len, (double)block_max[k], (double)max, 1.0);
         }
         *smooth_shifted = sum;
     }

@@ -569,10 +569,9 @@ static CYCE_SFN(cyce_mapped_row) CYCE_SFN(ce_mapped_row_sums)(
             total_m1 += factor[k] * (rest[k] + count[k]);
         }
         if (smoothing) {
-            /* a masked block's u is against 0, not its max */
             double len_k = (double)(n - start < block ? n - start : block);
-            smooth_shifted += block_max[k] == -INFINITY ? shifted[k] - len_k * (double)max * inv_t
-                                                         : shifted[k] + len_k * gap;
+            smooth_shifted += cyce_smoothing_share(shifted[k], len_k, block_max[k], (double)max,
+                                                   inv_t);
         }
     }
     total_m1 = max == -INFINITY ? (double)NAN : total_m1 + (count_at_max - 1.0);
